@@ -1,0 +1,13 @@
+"""The ``meshsyncd`` command line (click). Talks to a daemon only through the control client."""
+
+from __future__ import annotations
+
+import click
+
+from . import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meshsyncd")
+def main() -> None:
+    """meshsyncd: replicate memory items across a mesh of nodes over mutual TLS."""

@@ -1,0 +1,110 @@
+"""Enumerations and limits of the wire format (SPEC.md sections 1 and 2).
+
+Limits live here, in one place, because every decoder checks a declared size against them
+before allocating: a peer must never be able to make us reserve memory it merely claims.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "BATCH_HEADER_SIZE",
+    "BATCH_MAGIC",
+    "BATCH_VERSION",
+    "BODY_ZSTD",
+    "COMPRESS_THRESHOLD",
+    "HELLO_MAGIC",
+    "ITEM_HEADER_SIZE",
+    "ITEM_VERSION",
+    "MAX_BATCH_ITEMS",
+    "MAX_BATCH_RAW",
+    "MAX_FRAME",
+    "MAX_PAYLOAD",
+    "MAX_TEXT",
+    "PAYLOAD_ZSTD",
+    "PROTOCOL_VERSION",
+    "ZSTD_LEVEL",
+    "ByeCode",
+    "Capability",
+    "ErrorCode",
+    "Op",
+    "Priority",
+    "Tier",
+]
+
+ITEM_VERSION = 2
+ITEM_HEADER_SIZE = 48
+MAX_PAYLOAD = 1 << 20
+PAYLOAD_ZSTD = 0x0001
+
+BATCH_MAGIC = b"MSBT"
+BATCH_VERSION = 1
+BATCH_HEADER_SIZE = 56
+BODY_ZSTD = 0x0001
+MAX_BATCH_RAW = 16 << 20
+MAX_BATCH_ITEMS = 65_536
+COMPRESS_THRESHOLD = 1024
+ZSTD_LEVEL = 3
+
+HELLO_MAGIC = b"MSYN"
+PROTOCOL_VERSION = 1
+MAX_FRAME = 17 << 20
+MAX_TEXT = 1024
+
+
+class Tier(enum.IntEnum):
+    """Memory tier; each has its own sync vectors and retention."""
+
+    WORKING = 0
+    EPISODIC = 1
+    SEMANTIC = 2
+
+
+class Op(enum.IntEnum):
+    """What an item version does to the stored value."""
+
+    INSERT = 1
+    UPDATE = 2
+    DELETE = 3
+    MERGE = 4
+    REPLICATE = 5
+
+
+class Priority(enum.IntEnum):
+    """Delivery urgency: URGENT/HIGH are pushed at once, LOW/BACKGROUND ride the pull."""
+
+    BACKGROUND = 0
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    URGENT = 4
+
+
+class Capability(enum.IntFlag):
+    """HELLO capability bits; unknown bits are ignored and preserved."""
+
+    ZSTD = 1 << 0
+    MERGE = 1 << 1
+    PUSH = 1 << 2
+    DIGEST = 1 << 3
+
+
+class ErrorCode(enum.IntEnum):
+    """Codes carried by an ERROR frame."""
+
+    PROTOCOL = 1
+    FORBIDDEN = 2
+    CLOCK_SKEW = 3
+    LIMIT = 4
+    INTERNAL = 5
+    UNKNOWN_PEER = 6
+
+
+class ByeCode(enum.IntEnum):
+    """Codes carried by a BYE frame."""
+
+    NORMAL = 0
+    SHUTDOWN = 1
+    DUPLICATE = 2
+    REMOVED = 3

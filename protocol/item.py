@@ -1,0 +1,347 @@
+"""Item codec: the normative 48-byte header plus payload (SPEC.md section 2).
+
+Theory of operation: decoding is the hot path of every sync, so the header is read with one
+precompiled ``struct`` call that groups the four one-byte fields (version, tier, op,
+priority) into one u32 and flags+reserved into another. A single dict lookup on that u32
+both validates the four fields and yields their enum members; only when it misses do we
+re-read the header field by field to say precisely which byte is wrong. Items are tuples
+underneath so that the decoder can build one with a single C call after validating, while
+``Item(...)`` from user code validates every field in the constructor.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from typing import NamedTuple
+
+import zstandard
+
+from .constants import (
+    ITEM_HEADER_SIZE,
+    ITEM_VERSION,
+    MAX_PAYLOAD,
+    PAYLOAD_ZSTD,
+    Op,
+    Priority,
+    Tier,
+)
+from .errors import (
+    BadFieldError,
+    ChecksumError,
+    CompressionError,
+    LimitError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    TruncatedError,
+)
+
+__all__ = ["Item", "inflate", "pack_item", "pack_items", "unpack_item", "unpack_items"]
+
+Buffer = bytes | bytearray | memoryview
+
+# item_id, timestamp_ns, origin, version|tier|op|priority, flags|reserved, payload_len, crc32
+_FAST = struct.Struct(">16sQQIIII")
+# The same 48 bytes, one field per header column, for error reports and the encoder.
+_FIELDS = struct.Struct(">16sQQBBBBHHII")
+_HEAD44 = struct.Struct(">16sQQBBBBHHI")
+_CRC = struct.Struct(">I")
+_U64_MAX = (1 << 64) - 1
+
+# (version<<24 | tier<<16 | op<<8 | priority) -> (tier, op, priority, payload needs a check)
+_VTOP: dict[int, tuple[Tier, Op, Priority, bool]] = {
+    (ITEM_VERSION << 24) | (t << 16) | (o << 8) | p: (t, o, p, o in (Op.DELETE, Op.MERGE))
+    for t in Tier
+    for o in Op
+    for p in Priority
+}
+
+
+class _ItemFields(NamedTuple):
+    item_id: bytes
+    timestamp_ns: int
+    origin: int
+    tier: Tier
+    op: Op
+    priority: Priority
+    flags: int
+    payload: bytes
+
+
+class Item(_ItemFields):
+    """One version of one memory item, exactly as it travels.
+
+    Immutable and hashable. ``key`` is the conflict-order key of DESIGN.md. The payload is
+    kept in wire form (still compressed when ``flags`` has ``PAYLOAD_ZSTD``) so that an item
+    re-encodes to the bytes it came from; :meth:`value` gives the inflated bytes.
+
+    Raises:
+        LocalProtocolError: a field is outside its domain (constructor only).
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        *,
+        item_id: bytes,
+        timestamp_ns: int,
+        origin: int,
+        tier: int,
+        op: int,
+        priority: int = Priority.NORMAL,
+        flags: int = 0,
+        payload: bytes = b"",
+    ) -> Item:
+        if not isinstance(item_id, bytes) or len(item_id) != 16:
+            raise LocalProtocolError("must be 16 bytes", field="item.item_id")
+        if not isinstance(timestamp_ns, int) or not 0 <= timestamp_ns <= _U64_MAX:
+            raise LocalProtocolError("must be a u64", field="item.timestamp_ns")
+        if not isinstance(origin, int) or not 0 <= origin <= _U64_MAX:
+            raise LocalProtocolError("must be a u64", field="item.origin")
+        try:
+            tier_e, op_e, prio_e = Tier(tier), Op(op), Priority(priority)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc), field="item.tier/op/priority") from None
+        if flags & ~PAYLOAD_ZSTD or flags < 0:
+            raise LocalProtocolError(f"unknown flag bits {flags:#06x}", field="item.flags")
+        if not isinstance(payload, bytes):
+            raise LocalProtocolError("must be bytes", field="item.payload")
+        if len(payload) > MAX_PAYLOAD:
+            raise LocalProtocolError(
+                f"{len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit", field="item.payload"
+            )
+        try:
+            _check_payload(op_e, flags, payload, "item.payload", None)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(exc.reason, field=exc.field) from None
+        return tuple.__new__(
+            cls, (item_id, timestamp_ns, origin, tier_e, op_e, prio_e, flags, payload)
+        )
+
+    @property
+    def version(self) -> int:
+        return ITEM_VERSION
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Conflict-order key: greater wins, equal is a duplicate."""
+        return (self.timestamp_ns, self.origin)
+
+    @property
+    def item_id_hex(self) -> str:
+        return self.item_id.hex()
+
+    @property
+    def wire_size(self) -> int:
+        return ITEM_HEADER_SIZE + len(self.payload)
+
+    def value(self) -> bytes:
+        """The payload with any per-item compression undone."""
+        if self.flags & PAYLOAD_ZSTD:
+            return inflate(self.payload, MAX_PAYLOAD, "item.payload", None)
+        return self.payload
+
+
+def inflate(data: Buffer, limit: int, field: str, offset: int | None) -> bytes:
+    """Inflate exactly one zstd frame whose header declares a size of at most ``limit``.
+
+    The declared size is checked before any output buffer exists, which is what makes a
+    decompression bomb harmless.
+
+    Raises:
+        CompressionError: not one well-formed zstd frame with a declared content size.
+        LimitError: the declared size is above ``limit``.
+    """
+    try:
+        size = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        raise CompressionError("not a zstd frame", field=field, offset=offset) from None
+    if size < 0:
+        raise CompressionError(
+            "zstd frame does not declare its content size", field=field, offset=offset
+        )
+    if size > limit:
+        raise LimitError(
+            f"zstd frame declares {size} bytes, limit is {limit}", field=field, offset=offset
+        )
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = dobj.decompress(data)
+    except zstandard.ZstdError as exc:
+        raise CompressionError(f"corrupt zstd frame ({exc})", field=field, offset=offset) from None
+    if not dobj.eof:
+        raise CompressionError("zstd frame is truncated", field=field, offset=offset)
+    if dobj.unused_data:
+        raise CompressionError(
+            f"{len(dobj.unused_data)} bytes after the zstd frame", field=field, offset=offset
+        )
+    if len(out) != size:
+        raise CompressionError(
+            f"zstd frame inflated to {len(out)} bytes, declared {size}", field=field, offset=offset
+        )
+    return out
+
+
+def _check_payload(op: int, flags: int, payload: bytes, field: str, offset: int | None) -> None:
+    """Apply the per-op payload rules of SPEC.md section 2 (DELETE empty, MERGE object)."""
+    if op == Op.DELETE and payload:
+        raise BadFieldError(
+            f"DELETE must carry an empty payload, got {len(payload)} bytes",
+            field=field,
+            offset=offset,
+        )
+    data = inflate(payload, MAX_PAYLOAD, field, offset) if flags & PAYLOAD_ZSTD else payload
+    if op == Op.MERGE:
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise BadFieldError(
+                "MERGE payload is not UTF-8 JSON", field=field, offset=offset
+            ) from None
+        if not isinstance(obj, dict):
+            raise BadFieldError("MERGE payload must be a JSON object", field=field, offset=offset)
+
+
+def _diagnose(buf: Buffer, off: int, prefix: str) -> ProtocolError:
+    """Name the first bad fixed field of a header the fast path refused."""
+    _iid, _ts, _origin, version, tier, op, prio, flags, reserved, _plen, _crc = _FIELDS.unpack_from(
+        buf, off
+    )
+    checks: list[tuple[str, int, bool, str]] = [
+        ("version", 32, version == ITEM_VERSION, f"{version}, expected {ITEM_VERSION}"),
+        ("tier", 33, tier in Tier._value2member_map_, f"unknown tier {tier}"),
+        ("op", 34, op in Op._value2member_map_, f"unknown op {op}"),
+        ("priority", 35, prio in Priority._value2member_map_, f"unknown priority {prio}"),
+        ("flags", 36, not flags & ~PAYLOAD_ZSTD, f"unknown flag bits {flags:#06x}"),
+        ("reserved", 38, reserved == 0, f"must be 0, got {reserved:#06x}"),
+    ]
+    for name, rel, ok, msg in checks:
+        if not ok:
+            return BadFieldError(msg, field=f"{prefix}.{name}", offset=off + rel)
+    return BadFieldError("invalid header", field=prefix, offset=off)  # pragma: no cover
+
+
+def unpack_item(buf: Buffer, offset: int = 0) -> tuple[Item, int]:
+    """Decode one item starting at ``offset``; return it and the offset just past it.
+
+    Raises:
+        ProtocolError: any malformed input (see SPEC.md section 2 for the order of checks).
+    """
+    items, end = _unpack(buf, offset, 1, None, "item")
+    return items[0], end
+
+
+def unpack_items(
+    buf: Buffer, count: int, *, tier: int | None = None, prefix: str = "items"
+) -> list[Item]:
+    """Decode exactly ``count`` items filling ``buf`` completely (a batch body).
+
+    Raises:
+        ProtocolError: a malformed item, an item of another tier than ``tier``, or bytes
+            left over after ``count`` items.
+    """
+    items, end = _unpack(buf, 0, count, tier, prefix)
+    if end != len(buf):
+        raise BadFieldError(
+            f"{len(buf) - end} bytes after the last of {count} items", field=prefix, offset=end
+        )
+    return items
+
+
+def _name(prefix: str, count: int, index: int) -> str:
+    """``item`` for a lone item, ``batch.items[7]`` inside a body."""
+    return prefix if count == 1 and prefix == "item" else f"{prefix}[{index}]"
+
+
+def _unpack(
+    buf: Buffer, off: int, count: int, want_tier: int | None, prefix: str
+) -> tuple[list[Item], int]:
+    unpack_from = _FAST.unpack_from
+    crc32 = zlib.crc32
+    vtop_get = _VTOP.get
+    new = tuple.__new__
+    size = len(buf)
+    data = buf if isinstance(buf, bytes) else bytes(buf)
+    items: list[Item] = []
+    append = items.append
+    for index in range(count):
+        if off + 48 > size:
+            name = _name(prefix, count, index)
+            raise TruncatedError(
+                f"need 48 header bytes, {size - off} left", field=f"{name}.header", offset=off
+            )
+        item_id, ts, origin, vtop, fr, plen, crc = unpack_from(data, off)
+        decoded = vtop_get(vtop)
+        if decoded is None or fr & 0xFFFEFFFF:
+            name = _name(prefix, count, index)
+            raise _diagnose(data, off, name)
+        if plen > 0x100000:
+            name = _name(prefix, count, index)
+            raise LimitError(
+                f"{plen} bytes exceeds the {MAX_PAYLOAD}-byte limit",
+                field=f"{name}.payload_len",
+                offset=off + 40,
+            )
+        start = off + 48
+        end = start + plen
+        if end > size:
+            name = _name(prefix, count, index)
+            raise TruncatedError(
+                f"declares {plen} payload bytes, {size - start} left",
+                field=f"{name}.payload",
+                offset=start,
+            )
+        payload = data[start:end]
+        if crc32(payload, crc32(data[off : off + 44])) != crc:
+            name = _name(prefix, count, index)
+            raise ChecksumError("CRC-32 mismatch", field=f"{name}.crc32", offset=off + 44)
+        tier, op, prio, check = decoded
+        if want_tier is not None and tier != want_tier:
+            raise BadFieldError(
+                f"item of tier {tier} in a batch of tier {want_tier}",
+                field=f"{prefix}[{index}].tier",
+                offset=off + 33,
+            )
+        flags = fr >> 16
+        if check or flags:
+            name = _name(prefix, count, index)
+            _check_payload(op, flags, payload, f"{name}.payload", start)
+        append(new(Item, (item_id, ts, origin, tier, op, prio, flags, payload)))
+        off = end
+    return items, off
+
+
+def pack_item(item: Item) -> bytes:
+    """Encode one item (header + payload). The item was validated when it was built."""
+    head = _HEAD44.pack(
+        item[0],
+        item[1],
+        item[2],
+        ITEM_VERSION,
+        item[3],
+        item[4],
+        item[5],
+        item[6],
+        0,
+        len(item[7]),
+    )
+    payload = item[7]
+    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def pack_items(items: list[Item] | tuple[Item, ...]) -> bytes:
+    """Encode items back to back, the raw body of a batch."""
+    pack = _HEAD44.pack
+    crc_pack = _CRC.pack
+    crc32 = zlib.crc32
+    parts: list[bytes] = []
+    append = parts.append
+    for item_id, ts, origin, tier, op, prio, flags, payload in items:
+        head = pack(item_id, ts, origin, 2, tier, op, prio, flags, 0, len(payload))
+        append(head)
+        append(crc_pack(crc32(payload, crc32(head))))
+        append(payload)
+    return b"".join(parts)
