@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .bench import bench
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meshsyncd")
 def main() -> None:
     """meshsyncd: replicate memory items across a mesh of nodes over mutual TLS."""
+
+
+main.add_command(bench)

@@ -1,0 +1,10 @@
+"""``meshsyncd bench ...``: benchmarks that print figures; targets live here, not in tests."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def bench() -> None:
+    """Measure the codec, the store and the mesh; print figures (``--json`` for machines)."""
