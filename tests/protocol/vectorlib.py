@@ -1,0 +1,131 @@
+"""Golden vectors as data: JSON descriptions <-> protocol objects.
+
+Shared by the generator (``make_vectors.py``) and the golden tests, so that the JSON form of a
+vector is defined once. A vector is ``NAME.bin`` plus ``NAME.json``; the JSON says what the
+bytes mean, field by field, so that another implementation can use the vectors without
+reading our code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+import protocol as P
+
+VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
+
+
+def item_to_json(item: P.Item) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id.hex(),
+        "timestamp_ns": item.timestamp_ns,
+        "origin": item.origin,
+        "version": 2,
+        "tier": item.tier.name,
+        "op": item.op.name,
+        "priority": item.priority.name,
+        "flags": item.flags,
+        "payload_hex": item.payload.hex(),
+    }
+
+
+def item_from_json(d: dict[str, Any]) -> P.Item:
+    return P.Item(
+        item_id=bytes.fromhex(d["item_id"]),
+        timestamp_ns=d["timestamp_ns"],
+        origin=d["origin"],
+        tier=P.Tier[d["tier"]],
+        op=P.Op[d["op"]],
+        priority=P.Priority[d["priority"]],
+        flags=d["flags"],
+        payload=bytes.fromhex(d["payload_hex"]),
+    )
+
+
+def batch_to_json(batch: P.Batch, *, body_zstd: bool) -> dict[str, Any]:
+    return {
+        "batch_id": batch.batch_id.hex(),
+        "source": batch.source,
+        "target": batch.target,
+        "tier": batch.tier.name,
+        "body_zstd": body_zstd,
+        "items": [item_to_json(i) for i in batch.items],
+    }
+
+
+def batch_from_json(d: dict[str, Any]) -> P.Batch:
+    return P.Batch(
+        batch_id=bytes.fromhex(d["batch_id"]),
+        source=d["source"],
+        target=d["target"],
+        tier=P.Tier[d["tier"]],
+        items=tuple(item_from_json(i) for i in d["items"]),
+    )
+
+
+def frame_to_json(frame: P.Frame) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": frame.NAME}
+    if isinstance(frame, P.Hello):
+        out |= {
+            "version": frame.version,
+            "node_id": frame.node_id.hex(),
+            "incarnation": frame.incarnation.hex(),
+            "capabilities": frame.capabilities,
+            "timestamp_ns": frame.timestamp_ns,
+        }
+    elif isinstance(frame, P.Pull):
+        out |= {
+            "request_id": frame.request_id,
+            "tier": frame.tier.name,
+            "after_seq": frame.after_seq,
+            "max_items": frame.max_items,
+            "max_bytes": frame.max_bytes,
+        }
+    elif isinstance(frame, P.BatchFrame):
+        out |= {
+            "request_id": frame.request_id,
+            "from_seq": frame.from_seq,
+            "to_seq": frame.to_seq,
+            "more": frame.more,
+            "batch_hex": frame.batch.hex(),
+        }
+    elif isinstance(frame, P.Ack):
+        out |= {"request_id": frame.request_id, "tier": frame.tier.name, "seq": frame.seq}
+    elif isinstance(frame, P.Push):
+        out |= {"batch_hex": frame.batch.hex()}
+    elif isinstance(frame, P.Replicate):
+        out |= {
+            "request_id": frame.request_id,
+            "tier": frame.tier.name,
+            "item_id": frame.item_id.hex(),
+        }
+    elif isinstance(frame, P.Ping):
+        out |= {"nonce": frame.nonce, "timestamp_ns": frame.timestamp_ns}
+    elif isinstance(frame, P.Pong):
+        out |= {"nonce": frame.nonce, "echo_ns": frame.echo_ns, "timestamp_ns": frame.timestamp_ns}
+    elif isinstance(frame, P.Error | P.Bye):
+        out |= {"code": frame.code, "text": frame.text}
+    elif isinstance(frame, P.Digest):
+        out |= {"tier": frame.tier.name, "seq": frame.seq, "digest": frame.digest.hex()}
+    return out
+
+
+def frame_from_json(d: dict[str, Any]) -> P.Frame:
+    kind = d["type"]
+    f = {k: v for k, v in d.items() if k != "type"}
+    for key in ("node_id", "incarnation", "item_id", "digest"):
+        if key in f:
+            f[key] = bytes.fromhex(f[key])
+    if "batch_hex" in f:
+        f["batch"] = bytes.fromhex(f.pop("batch_hex"))
+    if "tier" in f:
+        f["tier"] = P.Tier[f["tier"]]
+    cls = {c.NAME: c for c in P.FRAME_TYPES.values()}[kind]
+    return cls(**f)
+
+
+def zstd_version() -> str:
+    return str(zstandard.ZSTD_VERSION)
