@@ -40,9 +40,9 @@ def _payload(op: P.Op, n: int) -> bytes:
     if op == P.Op.DELETE or op == P.Op.REPLICATE:
         return b""
     if op == P.Op.MERGE:
-        return json.dumps({"field_%d" % n: n, "note": "merged"}, separators=(",", ":")).encode()
+        return json.dumps({f"field_{n}": n, "note": "merged"}, separators=(",", ":")).encode()
     return json.dumps(
-        {"kind": "finding", "n": n, "text": "agent memory item %d" % n}, separators=(",", ":")
+        {"kind": "finding", "n": n, "text": f"agent memory item {n}"}, separators=(",", ":")
     ).encode()
 
 
@@ -115,7 +115,7 @@ def _batch_items(tier: P.Tier, count: int, start: int) -> tuple[P.Item, ...]:
             op=P.Op.INSERT,
             priority=P.Priority.NORMAL,
             payload=json.dumps(
-                {"kind": "episode", "seq": i, "text": "the agent observed event %d" % i}
+                {"kind": "episode", "seq": i, "text": f"the agent observed event {i}"}
             ).encode(),
         )
         for i in range(count)
