@@ -217,9 +217,9 @@ def peek_batch(buf: Buffer, offset: int = 0, *, prefix: str = "batch") -> BatchH
             offset=offset + 40,
         )
     if flags & BODY_ZSTD:
-        if body_len > raw_len:
-            raise BadFieldError(
-                f"compressed body of {body_len} bytes is larger than its raw {raw_len}",
+        if body_len > MAX_BATCH_RAW:
+            raise LimitError(
+                f"compressed body of {body_len} bytes exceeds {MAX_BATCH_RAW}",
                 field=f"{prefix}.body_len",
                 offset=offset + 48,
             )
