@@ -1,0 +1,358 @@
+"""The durable node store: one SQLite file (WAL), one writer, synchronous API.
+
+Theory of operation: every change goes through :meth:`Store.apply`, which folds a list of
+item versions of one tier into their rows (``rows.Row.fold``: the conflict order of
+DESIGN.md) inside one ``BEGIN IMMEDIATE`` transaction, together with everything that must
+move with them: the new per-tier sequence numbers, the bucket digests, the conflict log, the
+clock high-water mark and, for a pulled batch, the sync-vector cursor of the sending peer.
+Either all of it commits or none of it does, which is what lets a node be killed at any
+instant and resume its pull from the cursor it finds on disk.
+
+The LWW work is done in bulk: one ``SELECT ... IN (...)`` reads the current keys of every
+item the batch touches (keys and hashes only, never payloads), the fold runs in memory, and
+the winners are written with one ``executemany`` per statement kind. Rows whose base did not
+change (only MERGE fields did) are updated in place without reading their payload back.
+
+Sequence numbers are per tier and live in the rowid (``tier << 56 | seq``, see
+``schema.py``). Durability: local writes commit with ``synchronous=FULL`` (acknowledged
+means on disk); replicated batches default to ``NORMAL``, which in WAL mode can lose the
+last transactions on power loss but never tears one, and the cursor rolls back together
+with the items, so the next pull simply fetches them again.
+
+Not thread-safe: exactly one thread at a time may call into a :class:`Store`. The async
+facade in ``aio.py`` serialises calls onto worker threads for trio code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from protocol import Item, Op, Tier
+
+from .maintenance import DAY_NS, Conflict, MaintenanceMixin
+from .reads import ReadMixin
+from .rows import (
+    MOD,
+    Key,
+    Row,
+    base_hash,
+    decode_fields,
+    encode_fields,
+    fields_hash,
+    from_db,
+    to_db,
+)
+from .schema import migrate
+
+__all__ = [
+    "DAY_NS",
+    "DEFAULT_RETENTION_NS",
+    "ApplyResult",
+    "Conflict",
+    "Store",
+    "StoredItem",
+]
+
+DEFAULT_RETENTION_NS: Mapping[Tier, int | None] = {
+    Tier.WORKING: DAY_NS,
+    Tier.EPISODIC: None,
+    Tier.SEMANTIC: None,
+}
+SEQ_BITS = 56
+SEQ_MASK = (1 << SEQ_BITS) - 1
+_IN_CHUNK = 900
+_REPLACE = (
+    "INSERT OR REPLACE INTO items (rowid, tier, item_id, ts, origin, op, priority, flags,"
+    " payload, fields, bhash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_UPDATE_FIELDS = "UPDATE items SET rowid = ?, fields = ? WHERE tier = ? AND item_id = ?"
+
+
+class ApplyResult(NamedTuple):
+    """``applied``: versions that changed a row; ``conflicts``: conflict-log entries made."""
+
+    applied: int
+    conflicts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An item as stored: its visible value (``None`` when deleted) and where it came from."""
+
+    tier: Tier
+    item_id: bytes
+    seq: int
+    key: Key
+    op: int
+    deleted: bool
+    value: bytes | None
+    fields: Mapping[str, tuple[int, int, Any]]
+
+
+def _rowid(tier: int, seq: int) -> int:
+    return (tier << SEQ_BITS) | seq
+
+
+class Store(MaintenanceMixin, ReadMixin):
+    """One node's items, digests, cursors and conflict log in one SQLite file.
+
+    Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
+    ``fault`` is a fault-injection hook called with a point name (``"before_commit"``)
+    inside write transactions; tests use it to crash or raise mid-apply.
+
+    Raises:
+        sqlite3.Error: the file cannot be opened or is not a database.
+        SchemaError: the file belongs to a newer meshsyncd.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_ns: Mapping[Tier, int | None] = DEFAULT_RETENTION_NS,
+        conflict_limit: int = 10_000,
+        local_synchronous: str = "FULL",
+        replicated_synchronous: str = "NORMAL",
+        cache_kib: int = 16_384,
+        fault: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.retention_ns = dict(retention_ns)
+        self.conflict_limit = conflict_limit
+        self.local_synchronous = local_synchronous.upper()
+        self.replicated_synchronous = replicated_synchronous.upper()
+        self.fault = fault
+        self.stats = {"applied": 0, "stale": 0, "expired": 0, "conflicts": 0}
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            self._sync_mode = ""
+            self._conn = conn
+            self._set_sync(self.local_synchronous)
+            migrate(conn)
+            self.incarnation: bytes = self._meta("incarnation")
+            self._seq = dict(conn.execute("SELECT tier, seq FROM tiers").fetchall())
+            self._buckets: dict[int, list[int]] = {}
+            self._load_buckets()
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | Path, **options: Any) -> Store:
+        """Open (creating and migrating as needed) the store at ``path``."""
+        return cls(path, **options)
+
+    def close(self) -> None:
+        """Close the connection; uncommitted work cannot exist between calls."""
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _meta(self, name: str) -> Any:
+        return self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
+
+    def _set_sync(self, mode: str) -> None:
+        if mode != self._sync_mode:
+            self._conn.execute(f"PRAGMA synchronous = {mode}")
+            self._sync_mode = mode
+
+    def _load_buckets(self) -> None:
+        self._buckets = {int(t): [0] * 256 for t in Tier}
+        for tier, bucket, digest in self._conn.execute("SELECT tier, bucket, digest FROM buckets"):
+            self._buckets[tier][bucket] = int.from_bytes(digest, "big")
+
+    def _begin(self, synchronous: str) -> None:
+        self._set_sync(synchronous)
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        if self.fault is not None:
+            self.fault("before_commit")
+        self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self._seq = dict(self._conn.execute("SELECT tier, seq FROM tiers").fetchall())
+        self._load_buckets()
+
+    def _existing(self, tier: int, ids: Sequence[bytes]) -> dict[bytes, tuple[Row, int, int]]:
+        """Current rows (without payload), their full hash and base hash, for ``ids``."""
+        out: dict[bytes, tuple[Row, int, int]] = {}
+        execute = self._conn.execute
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            sql = (
+                "SELECT item_id, ts, origin, op, priority, flags, fields, bhash FROM items"
+                f" WHERE tier = ? AND item_id IN ({','.join('?' * len(chunk))})"
+            )
+            for iid, ts, origin, op, prio, flags, ftext, bh in execute(sql, (tier, *chunk)):
+                row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, None)
+                row.fields = decode_fields(ftext)
+                bhash = int.from_bytes(bh, "big")
+                out[iid] = (row, bhash + fields_hash(iid, ftext), bhash)
+        return out
+
+    def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
+        buckets = self._buckets[tier]
+        rows = []
+        for bucket, delta in deltas.items():
+            value = (buckets[bucket] + delta) % MOD
+            buckets[bucket] = value
+            rows.append((tier, bucket, value.to_bytes(32, "big")))
+        self._conn.executemany("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", rows)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def apply(
+        self,
+        tier: Tier,
+        items: Iterable[Item],
+        *,
+        peer: int | None = None,
+        to_seq: int | None = None,
+        local: bool = False,
+        clock_hwm: int = 0,
+        now_ns: int | None = None,
+    ) -> ApplyResult:
+        """Fold ``items`` (all of ``tier``) into the store in one transaction.
+
+        With ``peer`` and ``to_seq`` the cursor (peer, tier) moves to ``to_seq`` (never
+        backwards) in the same transaction. ``local`` selects the local-write durability
+        mode. ``clock_hwm`` is persisted as the clock high-water mark. REPLICATE requests
+        and versions older than the tier's retention are ignored.
+
+        Raises:
+            sqlite3.Error: the disk failed; nothing was applied.
+            Exception: whatever ``fault`` raised; nothing was applied.
+        """
+        now = time.time_ns() if now_ns is None else now_ns
+        t = int(tier)
+        keep = self.retention_ns.get(tier)
+        cutoff = now - keep if keep is not None else None
+        todo: list[Item] = []
+        for item in items:
+            if item.op == Op.REPLICATE:
+                continue
+            if cutoff is not None and item.timestamp_ns < cutoff:
+                self.stats["expired"] += 1
+                continue
+            todo.append(item)
+        self._begin(self.local_synchronous if local else self.replicated_synchronous)
+        try:
+            result = self._apply_locked(t, todo, now)
+            if peer is not None and to_seq is not None:
+                self._conn.execute(
+                    "INSERT INTO cursors (peer, tier, applied) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO UPDATE SET applied = max(applied, excluded.applied)",
+                    (to_db(peer), t, to_seq),
+                )
+            if clock_hwm:
+                self._conn.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE name = 'clock_hwm'",
+                    (to_db(clock_hwm),),
+                )
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return result
+
+    def _apply_locked(self, t: int, todo: list[Item], now: int) -> ApplyResult:
+        if not todo:
+            return ApplyResult(0, 0)
+        ids = list(dict.fromkeys(item.item_id for item in todo))
+        existing = self._existing(t, ids)
+        rows: dict[bytes, Row] = {}
+        losers: list[tuple[Key, Key]] = []
+        conflicts: list[tuple[Any, ...]] = []
+        applied = 0
+        for item in todo:
+            iid = item.item_id
+            row = rows.get(iid)
+            if row is None:
+                old = existing.get(iid)
+                row = old[0] if old is not None else Row(iid)
+                rows[iid] = row
+            if row.fold(item, losers):
+                applied += 1
+            if losers:
+                for win, lose in losers:
+                    conflicts.append(
+                        (now, t, iid, to_db(win[0]), to_db(win[1]), to_db(lose[0]), to_db(lose[1]))
+                    )
+                losers.clear()
+        self.stats["applied"] += applied
+        self.stats["stale"] += len(todo) - applied
+        seq = self._seq[t]
+        replace: list[tuple[Any, ...]] = []
+        update: list[tuple[Any, ...]] = []
+        deltas: dict[int, int] = {}
+        for iid, row in rows.items():
+            if not (row.base_changed or row.fields_changed):
+                continue
+            seq += 1
+            old = existing.get(iid)
+            ftext = encode_fields(row.fields)
+            if old is None or row.base_changed:
+                assert row.payload is not None
+                bh = base_hash(iid, row.ts, row.origin, row.op, row.flags, row.payload)
+                replace.append(
+                    (
+                        _rowid(t, seq),
+                        t,
+                        iid,
+                        to_db(row.ts),
+                        to_db(row.origin),
+                        row.op,
+                        row.priority,
+                        row.flags,
+                        row.payload,
+                        ftext,
+                        bh.to_bytes(32, "big"),
+                    )
+                )
+                new_hash = bh + fields_hash(iid, ftext)
+            else:
+                update.append((_rowid(t, seq), ftext, t, iid))
+                new_hash = old[2] + fields_hash(iid, ftext)
+            b = iid[0]
+            deltas[b] = deltas.get(b, 0) + new_hash - (old[1] if old is not None else 0)
+        if replace:
+            self._conn.executemany(_REPLACE, replace)
+        if update:
+            self._conn.executemany(_UPDATE_FIELDS, update)
+        if seq != self._seq[t]:
+            self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
+            self._seq[t] = seq
+        if deltas:
+            self._write_buckets(t, deltas)
+        if conflicts:
+            self._log_conflicts(conflicts)
+        return ApplyResult(applied, len(conflicts))
+
+    def _log_conflicts(self, conflicts: list[tuple[Any, ...]]) -> None:
+        self.stats["conflicts"] += len(conflicts)
+        self._conn.executemany(
+            "INSERT INTO conflicts (at_ns, tier, item_id, winner_ts, winner_origin, loser_ts,"
+            " loser_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            conflicts,
+        )
+        self._conn.execute(
+            "DELETE FROM conflicts WHERE id <= (SELECT max(id) FROM conflicts) - ?",
+            (self.conflict_limit,),
+        )

@@ -1,0 +1,232 @@
+"""Store upkeep: the conflict log, peer incarnations and acknowledgements, purging.
+
+Theory of operation: each operation here is its own short write transaction on the store's
+single connection. Purging keeps the digests exact: a removed or trimmed row's hash leaves
+its bucket in the same transaction as the row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import Op, Tier
+
+from .rows import NO_BASE, base_hash, decode_fields, encode_fields, fields_hash, from_db, to_db
+
+__all__ = ["DAY_NS", "Conflict", "MaintenanceMixin"]
+
+DAY_NS = 86_400 * 1_000_000_000
+SEQ_BITS = 56
+SEQ_MASK = (1 << SEQ_BITS) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """One lost version: both keys, the tier, the item and when we saw it (wall ns)."""
+
+    at_ns: int
+    tier: Tier
+    item_id: bytes
+    winner: tuple[int, int]
+    loser: tuple[int, int]
+
+
+class MaintenanceMixin:
+    """Upkeep operations of :class:`meshsyncd.store.core.Store` (see the module docstring)."""
+
+    _conn: sqlite3.Connection
+    retention_ns: dict[Tier, int | None]
+    local_synchronous: str
+    replicated_synchronous: str
+
+    def _begin(self, synchronous: str) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
+        raise NotImplementedError
+
+    def acked(self, peer: int, tier: Tier) -> int:
+        raise NotImplementedError
+
+    def peer_incarnation(self, peer: int) -> bytes | None:
+        raise NotImplementedError
+
+    # -- conflict log -----------------------------------------------------------------------
+
+    def conflicts(self, *, limit: int = 100, tier: Tier | None = None) -> list[Conflict]:
+        """The newest ``limit`` conflict-log entries, newest first."""
+        sql = (
+            "SELECT at_ns, tier, item_id, winner_ts, winner_origin, loser_ts, loser_origin"
+            " FROM conflicts"
+        )
+        args: tuple[Any, ...] = (limit,)
+        if tier is not None:
+            sql += " WHERE tier = ?"
+            args = (int(tier), limit)
+        out = []
+        for at, t, iid, wts, wor, lts, lor in self._conn.execute(
+            sql + " ORDER BY id DESC LIMIT ?", args
+        ):
+            out.append(
+                Conflict(
+                    at_ns=at,
+                    tier=Tier(t),
+                    item_id=iid,
+                    winner=(from_db(wts), from_db(wor)),
+                    loser=(from_db(lts), from_db(lor)),
+                )
+            )
+        return out
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def record_ack(self, peer: int, tier: Tier, seq: int) -> None:
+        """Remember that ``peer`` applied our ``tier`` changes through ``seq`` (monotonic)."""
+        self._begin(self.replicated_synchronous)
+        try:
+            self._conn.execute(
+                "INSERT INTO cursors (peer, tier, acked) VALUES (?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET acked = max(acked, excluded.acked)",
+                (to_db(peer), int(tier), seq),
+            )
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+
+    def observe_peer(self, peer: int, incarnation: bytes) -> bool:
+        """Record ``peer``'s store incarnation; reset its cursors if it changed.
+
+        Returns True when the peer's store was recreated (its cursors, both ours on it and
+        its acknowledgements of ours, are now 0, so the next pulls are full resyncs).
+
+        Raises:
+            ValueError: ``incarnation`` is not 16 bytes.
+        """
+        if len(incarnation) != 16:
+            raise ValueError("an incarnation is 16 bytes")
+        known = self.peer_incarnation(peer)
+        if known == incarnation:
+            return False
+        self._begin(self.local_synchronous)
+        try:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO peers VALUES (?, ?)", (to_db(peer), incarnation)
+            )
+            self._conn.execute("DELETE FROM cursors WHERE peer = ?", (to_db(peer),))
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return known is not None
+
+    # -- purging ----------------------------------------------------------------------------
+
+    def _remove_rows(self, t: int, rows: list[tuple[int, bytes, int]]) -> None:
+        """Delete rows (rowid, item_id, full hash) and take them out of the digests."""
+        deltas: dict[int, int] = {}
+        for _rid, iid, h in rows:
+            deltas[iid[0]] = deltas.get(iid[0], 0) - h
+        self._conn.executemany("DELETE FROM items WHERE rowid = ?", [(r[0],) for r in rows])
+        self._write_buckets(t, deltas)
+
+    def purge_expired(self, now_ns: int | None = None) -> int:
+        """Drop versions older than their tier's retention; return rows removed or changed.
+
+        Expiry is decided per version from its own timestamp, so every node drops the same
+        versions: a row whose versions all expired is deleted; a row whose base expired but
+        whose MERGE fields did not keeps only those fields.
+
+        Raises:
+            sqlite3.Error: the disk failed; nothing was purged.
+        """
+        now = time.time_ns() if now_ns is None else now_ns
+        touched = 0
+        for tier, keep in self.retention_ns.items():
+            if keep is None:
+                continue
+            t, cutoff = int(tier), now - keep
+            self._begin(self.local_synchronous)
+            try:
+                recs = self._conn.execute(
+                    "SELECT rowid, item_id, ts, origin, op, flags, payload, fields, bhash"
+                    " FROM items WHERE rowid > ? AND rowid <= ? AND ts < ?",
+                    (t << SEQ_BITS, (t << SEQ_BITS) | SEQ_MASK, to_db(cutoff)),
+                ).fetchall()
+                gone: list[tuple[int, bytes, int]] = []
+                for rowid, iid, ts, origin, op, flags, payload, ftext, bh in recs:
+                    old_hash = int.from_bytes(bh, "big") + fields_hash(iid, ftext)
+                    fields = {k: v for k, v in decode_fields(ftext).items() if v[0] >= cutoff}
+                    if not fields:
+                        gone.append((rowid, iid, old_hash))
+                        continue
+                    if op == NO_BASE and len(fields) == len(decode_fields(ftext)):
+                        continue
+                    del ts, origin, flags, payload
+                    ftext2 = encode_fields(fields)
+                    bh2 = base_hash(iid, 0, 0, NO_BASE, 0, b"")
+                    self._conn.execute(
+                        "UPDATE items SET ts = ?, origin = ?, op = 0, flags = 0, payload = ?,"
+                        " fields = ?, bhash = ? WHERE rowid = ?",
+                        (to_db(0), to_db(0), b"", ftext2, bh2.to_bytes(32, "big"), rowid),
+                    )
+                    self._write_buckets(t, {iid[0]: bh2 + fields_hash(iid, ftext2) - old_hash})
+                    touched += 1
+                if gone:
+                    self._remove_rows(t, gone)
+                    touched += len(gone)
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        return touched
+
+    def purge_tombstones(
+        self, peers: Iterable[int], *, grace_ns: int = 7 * DAY_NS, now_ns: int | None = None
+    ) -> int:
+        """Delete tombstones every listed peer acknowledged and older than the grace period.
+
+        ``peers`` must be every peer this node syncs with: a tombstone is only safe to forget
+        once nobody can still hold (and re-send) the version it deleted.
+
+        Raises:
+            sqlite3.Error: the disk failed; nothing was purged.
+        """
+        now = time.time_ns() if now_ns is None else now_ns
+        peer_list = list(peers)
+        removed = 0
+        for tier in Tier:
+            t = int(tier)
+            horizon = min((self.acked(p, tier) for p in peer_list), default=SEQ_MASK)
+            if horizon <= 0:
+                continue
+            self._begin(self.local_synchronous)
+            try:
+                recs = self._conn.execute(
+                    "SELECT rowid, item_id, bhash FROM items WHERE rowid > ? AND rowid <= ?"
+                    " AND op = ? AND fields IS NULL AND ts < ?",
+                    (
+                        t << SEQ_BITS,
+                        (t << SEQ_BITS) | horizon,
+                        int(Op.DELETE),
+                        to_db(now - grace_ns),
+                    ),
+                ).fetchall()
+                if recs:
+                    self._remove_rows(t, [(r, i, int.from_bytes(b, "big")) for r, i, b in recs])
+                    removed += len(recs)
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        return removed

@@ -1,0 +1,255 @@
+"""The state of one stored item and the conflict order that updates it (DESIGN.md).
+
+Theory of operation: a row is a small join-semilattice. It holds
+
+* the *base*: the highest-keyed whole-value write (INSERT, UPDATE or DELETE) seen so far,
+  with its wire payload and flags, or no base at all when only MERGEs have arrived; and
+* the *fields*: for each top-level JSON key set by a MERGE, the highest-keyed MERGE value
+  for it, kept only while its key is greater than the base key.
+
+Folding a version into a row takes the maximum by key on each component, so the result does
+not depend on the order or the number of deliveries. The visible value is the base payload
+when there are no fields; otherwise the base payload parsed as a JSON object (an empty
+object when the base is a tombstone, absent, or not a JSON object) updated with the fields
+and serialised canonically (sorted keys, compact separators), so every node derives the same
+bytes. A row re-sends itself as its base version plus one MERGE item per distinct field key
+(:func:`row_versions`): a receiver that folds those in reaches the identical row.
+
+Keys are ``(timestamp_ns, origin)`` as unsigned integers. SQLite integers are signed, so the
+store keeps both biased by ``2**63`` (:func:`to_db` / :func:`from_db`), which preserves order.
+
+Row digests: ``row_hash = base_hash + fields_hash (mod 2**256)``, both BLAKE2b-256 and both
+covering the item id. The base hash is stored with the row; the fields hash is recomputed
+from the stored fields text when needed. A tier digest is the sum of its row hashes mod
+2**256 (see ``core.py``), so it is order-independent and updated in O(changed rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import PAYLOAD_ZSTD, Item, Op, Priority, Tier, inflate
+
+__all__ = [
+    "BIAS",
+    "MOD",
+    "NO_BASE",
+    "Row",
+    "base_hash",
+    "fields_hash",
+    "from_db",
+    "to_db",
+]
+
+BIAS = 1 << 63
+MOD = 1 << 256
+NO_BASE = 0  # op value stored for a row that has only MERGE fields
+_BASE_HEAD = struct.Struct(">16sQQBHI")
+_CANON: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
+
+Key = tuple[int, int]
+FieldVersion = tuple[int, int, Any]  # (timestamp_ns, origin, JSON value)
+
+
+def to_db(value: int) -> int:
+    """A u64 as an order-preserving signed 64-bit SQLite integer."""
+    return value - BIAS
+
+
+def from_db(value: int) -> int:
+    """Inverse of :func:`to_db`."""
+    return value + BIAS
+
+
+def base_hash(item_id: bytes, ts: int, origin: int, op: int, flags: int, payload: bytes) -> int:
+    """Hash of a row's base version (wire payload, so compressed forms hash as sent)."""
+    h = hashlib.blake2b(
+        _BASE_HEAD.pack(item_id, ts, origin, op, flags, len(payload)), digest_size=32
+    )
+    h.update(payload)
+    return int.from_bytes(h.digest(), "big")
+
+
+def fields_hash(item_id: bytes, fields_text: str | None) -> int:
+    """Hash of a row's MERGE fields; 0 when there are none."""
+    if not fields_text:
+        return 0
+    h = hashlib.blake2b(item_id, digest_size=32, person=b"meshsyncd-fields")
+    h.update(fields_text.encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+def encode_fields(fields: dict[str, FieldVersion]) -> str | None:
+    """Canonical text of the fields map (``None`` when empty)."""
+    if not fields:
+        return None
+    return json.dumps({k: [ts, o, v] for k, (ts, o, v) in fields.items()}, **_CANON)
+
+
+def decode_fields(text: str | None) -> dict[str, FieldVersion]:
+    if not text:
+        return {}
+    raw: dict[str, list[Any]] = json.loads(text)
+    return {k: (v[0], v[1], v[2]) for k, v in raw.items()}
+
+
+@dataclass(slots=True)
+class Row:
+    """One item's state; ``payload is None`` means "unchanged, still in the database".
+
+    ``base_changed`` tells the store whether the whole row must be rewritten or only its
+    fields, which saves reading payloads back for rows that only gained MERGE fields.
+    """
+
+    item_id: bytes
+    ts: int = 0
+    origin: int = 0
+    op: int = NO_BASE
+    priority: int = Priority.NORMAL
+    flags: int = 0
+    payload: bytes | None = b""
+    fields: dict[str, FieldVersion] = field(default_factory=dict)
+    base_changed: bool = False
+    fields_changed: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.ts, self.origin)
+
+    def fold(self, item: Item, losers: list[tuple[Key, Key]]) -> bool:
+        """Fold one version into the row; return whether the row changed.
+
+        Appends ``(winner_key, loser_key)`` to ``losers`` for every version that lost to a
+        version of a different origin (the conflict log). Equal keys are duplicates.
+        ``item`` must not be a REPLICATE request.
+
+        Raises:
+            ProtocolError: a MERGE payload that does not decode (cannot happen for items that
+                went through the decoder or the ``Item`` constructor).
+        """
+        key = (item.timestamp_ns, item.origin)
+        if item.op == Op.MERGE:
+            return self._fold_merge(item, key, losers)
+        if self.op != NO_BASE:
+            if key == self.key:
+                return False
+            if key < self.key:
+                if item.origin != self.origin:
+                    losers.append((self.key, key))
+                return False
+            if item.origin != self.origin:
+                losers.append((key, self.key))
+        self.ts, self.origin, self.op = key[0], key[1], int(item.op)
+        self.priority, self.flags, self.payload = int(item.priority), item.flags, item.payload
+        self.base_changed = True
+        if self.fields:
+            kept = {}
+            for name, fv in self.fields.items():
+                if (fv[0], fv[1]) > key:
+                    kept[name] = fv
+                elif fv[1] != item.origin:
+                    losers.append((key, (fv[0], fv[1])))
+            if len(kept) != len(self.fields):
+                self.fields = kept
+                self.fields_changed = True
+        return True
+
+    def _fold_merge(self, item: Item, key: Key, losers: list[tuple[Key, Key]]) -> bool:
+        if self.op != NO_BASE and key <= self.key:
+            if key != self.key and item.origin != self.origin:
+                losers.append((self.key, key))
+            return False
+        obj: dict[str, Any] = json.loads(item.value())
+        changed = False
+        for name, value in obj.items():
+            cur = self.fields.get(name)
+            if cur is not None:
+                ckey = (cur[0], cur[1])
+                if key <= ckey:
+                    if key != ckey and cur[1] != item.origin:
+                        losers.append((ckey, key))
+                    continue
+                if cur[1] != item.origin:
+                    losers.append((key, ckey))
+            self.fields[name] = (key[0], key[1], value)
+            changed = True
+        if changed:
+            self.fields_changed = True
+        return changed
+
+    @property
+    def deleted(self) -> bool:
+        """True for a tombstone (or an empty row): nothing visible."""
+        return not self.fields and self.op in (NO_BASE, Op.DELETE)
+
+    def value(self) -> bytes | None:
+        """The visible value, ``None`` when deleted. Needs the payload loaded."""
+        if not self.fields:
+            if self.op in (Op.INSERT, Op.UPDATE):
+                assert self.payload is not None
+                return _inflated(self.payload, self.flags)
+            return None
+        obj: dict[str, Any] = {}
+        if self.op in (Op.INSERT, Op.UPDATE):
+            assert self.payload is not None
+            obj = _as_object(_inflated(self.payload, self.flags))
+        for name, (_ts, _origin, val) in self.fields.items():
+            obj[name] = val
+        return json.dumps(obj, **_CANON).encode()
+
+    def versions(self, tier: Tier) -> list[Item]:
+        """The versions that reproduce this row on a receiver: base, then MERGEs by key."""
+        out: list[Item] = []
+        if self.op != NO_BASE:
+            assert self.payload is not None
+            out.append(
+                Item(
+                    item_id=self.item_id,
+                    timestamp_ns=self.ts,
+                    origin=self.origin,
+                    tier=tier,
+                    op=self.op,
+                    priority=self.priority,
+                    flags=self.flags,
+                    payload=self.payload,
+                )
+            )
+        groups: dict[Key, dict[str, Any]] = {}
+        for name, (ts, origin, val) in self.fields.items():
+            groups.setdefault((ts, origin), {})[name] = val
+        for (ts, origin), obj in sorted(groups.items()):
+            out.append(
+                Item(
+                    item_id=self.item_id,
+                    timestamp_ns=ts,
+                    origin=origin,
+                    tier=tier,
+                    op=Op.MERGE,
+                    priority=self.priority,
+                    payload=json.dumps(obj, **_CANON).encode(),
+                )
+            )
+        return out
+
+    def max_ts(self) -> int:
+        """Newest timestamp contributing to the row (drives retention)."""
+        return max([self.ts] + [fv[0] for fv in self.fields.values()])
+
+
+def _inflated(payload: bytes, flags: int) -> bytes:
+    if flags & PAYLOAD_ZSTD:
+        return inflate(payload, 1 << 20, "item.payload", None)
+    return payload
+
+
+def _as_object(data: bytes) -> dict[str, Any]:
+    """A base value as a JSON object for MERGE; anything else merges as an empty object."""
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
