@@ -1,0 +1,716 @@
+"""The wire format declared once, with construct (SPEC.md sections 2, 3 and 4).
+
+Theory of operation: the ``struct`` codecs in ``item.py``, ``batch.py`` and ``frames.py`` are
+the hot path; this module is the readable, declarative twin used to dump bytes field by field
+(``meshsyncd decode``), to prove the hot path right (``tests/protocol/test_schema_agreement``)
+and as the reference figure of the codec benchmark. Every header rule of the SPEC is part of
+the schema itself: ``_Rule`` wraps a field with the values it may take, ``_Check`` is a
+zero-width assertion over already-parsed fields (sizes, cross-field rules, the item CRC).
+Both raise ``_Violation``, a construct error that already knows which ``ProtocolError`` it
+stands for and at which byte offset, and the public ``parse_*`` functions turn every construct
+error into that ``ProtocolError``. The checks run in the order SPEC.md gives, so both codecs
+report the same first fault. What the schema leaves to a post-parse step: a batch's CRC,
+inflation and item parsing (:func:`finish_batch`), because a batch body may be compressed;
+and an item's payload rules, which reuse ``item._check_payload`` from within the schema.
+
+The compiled parsers (:func:`compiled_item_header`, :func:`compiled_batch_body`) are built
+on first use: compiling costs tens of milliseconds that ``import protocol.schema`` should not.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import zlib
+from collections.abc import Callable, Container
+from typing import TYPE_CHECKING, Any
+
+import construct as c
+
+from .constants import (
+    BATCH_HEADER_SIZE,
+    BATCH_MAGIC,
+    BATCH_VERSION,
+    BODY_ZSTD,
+    HELLO_MAGIC,
+    ITEM_HEADER_SIZE,
+    ITEM_VERSION,
+    MAX_BATCH_ITEMS,
+    MAX_BATCH_RAW,
+    MAX_FRAME,
+    MAX_PAYLOAD,
+    MAX_TEXT,
+    PAYLOAD_ZSTD,
+    Op,
+    Priority,
+    Tier,
+)
+from .errors import (
+    BadFieldError,
+    BadMagicError,
+    ChecksumError,
+    LimitError,
+    ProtocolError,
+    TruncatedError,
+    VersionError,
+)
+from .item import Buffer, _check_payload, inflate
+
+__all__ = [
+    "BATCH",
+    "BATCH_BODY",
+    "BATCH_HEADER",
+    "FRAME",
+    "FRAME_BODY_NAMES",
+    "ITEM",
+    "ITEM_HEADER",
+    "compiled_batch_body",
+    "compiled_item_header",
+    "construct_parse_items",
+    "finish_batch",
+    "parse_batch",
+    "parse_batch_body",
+    "parse_frame",
+    "parse_item",
+]
+
+if TYPE_CHECKING:
+    # construct ships no types: declare the slice of its base classes this module extends.
+
+    class _Construct:
+        flagbuildnone: bool
+
+        def __init__(self) -> None: ...
+        def __rtruediv__(self, name: str) -> Any: ...
+        def _parsereport(self, stream: Any, context: Any, path: str) -> Any: ...
+        def sizeof(self) -> int: ...
+
+    class _Subconstruct(_Construct):
+        subcon: Any
+
+        def __init__(self, subcon: Any) -> None: ...
+
+    class _Array(_Subconstruct):
+        count: Any
+
+        def __init__(self, count: Any, subcon: Any) -> None: ...
+
+    class _ConstructError(Exception):
+        path: str | None
+
+        def __init__(self, message: str = "", path: str | None = None) -> None: ...
+
+else:
+    _Construct = c.Construct
+    _Subconstruct = c.Subconstruct
+    _Array = c.Array
+    _ConstructError = c.ConstructError
+
+Ctx = Any  # a construct Container: the fields parsed so far, plus _io, _params, _index
+
+
+class _Violation(_ConstructError):
+    """A SPEC rule broken inside the schema; carries the ProtocolError it becomes."""
+
+    def __init__(
+        self,
+        error: type[ProtocolError],
+        reason: str,
+        *,
+        path: str,
+        field: str | None,
+        offset: int | None,
+        index: int | None = None,
+    ) -> None:
+        super().__init__(reason, path=path)
+        self.error = error
+        self.reason = reason
+        segments = _segments(path)
+        if path == "(???)" and index is not None:  # compiled: construct keeps no path
+            segments = [f"items[{index}]"]
+        self.segments = [*segments, field] if field else segments
+        self.offset = offset
+
+
+def _segments(path: str | None) -> list[str]:
+    """``"(parsing) -> body -> hello -> magic"`` -> ``["body", "hello", "magic"]``."""
+    return [] if not path else [p for p in path.split(" -> ")[1:] if p]
+
+
+def _left(stream: Any) -> int:
+    """Bytes left in a (sub)stream, without reading them."""
+    pos: int = stream.tell()
+    end: int = stream.seek(0, io.SEEK_END)
+    stream.seek(pos)
+    return end - pos
+
+
+class _Rule(_Subconstruct):
+    """A field and the values SPEC.md allows it: ``(allowed, error class, message)`` rules.
+
+    Messages are ``str.format`` templates over the parsed value ``v``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        subcon: Any,
+        rules: tuple[tuple[Container[Any], type[ProtocolError], str], ...],
+    ) -> None:
+        super().__init__(subcon)
+        self.name = name
+        self.rules = rules
+
+    def _parse(self, stream: Any, context: Ctx, path: str) -> Any:
+        start = stream.tell()
+        value = self.subcon._parsereport(stream, context, path)
+        for allowed, error, template in self.rules:
+            if value not in allowed:
+                raise _Violation(
+                    error, template.format(v=value), path=path, field=None, offset=start
+                )
+        return value
+
+    def _build(self, obj: Any, stream: Any, context: Ctx, path: str) -> Any:
+        return self.subcon._build(obj, stream, context, path)
+
+    def _sizeof(self, context: Ctx, path: str) -> int:
+        return int(self.subcon._sizeof(context, path))
+
+    def _fail(self, value: Any, stream: Any, context: Ctx) -> None:
+        """Raise the first broken rule from compiled code, which has no construct path."""
+        start = stream.tell() - self.subcon.sizeof()
+        index = context.get("_index")
+        for allowed, error, template in self.rules:
+            if value not in allowed:
+                raise _Violation(
+                    error,
+                    template.format(v=value),
+                    path="(???)",
+                    field=self.name,
+                    offset=start,
+                    index=index,
+                )
+
+    def _emitparse(self, code: Any) -> str:
+        fname = f"parse_rule_{code.allocateId()}"
+        code.linkedinstances[id(self)] = self
+        params = "".join(f", _ok{i}={allowed!r}" for i, (allowed, _, _) in enumerate(self.rules))
+        broken = " or ".join(f"v not in _ok{i}" for i in range(len(self.rules)))
+        code.append(
+            f"def {fname}(v, io, this{params}):\n"
+            f"    if {broken}:\n"
+            f"        linkedinstances[{id(self)}]._fail(v, io, this)\n"
+            f"    return v\n"
+        )
+        return f"{fname}({self.subcon._compileparse(code)}, io, this)"
+
+
+def _rule(name: str, subcon: Any, *rules: tuple[Container[Any], type[ProtocolError], str]) -> Any:
+    return name / _Rule(name, subcon, rules)
+
+
+class _Check(_Construct):
+    """A zero-width assertion over parsed fields; ``test`` returns a problem or None.
+
+    ``test`` may also raise a ``ProtocolError`` (the payload rules reuse item.py's), which is
+    re-raised with this check's field and offset. ``at`` is the offset of the blamed field
+    from the enclosing struct's ``_start``; None blames the current position.
+    """
+
+    def __init__(
+        self,
+        field: str | None,
+        error: type[ProtocolError],
+        test: Callable[[Ctx], str | None],
+        *,
+        at: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.field = field
+        self.error = error
+        self.test = test
+        self.at = at
+        self.flagbuildnone = True
+
+    def _parse(self, stream: Any, context: Ctx, path: str) -> None:
+        error = self.error
+        try:
+            problem = self.test(context)
+        except ProtocolError as exc:
+            error, problem = type(exc), exc.reason
+        if problem is not None:
+            offset = stream.tell() if self.at is None else context._start + self.at
+            index = context.get("_index")
+            raise _Violation(
+                error, problem, path=path, field=self.field, offset=offset, index=index
+            )
+
+    def _build(self, obj: Any, stream: Any, context: Ctx, path: str) -> None:
+        return None
+
+    def _sizeof(self, context: Ctx, path: str) -> int:
+        return 0
+
+
+def _need(size: int | Callable[[Ctx], int], field: str | None, what: str) -> _Check:
+    """Fail with TruncatedError unless ``size`` more bytes are there."""
+
+    def test(ctx: Ctx) -> str | None:
+        want = size(ctx) if callable(size) else size
+        left = _left(ctx._io)
+        return None if left >= want else f"need {want} {what} bytes, {left} left"
+
+    return _Check(field, TruncatedError, test)
+
+
+def _exact(size: int, name: str) -> _Check:
+    """A fixed frame body must be exactly its size (blamed on the body as a whole)."""
+
+    def test(ctx: Ctx) -> str | None:
+        left = _left(ctx._io)
+        return None if left == size else f"body is {left} bytes, {name} has exactly {size}"
+
+    return _Check(None, BadFieldError, test)
+
+
+class _Items(_Array):
+    """``Array`` that puts the index into the error path: ``batch.items[7].tier``."""
+
+    def _parse(self, stream: Any, context: Ctx, path: str) -> Any:
+        count = self.count(context) if callable(self.count) else self.count
+        out = c.ListContainer()
+        for index in range(count):
+            context._index = index
+            out.append(self.subcon._parsereport(stream, context, f"{path}[{index}]"))
+        return out
+
+    def _emitparse(self, code: Any) -> str:
+        fname = f"parse_items_{code.allocateId()}"
+        code.append(
+            f"def {fname}(io, this):\n"
+            f"    out = ListContainer()\n"
+            f"    for i in range({self.count}):\n"
+            f"        this['_index'] = i\n"
+            f"        out.append({self.subcon._compileparse(code)})\n"
+            f"    this['_index'] = None\n"
+            f"    return out\n"
+        )
+        return f"{fname}(io, this)"
+
+
+class _Utf8(_Subconstruct):
+    """Bytes that must decode as UTF-8; parses to ``str``."""
+
+    def _parse(self, stream: Any, context: Ctx, path: str) -> str:
+        start = stream.tell()
+        data: bytes = self.subcon._parsereport(stream, context, path)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Violation(
+                BadFieldError,
+                f"not UTF-8 ({exc.reason})",
+                path=path,
+                field=None,
+                offset=start + exc.start,
+            ) from None
+
+    def _build(self, obj: Any, stream: Any, context: Ctx, path: str) -> Any:
+        return self.subcon._build(obj.encode("utf-8"), stream, context, path)
+
+
+def _values(enum: Any) -> frozenset[int]:
+    return frozenset(int(member) for member in enum)
+
+
+def _tier(name: str = "tier") -> Any:
+    return _rule(name, c.Int8ub, (_values(Tier), BadFieldError, "unknown tier {v}"))
+
+
+def _crc_problem(ctx: Ctx) -> str | None:
+    """The item CRC covers header bytes 0..43 and then the payload."""
+    stream = ctx._io
+    pos = stream.tell()
+    stream.seek(ctx._start)
+    head = stream.read(44)
+    stream.seek(pos)
+    return None if zlib.crc32(ctx.payload, zlib.crc32(head)) == ctx.crc32 else "CRC-32 mismatch"
+
+
+def _tier_problem(ctx: Ctx) -> str | None:
+    want = ctx._params.get("tier")
+    if want is None or ctx.tier == want:
+        return None
+    return f"item of tier {ctx.tier} in a batch of tier {want}"
+
+
+def _payload_problem(ctx: Ctx) -> str | None:
+    if ctx.flags or ctx.op in (Op.DELETE, Op.MERGE):
+        _check_payload(ctx.op, ctx.flags, ctx.payload, "", None)
+    return None
+
+
+# --- item (SPEC.md section 2) -----------------------------------------------------------
+
+ITEM_HEADER: Any = c.Struct(
+    "_start" / c.Tell,
+    _need(ITEM_HEADER_SIZE, "header", "header"),
+    "item_id" / c.Bytes(16),
+    "timestamp_ns" / c.Int64ub,
+    "origin" / c.Int64ub,
+    _rule("version", c.Int8ub, ({ITEM_VERSION}, BadFieldError, "{v}, expected 2")),
+    _tier(),
+    _rule("op", c.Int8ub, (_values(Op), BadFieldError, "unknown op {v}")),
+    _rule("priority", c.Int8ub, (_values(Priority), BadFieldError, "unknown priority {v}")),
+    _rule("flags", c.Int16ub, ({0, PAYLOAD_ZSTD}, BadFieldError, "unknown flag bits {v:#06x}")),
+    _rule("reserved", c.Int16ub, ({0}, BadFieldError, "must be 0, got {v:#06x}")),
+    _rule(
+        "payload_len",
+        c.Int32ub,
+        (range(MAX_PAYLOAD + 1), LimitError, f"{{v}} bytes exceeds the {MAX_PAYLOAD}-byte limit"),
+    ),
+    "crc32" / c.Int32ub,
+)
+"""The 48-byte item header with every header rule; parses a header alone."""
+
+ITEM: Any = c.Struct(
+    *ITEM_HEADER.subcons,
+    _need(c.this.payload_len, "payload", "payload"),
+    "payload" / c.Bytes(c.this.payload_len),
+    _Check("crc32", ChecksumError, _crc_problem, at=44),
+    _Check("tier", BadFieldError, _tier_problem, at=33),
+    _Check("payload", BadFieldError, _payload_problem, at=48),
+)
+"""One whole item; parse with ``tier=T`` to require that tier (items of a batch)."""
+
+# --- batch (SPEC.md section 3) ----------------------------------------------------------
+
+
+def _fits_problem(ctx: Ctx) -> str | None:
+    if ctx.item_count * ITEM_HEADER_SIZE <= ctx.raw_len:
+        return None
+    return f"{ctx.item_count} items cannot fit in {ctx.raw_len} bytes"
+
+
+def _body_len_problem(ctx: Ctx) -> str | None:
+    if ctx.flags & BODY_ZSTD:
+        if ctx.body_len > ctx.raw_len:
+            return f"compressed body of {ctx.body_len} bytes is larger than its raw {ctx.raw_len}"
+    elif ctx.body_len != ctx.raw_len:
+        return f"plain body of {ctx.body_len} bytes, raw_len says {ctx.raw_len}"
+    return None
+
+
+BATCH_HEADER: Any = c.Struct(
+    "_start" / c.Tell,
+    _need(BATCH_HEADER_SIZE, "header", "header"),
+    _rule("magic", c.Bytes(4), ({BATCH_MAGIC}, BadMagicError, "{v!r} is not a batch magic")),
+    _rule(
+        "batch_version",
+        c.Int8ub,
+        ({BATCH_VERSION}, VersionError, f"batch version {{v}}, this node speaks {BATCH_VERSION}"),
+    ),
+    _tier(),
+    _rule("flags", c.Int16ub, ({0, BODY_ZSTD}, BadFieldError, "unknown flag bits {v:#06x}")),
+    "batch_id" / c.Bytes(16),
+    "source" / c.Int64ub,
+    "target" / c.Int64ub,
+    _rule(
+        "item_count",
+        c.Int32ub,
+        (range(MAX_BATCH_ITEMS + 1), LimitError, f"{{v}} items exceeds {MAX_BATCH_ITEMS}"),
+    ),
+    _rule(
+        "raw_len",
+        c.Int32ub,
+        (range(MAX_BATCH_RAW + 1), LimitError, f"raw body of {{v}} bytes exceeds {MAX_BATCH_RAW}"),
+    ),
+    _Check("item_count", BadFieldError, _fits_problem, at=40),
+    "body_len" / c.Int32ub,
+    _Check("body_len", BadFieldError, _body_len_problem, at=48),
+    "crc32" / c.Int32ub,
+)
+"""The 56-byte batch header with every limit and cross-field rule."""
+
+BATCH: Any = c.Struct(
+    *BATCH_HEADER.subcons,
+    _need(c.this.body_len, "body", "body"),
+    "body" / c.Bytes(c.this.body_len),
+)
+"""A batch with its body as sent (maybe zstd); :func:`finish_batch` does the rest."""
+
+
+def _trailing_problem(ctx: Ctx) -> str | None:
+    left = _left(ctx._io)
+    return None if not left else f"{left} bytes after the last of {len(ctx['items'])} items"
+
+
+BATCH_BODY: Any = c.Struct(
+    "items" / _Items(c.this._params.item_count, ITEM),
+    _Check("items", BadFieldError, _trailing_problem),
+)
+"""A raw (plain) batch body; parse with ``item_count=N`` and optionally ``tier=T``."""
+
+# --- frames (SPEC.md section 4) ---------------------------------------------------------
+
+
+def _text_body(name: str) -> Any:
+    def short(ctx: Ctx) -> str | None:
+        left = _left(ctx._io)
+        return None if left >= 4 else f"body is {left} bytes, need 4"
+
+    def mismatch(ctx: Ctx) -> str | None:
+        left = _left(ctx._io)
+        return None if left == ctx.text_len else f"text_len says {ctx.text_len}, body holds {left}"
+
+    return name / c.Struct(
+        "_start" / c.Tell,
+        _Check(None, BadFieldError, short),
+        "code" / c.Int16ub,
+        _rule(
+            "text_len",
+            c.Int16ub,
+            (range(MAX_TEXT + 1), LimitError, f"{{v}} bytes exceeds {MAX_TEXT}"),
+        ),
+        _Check("text_len", BadFieldError, mismatch, at=2),
+        "text" / _Utf8(c.Bytes(c.this.text_len)),
+    )
+
+
+def _batch_rest(ctx: Ctx) -> str | None:
+    left = _left(ctx._io)
+    return None if not left else f"{left} bytes after the batch"
+
+
+def _seq_problem(ctx: Ctx) -> str | None:
+    if ctx.from_seq <= ctx.to_seq:
+        return None
+    return f"to_seq {ctx.to_seq} is below from_seq {ctx.from_seq}"
+
+
+def _batch_frame_short(ctx: Ctx) -> str | None:
+    left = _left(ctx._io)
+    return None if left >= 21 else f"body is {left} bytes, need 21"
+
+
+_BODIES: dict[int, Any] = {
+    0x01: "hello"
+    / c.Struct(
+        _exact(66, "HELLO"),
+        _rule(
+            "magic",
+            c.Bytes(4),
+            ({HELLO_MAGIC}, BadMagicError, f"{{v!r}} is not {HELLO_MAGIC!r}: not a meshsyncd peer"),
+        ),
+        _rule(
+            "version", c.Int16ub, (range(1, 1 << 16), VersionError, "protocol version 0 is too old")
+        ),
+        "node_id" / c.Bytes(32),
+        "incarnation" / c.Bytes(16),
+        "capabilities" / c.Int32ub,
+        "timestamp_ns" / c.Int64ub,
+    ),
+    0x02: "pull"
+    / c.Struct(
+        _exact(21, "PULL"),
+        "request_id" / c.Int32ub,
+        _tier(),
+        "after_seq" / c.Int64ub,
+        _rule(
+            "max_items",
+            c.Int32ub,
+            (range(1, MAX_BATCH_ITEMS + 1), BadFieldError, f"{{v}} out of 1..{MAX_BATCH_ITEMS}"),
+        ),
+        _rule(
+            "max_bytes",
+            c.Int32ub,
+            (range(1, MAX_BATCH_RAW + 1), BadFieldError, f"{{v}} out of 1..{MAX_BATCH_RAW}"),
+        ),
+    ),
+    0x03: "batch_frame"
+    / c.Struct(
+        "_start" / c.Tell,
+        _Check(None, BadFieldError, _batch_frame_short),
+        "request_id" / c.Int32ub,
+        "from_seq" / c.Int64ub,
+        "to_seq" / c.Int64ub,
+        _Check("to_seq", BadFieldError, _seq_problem, at=12),
+        _rule("more", c.Int8ub, ({0, 1}, BadFieldError, "must be 0 or 1, got {v}")),
+        "batch" / BATCH,
+        _Check("batch", BadFieldError, _batch_rest),
+    ),
+    0x04: "ack" / c.Struct(_exact(13, "ACK"), "request_id" / c.Int32ub, _tier(), "seq" / c.Int64ub),
+    0x05: "push" / c.Struct("batch" / BATCH, _Check("batch", BadFieldError, _batch_rest)),
+    0x06: "replicate"
+    / c.Struct(_exact(21, "REPLICATE"), "request_id" / c.Int32ub, _tier(), "item_id" / c.Bytes(16)),
+    0x07: "ping" / c.Struct(_exact(16, "PING"), "nonce" / c.Int64ub, "timestamp_ns" / c.Int64ub),
+    0x08: "pong"
+    / c.Struct(
+        _exact(24, "PONG"),
+        "nonce" / c.Int64ub,
+        "echo_ns" / c.Int64ub,
+        "timestamp_ns" / c.Int64ub,
+    ),
+    0x09: _text_body("error"),
+    0x0A: _text_body("bye"),
+    0x0B: "digest"
+    / c.Struct(_exact(41, "DIGEST"), _tier(), "seq" / c.Int64ub, "digest" / c.Bytes(32)),
+}
+
+FRAME_BODY_NAMES: dict[int, str] = {ftype: body.name for ftype, body in _BODIES.items()}
+"""Frame type -> the schema's name for its body (``batch_frame``, ``push``...)."""
+
+
+def _body_short(ctx: Ctx) -> str | None:
+    left = _left(ctx._io)
+    if left >= ctx.length - 1:
+        return None
+    return f"declares {ctx.length} bytes, {left + 1} left"
+
+
+FRAME: Any = c.Struct(
+    "_start" / c.Tell,
+    _need(5, "header", "header"),
+    _rule(
+        "length",
+        c.Int32ub,
+        (range(MAX_FRAME + 1), LimitError, f"declares {{v}} bytes, limit is {MAX_FRAME}"),
+        (range(1, MAX_FRAME + 1), BadFieldError, "must be at least 1 (the type byte)"),
+    ),
+    _rule("type", c.Int8ub, (frozenset(_BODIES), BadFieldError, "unknown frame type {v:#04x}")),
+    _Check("body", TruncatedError, _body_short),
+    "body" / c.FixedSized(c.this.length - 1, c.Switch(c.this.type, _BODIES)),
+)
+"""One frame: length, type and the type's body (a BATCH/PUSH batch body stays as sent)."""
+
+# --- parsing entry points ---------------------------------------------------------------
+
+
+def _field(prefix: str, segments: list[str]) -> str:
+    """Name a field like the struct codecs do: ``item.tier``, ``pull.tier``, ``frame.length``."""
+    if prefix == "frame" and len(segments) > 1 and segments[0] == "body":
+        return ".".join(segments[1:])
+    return ".".join([prefix, *segments])
+
+
+def _convert(exc: Exception, prefix: str, base: int = 0) -> ProtocolError:
+    """Turn any construct error into the ProtocolError the SPEC names."""
+    if isinstance(exc, _Violation):
+        offset = None if exc.offset is None else exc.offset + base
+        return exc.error(exc.reason, field=_field(prefix, exc.segments), offset=offset)
+    path = getattr(exc, "path", None)
+    error = TruncatedError if isinstance(exc, c.StreamError) else BadFieldError
+    reason = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
+    return error(reason, field=_field(prefix, _segments(path)))
+
+
+def _run(schema: Any, buf: Buffer, offset: int, prefix: str, **params: Any) -> tuple[Any, int]:
+    stream = io.BytesIO(bytes(buf))
+    stream.seek(offset)
+    try:
+        value = schema.parse_stream(stream, **params)
+    except c.ConstructError as exc:
+        raise _convert(exc, prefix) from None
+    return value, stream.tell()
+
+
+def parse_item(buf: Buffer, offset: int = 0) -> tuple[Any, int]:
+    """Parse one item at ``offset`` with the schema; return its fields and the next offset.
+
+    Offsets in errors are absolute in ``buf``, fields are named ``item.<field>``.
+
+    Raises:
+        ProtocolError: the same checks, in the same order, as ``protocol.unpack_item``.
+    """
+    return _run(ITEM, buf, offset, "item")
+
+
+def parse_batch_body(
+    raw: Buffer, count: int, *, tier: int | None = None, prefix: str = "batch"
+) -> list[Any]:
+    """Parse a raw (inflated) batch body of exactly ``count`` items with the schema.
+
+    Offsets are within ``raw``, fields ``<prefix>.items[i].<field>``.
+
+    Raises:
+        ProtocolError: a bad item, an item of another tier than ``tier``, trailing bytes.
+    """
+    body, _ = _run(BATCH_BODY, raw, 0, prefix, item_count=count, tier=tier)
+    return list(body["items"])
+
+
+def finish_batch(batch: Any, buf: Buffer, offset: int = 0, *, prefix: str = "batch") -> list[Any]:
+    """The batch checks that need the whole body: CRC, inflation (bounded), then the items.
+
+    ``batch`` is what :data:`BATCH` parsed from ``buf`` at ``offset``. This reuses
+    ``protocol.inflate``: the declared size is checked against ``raw_len`` before inflating.
+
+    Raises:
+        ChecksumError, CompressionError, LimitError: the body as sent is bad.
+        ProtocolError: an item in the body is bad (offsets within the raw body).
+    """
+    head = bytes(memoryview(buf)[offset : offset + 52])
+    if zlib.crc32(batch.body, zlib.crc32(head)) != batch.crc32:
+        raise ChecksumError("CRC-32 mismatch", field=f"{prefix}.crc32", offset=offset + 52)
+    raw: bytes = batch.body
+    if batch.flags & BODY_ZSTD:
+        raw = inflate(raw, batch.raw_len, f"{prefix}.body", offset + BATCH_HEADER_SIZE)
+        if len(raw) != batch.raw_len:
+            raise BadFieldError(
+                f"body inflated to {len(raw)} bytes, raw_len says {batch.raw_len}",
+                field=f"{prefix}.raw_len",
+                offset=offset + 44,
+            )
+    return parse_batch_body(raw, batch.item_count, tier=batch.tier, prefix=prefix)
+
+
+def parse_batch(buf: Buffer, offset: int = 0, *, prefix: str = "batch") -> tuple[Any, int]:
+    """Parse and fully check one batch; the result has the header fields, ``body`` and ``items``.
+
+    Raises:
+        ProtocolError: the same checks, in the same order, as ``protocol.unpack_batch``.
+    """
+    batch, end = _run(BATCH, buf, offset, prefix)
+    batch["items"] = finish_batch(batch, buf, offset, prefix=prefix)
+    return batch, end
+
+
+def parse_frame(buf: Buffer, offset: int = 0) -> tuple[Any, int]:
+    """Parse one frame at ``offset``: ``length``, ``type`` and ``body`` (fields per type).
+
+    Like ``protocol.parse_frame``, a BATCH/PUSH batch is vetted (header, sizes) but its CRC,
+    body and items are left to :func:`finish_batch`. Offsets are absolute in ``buf``.
+
+    Raises:
+        ProtocolError: the same checks, in the same order, as ``protocol.parse_frame``.
+    """
+    return _run(FRAME, buf, offset, "frame")
+
+
+@functools.cache
+def compiled_item_header() -> Any:
+    """:data:`ITEM_HEADER` compiled by construct (the benchmark's reference), built once."""
+    return ITEM_HEADER.compile()
+
+
+@functools.cache
+def compiled_batch_body() -> Any:
+    """:data:`BATCH_BODY` compiled by construct, built once; parse with ``item_count=N``."""
+    return BATCH_BODY.compile()
+
+
+def construct_parse_items(body: bytes, count: int) -> list[Any]:
+    """Parse a plain batch body of ``count`` items with construct's compiled parser.
+
+    The benchmark's construct reference: the same rules as the hot path (header fields,
+    sizes, CRC, payload rules), as fast as construct gets. Errors name the item index and
+    field but, compiled code having no construct path, not the ``batch.`` prefix.
+
+    Raises:
+        ProtocolError: any malformed item or trailing bytes.
+    """
+    try:
+        return list(compiled_batch_body().parse(body, item_count=count)["items"])
+    except c.ConstructError as exc:
+        raise _convert(exc, "batch") from None
