@@ -12,9 +12,11 @@ underneath so that the decoder can build one with a single C call after validati
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import zstandard
 
@@ -256,30 +258,75 @@ def _name(prefix: str, count: int, index: int) -> str:
     return prefix if count == 1 and prefix == "item" else f"{prefix}[{index}]"
 
 
+def _load_speedups() -> Callable[..., tuple[int, int]] | None:
+    """The optional C scanner; ``MESHSYNCD_PURE_PYTHON=1`` (or a failed build) disables it."""
+    if os.environ.get("MESHSYNCD_PURE_PYTHON"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    scan: Callable[..., tuple[int, int]] = _speedups.scan_items
+    return scan
+
+
+_scan: Callable[..., tuple[int, int]] | None = _load_speedups()
+_TIERS = tuple(Tier)
+_OPS: tuple[Any, ...] = (None, *Op)
+_PRIOS = tuple(Priority)
+
+
 def _unpack(
     buf: Buffer, off: int, count: int, want_tier: int | None, prefix: str
 ) -> tuple[list[Item], int]:
+    """Decode ``count`` items: the C scanner takes the plain happy path, Python the rest."""
+    data = buf if isinstance(buf, bytes) else bytes(buf)
+    scan = _scan
+    if scan is None:
+        return _unpack_py(data, off, count, want_tier, prefix, 0, count)
+    items: list[Item] = []
+    index = 0
+    tier_arg = -1 if want_tier is None else want_tier
+    while True:
+        off, index = scan(data, off, index, count, Item, _TIERS, _OPS, _PRIOS, items, tier_arg)
+        if index >= count:
+            return items, off
+        one, off = _unpack_py(data, off, 1, want_tier, prefix, index, count)
+        items += one
+        index += 1
+
+
+def _unpack_py(
+    buf: bytes,
+    off: int,
+    count: int,
+    want_tier: int | None,
+    prefix: str,
+    first: int,
+    total: int,
+) -> tuple[list[Item], int]:
+    """The pure-Python decoder: items ``first .. first+count-1`` of ``total``."""
     unpack_from = _FAST.unpack_from
     crc32 = zlib.crc32
     vtop_get = _VTOP.get
     new = tuple.__new__
     size = len(buf)
-    data = buf if isinstance(buf, bytes) else bytes(buf)
+    data = buf
     items: list[Item] = []
     append = items.append
-    for index in range(count):
+    for index in range(first, first + count):
         if off + 48 > size:
-            name = _name(prefix, count, index)
+            name = _name(prefix, total, index)
             raise TruncatedError(
                 f"need 48 header bytes, {size - off} left", field=f"{name}.header", offset=off
             )
         item_id, ts, origin, vtop, fr, plen, crc = unpack_from(data, off)
         decoded = vtop_get(vtop)
         if decoded is None or fr & 0xFFFEFFFF:
-            name = _name(prefix, count, index)
+            name = _name(prefix, total, index)
             raise _diagnose(data, off, name)
         if plen > 0x100000:
-            name = _name(prefix, count, index)
+            name = _name(prefix, total, index)
             raise LimitError(
                 f"{plen} bytes exceeds the {MAX_PAYLOAD}-byte limit",
                 field=f"{name}.payload_len",
@@ -288,7 +335,7 @@ def _unpack(
         start = off + 48
         end = start + plen
         if end > size:
-            name = _name(prefix, count, index)
+            name = _name(prefix, total, index)
             raise TruncatedError(
                 f"declares {plen} payload bytes, {size - start} left",
                 field=f"{name}.payload",
@@ -296,7 +343,7 @@ def _unpack(
             )
         payload = data[start:end]
         if crc32(payload, crc32(data[off : off + 44])) != crc:
-            name = _name(prefix, count, index)
+            name = _name(prefix, total, index)
             raise ChecksumError("CRC-32 mismatch", field=f"{name}.crc32", offset=off + 44)
         tier, op, prio, check = decoded
         if want_tier is not None and tier != want_tier:
@@ -307,7 +354,7 @@ def _unpack(
             )
         flags = fr >> 16
         if check or flags:
-            name = _name(prefix, count, index)
+            name = _name(prefix, total, index)
             _check_payload(op, flags, payload, f"{name}.payload", start)
         append(new(Item, (item_id, ts, origin, tier, op, prio, flags, payload)))
         off = end

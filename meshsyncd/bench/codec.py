@@ -183,7 +183,7 @@ def _construct_reference() -> Callable[[bytes, int], object] | None:
         from protocol.schema import construct_parse_items
     except ImportError:  # pragma: no cover - schema.py is part of the package
         return None
-    return construct_parse_items  # type: ignore[no-any-return]
+    return construct_parse_items
 
 
 @bench.command("codec")

@@ -1,0 +1,126 @@
+/*
+ * Optional accelerator for the item decoder (SPEC.md section 2).
+ *
+ * Theory of operation: scan_items() walks packed items from `off` and builds Item tuples
+ * for every item on the plain happy path: version 2, known tier/op/priority, flags and
+ * reserved zero, payload within limits and inside the buffer, CRC-32 correct, tier as
+ * wanted, and an op whose payload needs no further check (INSERT, UPDATE, REPLICATE, and
+ * DELETE with an empty payload). At the first item that is anything else it stops and
+ * returns, and the pure-Python decoder in item.py takes that one item: it either decodes
+ * it (MERGE, per-item zstd) or raises the precise ProtocolError. So this file never
+ * decides that input is invalid; it only accepts input the Python rules accept, and the
+ * two paths give the same objects (tests run both).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <zlib.h>
+
+static inline uint32_t be32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline uint64_t be64(const unsigned char *p)
+{
+    return ((uint64_t)be32(p) << 32) | be32(p + 4);
+}
+
+/* scan_items(data, off, index, count, item_type, tiers, ops, prios, out, want_tier)
+ *   -> (off, index) after the last item appended to `out`. */
+static PyObject *scan_items(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t off, index, count;
+    PyObject *item_type, *tiers, *ops, *prios, *out;
+    int want_tier;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nnnO!O!O!O!O!i", &buf, &off, &index, &count, &PyType_Type,
+                          &item_type, &PyTuple_Type, &tiers, &PyTuple_Type, &ops, &PyTuple_Type,
+                          &prios, &PyList_Type, &out, &want_tier))
+        return NULL;
+    if (PyTuple_GET_SIZE(tiers) != 3 || PyTuple_GET_SIZE(ops) != 6 ||
+        PyTuple_GET_SIZE(prios) != 5 || off < 0) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "scan_items: bad lookup tables or offset");
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)item_type;
+    const unsigned char *data = (const unsigned char *)buf.buf;
+    Py_ssize_t size = buf.len;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        goto error;
+    while (index < count) {
+        if (size - off < 48)
+            break;
+        const unsigned char *h = data + off;
+        unsigned tier = h[33], op = h[34], prio = h[35];
+        uint32_t plen = be32(h + 40);
+        if (h[32] != 2 || tier > 2 || op < 1 || op > 5 || op == 4 || prio > 4)
+            break;
+        if (be32(h + 36) != 0 || plen > 1048576 || (Py_ssize_t)plen > size - off - 48)
+            break;
+        if (op == 3 && plen != 0)
+            break;
+        if (want_tier >= 0 && (int)tier != want_tier)
+            break;
+        uLong crc = crc32(0L, h, 44);
+        crc = crc32(crc, h + 48, (uInt)plen);
+        if ((uint32_t)crc != be32(h + 44))
+            break;
+        PyObject *item = tp->tp_alloc(tp, 8);
+        if (item == NULL)
+            goto error;
+        PyObject *iid = PyBytes_FromStringAndSize((const char *)h, 16);
+        PyObject *ts = PyLong_FromUnsignedLongLong(be64(h + 16));
+        PyObject *origin = PyLong_FromUnsignedLongLong(be64(h + 24));
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)h + 48, (Py_ssize_t)plen);
+        PyTuple_SET_ITEM(item, 0, iid);
+        PyTuple_SET_ITEM(item, 1, ts);
+        PyTuple_SET_ITEM(item, 2, origin);
+        PyTuple_SET_ITEM(item, 7, payload);
+        PyObject *t = PyTuple_GET_ITEM(tiers, tier), *o = PyTuple_GET_ITEM(ops, op),
+                 *p = PyTuple_GET_ITEM(prios, prio);
+        Py_INCREF(t);
+        Py_INCREF(o);
+        Py_INCREF(p);
+        Py_INCREF(zero);
+        PyTuple_SET_ITEM(item, 3, t);
+        PyTuple_SET_ITEM(item, 4, o);
+        PyTuple_SET_ITEM(item, 5, p);
+        PyTuple_SET_ITEM(item, 6, zero);
+        if (iid == NULL || ts == NULL || origin == NULL || payload == NULL) {
+            Py_DECREF(item); /* tuple dealloc skips the NULL slots */
+            goto error;
+        }
+        int rc = PyList_Append(out, item);
+        Py_DECREF(item);
+        if (rc < 0)
+            goto error;
+        off += 48 + (Py_ssize_t)plen;
+        index += 1;
+    }
+    Py_DECREF(zero);
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("nn", off, index);
+error:
+    Py_XDECREF(zero);
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_items", scan_items, METH_VARARGS,
+     "Decode plain happy-path items into a list; stop at the first item needing Python."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "protocol._speedups", "C fast path of the item decoder.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,15 @@
+from typing import Any
+
+def scan_items(
+    data: bytes,
+    off: int,
+    index: int,
+    count: int,
+    item_type: type,
+    tiers: tuple[Any, ...],
+    ops: tuple[Any, ...],
+    prios: tuple[Any, ...],
+    out: list[Any],
+    want_tier: int,
+    /,
+) -> tuple[int, int]: ...
