@@ -1,0 +1,32 @@
+"""atheris entry point for the item target; the invariant lives in fuzz/targets.py.
+
+Run it through `fuzz/run.sh item SECONDS` (fuzz/README.md), which passes the corpus,
+limits and crash directory; any libFuzzer flag given here is passed through.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+with atheris.instrument_imports(include=["protocol"]):
+    import protocol  # noqa: F401  (instrumented for coverage: protocol.unpack_item)
+
+from fuzz.targets import check_item
+
+
+def one_input(data: bytes) -> None:
+    check_item(data)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
