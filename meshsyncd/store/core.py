@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 from protocol import Item, Op, Tier
 
 from .maintenance import DAY_NS, Conflict, MaintenanceMixin
-from .reads import ReadMixin
 from .rows import (
     MOD,
     Key,
@@ -98,7 +97,7 @@ def _rowid(tier: int, seq: int) -> int:
     return (tier << SEQ_BITS) | seq
 
 
-class Store(MaintenanceMixin, ReadMixin):
+class Store(MaintenanceMixin):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).

@@ -7,7 +7,6 @@ its bucket in the same transaction as the row.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from protocol import Op, Tier
 
+from .reads import ReadMixin
 from .rows import NO_BASE, base_hash, decode_fields, encode_fields, fields_hash, from_db, to_db
 
 __all__ = ["DAY_NS", "Conflict", "MaintenanceMixin"]
@@ -35,10 +35,9 @@ class Conflict:
     loser: tuple[int, int]
 
 
-class MaintenanceMixin:
+class MaintenanceMixin(ReadMixin):
     """Upkeep operations of :class:`meshsyncd.store.core.Store` (see the module docstring)."""
 
-    _conn: sqlite3.Connection
     retention_ns: dict[Tier, int | None]
     local_synchronous: str
     replicated_synchronous: str
@@ -53,12 +52,6 @@ class MaintenanceMixin:
         raise NotImplementedError
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
-        raise NotImplementedError
-
-    def acked(self, peer: int, tier: Tier) -> int:
-        raise NotImplementedError
-
-    def peer_incarnation(self, peer: int) -> bytes | None:
         raise NotImplementedError
 
     # -- conflict log -----------------------------------------------------------------------
