@@ -8,4 +8,6 @@ import click
 @click.group()
 def bench() -> None:
     """Measure the codec, the store and the mesh; print figures (``--json`` for machines)."""
+
+
 from . import codec as _codec  # noqa: E402,F401
