@@ -1,0 +1,178 @@
+"""Engine: delta batches, cursors, forwarding, incarnations, tombstones, replicate, skew."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from conftest import Node, pull
+
+from meshsyncd.clock import ClockSkewError
+from meshsyncd.engine import ALL_ITEMS, ItemNotFoundError
+from protocol import Batch, Item, Op, Tier, pack_batch, unpack_batch
+
+T = Tier.EPISODIC
+MakeNode = Callable[..., Node]
+
+
+def test_delta_batches_cover_sequence_ranges_on_row_boundaries(make_node: MakeNode) -> None:
+    a = make_node(1)
+    ids = [a.engine.add(T, b"v%d" % i).item_id for i in range(10)]
+    a.engine.merge(T, ids[0], {"k": 1})  # row 0 moves to the end with two versions
+    d1 = a.engine.create_delta_batch(T, 2, 0, max_items=4)
+    assert (d1.from_seq, d1.to_seq, d1.more, len(d1.batch.items)) == (0, 5, True, 4)
+    d2 = a.engine.create_delta_batch(T, 2, d1.to_seq, max_items=100)
+    assert (d2.from_seq, d2.to_seq, d2.more) == (5, 11, False)
+    assert [i.op for i in d2.batch.items][-2:] == [Op.INSERT, Op.MERGE]
+    assert d2.batch.target == 2 and d2.batch.source == 1
+    empty = a.engine.create_delta_batch(T, 2, 11)
+    assert (empty.to_seq, empty.more, empty.batch.items) == (11, False, ())
+    small = a.engine.create_delta_batch(T, 2, 0, max_bytes=1)
+    assert len(small.batch.items) == 1 and small.more  # never an empty batch while rows remain
+    assert unpack_batch(pack_batch(d2.batch))[0] == d2.batch
+
+
+def test_cursor_moves_only_with_pulls(make_node: MakeNode) -> None:
+    a, b = make_node(1), make_node(2)
+    a.engine.add(T, b"x")
+    delta = a.engine.create_delta_batch(T, 2, 0)
+    b.engine.apply_sync_batch(delta.batch)  # a push
+    assert b.store.cursor(1, T) == 0
+    b.engine.apply_sync_batch(delta.batch, to_seq=delta.to_seq)
+    assert b.store.cursor(1, T) == delta.to_seq
+    b.engine.apply_sync_batch(delta.batch, to_seq=0)  # never backwards
+    assert b.store.cursor(1, T) == delta.to_seq
+
+
+def test_late_old_item_is_forwarded_along_a_chain(make_node: MakeNode) -> None:
+    a, b, c = make_node(1), make_node(2), make_node(3)
+    c.wall.ns -= 10**12  # c writes long before anything else happens...
+    old = c.engine.add(T, b"old")
+    c.wall.ns += 10**12
+    for i in range(5):
+        a.engine.add(T, b"a%d" % i)
+    pull(b, a, T)
+    pull(a, b, T)  # a's cursor on b is past every timestamp b has seen so far
+    assert a.store.cursor(2, T) > 0
+    pull(b, c, T)  # ...and its old item reaches b only now
+    pull(a, b, T)  # b forwards it: cursors are on b's sequence, not on item timestamps
+    found = a.engine.get(T, old.item_id)
+    assert found is not None and found.value == b"old" and found.key == old.key
+    assert old.timestamp_ns < min(
+        i.timestamp_ns for i in a.engine.create_delta_batch(T, 9, 0).batch.items if i != old
+    )
+    for n in (a, b, c):
+        for m in (a, b, c):
+            if m is not n:
+                pull(n, m, T)
+    assert a.engine.digest(T) == b.engine.digest(T) == c.engine.digest(T)
+
+
+def test_recreated_peer_store_gets_a_full_resync(make_node: MakeNode) -> None:
+    a = make_node(1)
+    b = make_node(2, name="b1")
+    b.engine.observe_peer(1, a.engine.incarnation)
+    assert not a.engine.observe_peer(2, b.engine.incarnation)  # first sight: no reset
+    for i in range(30):
+        a.engine.add(T, b"%d" % i)
+    pull(b, a, T)
+    a.engine.record_ack(2, T, a.store.tier_seq(T))
+    assert b.store.cursor(1, T) == a.store.tier_seq(T)
+    # b's disk is wiped: a new store, a new incarnation, an empty cursor table.
+    b2 = make_node(2, name="b2")
+    assert a.engine.observe_peer(2, b2.engine.incarnation) is True
+    assert a.store.acked(2, T) == 0  # a will not purge tombstones b2 never saw
+    assert b2.engine.observe_peer(1, a.engine.incarnation) is False
+    pull(b2, a, T)
+    assert b2.store.count(T) == 30 and b2.engine.digest(T) == a.engine.digest(T)
+    # The old store of b sees a's incarnation change the other way round as well.
+    a2 = make_node(1, name="a2")
+    assert b.engine.observe_peer(1, a2.engine.incarnation) is True
+    assert b.store.cursor(1, T) == 0
+
+
+def test_deleted_item_never_returns_from_an_offline_node(make_node: MakeNode) -> None:
+    a, b, c = make_node(1), make_node(2), make_node(3)
+    item = a.engine.add(T, b"doomed")
+    pull(b, a, T), pull(c, a, T)
+    # c goes offline; meanwhile a deletes, b learns it, tombstones get old.
+    c.store.close()
+    a.engine.delete(T, item.item_id)
+    pull(b, a, T)
+    for n in (a, b):
+        n.wall.ns += 8 * 86_400 * 10**9
+    a.engine.record_ack(2, T, a.store.tier_seq(T))
+    # c has not acknowledged: a keeps its tombstone even after the grace period.
+    assert a.engine.purge([2, 3]) == 0
+    c.restart()
+    c.wall.ns = a.wall.ns
+    pull(a, c, T), pull(b, c, T)  # c re-sends its stale live version
+    for n in (a, b):
+        got = n.engine.get(T, item.item_id)
+        assert got is not None and got.deleted
+    pull(c, a, T)
+    got = c.engine.get(T, item.item_id)
+    assert got is not None and got.deleted
+    a.engine.record_ack(3, T, a.store.tier_seq(T))
+    assert a.engine.purge([2, 3]) == 1
+    assert a.engine.get(T, item.item_id) is None
+
+
+def test_replicate_answers_one_item_or_the_whole_tier(make_node: MakeNode) -> None:
+    a, b = make_node(1), make_node(2)
+    ids = [a.engine.add(T, b"%d" % i).item_id for i in range(7)]
+    a.engine.merge(T, ids[3], {"f": True})
+    (one,) = a.engine.answer_replicate(T, ids[3], 2)
+    assert (one.from_seq, one.to_seq) == (0, 0)
+    assert [i.op for i in one.batch.items] == [Op.INSERT, Op.MERGE]
+    whole = list(a.engine.answer_replicate(T, ALL_ITEMS, 2, max_items=3))
+    assert len(whole) == 3 and not whole[-1].more
+    for delta in whole:
+        b.engine.apply_sync_batch(delta.batch, to_seq=delta.to_seq)
+    assert b.engine.digest(T) == a.engine.digest(T)
+    (none,) = a.engine.answer_replicate(T, b"\x01" * 16, 2)
+    assert none.batch.items == ()
+    # REPLICATE requests inside a batch are never stored.
+    req = Item(item_id=ids[0], timestamp_ns=1, origin=2, tier=T, op=Op.REPLICATE)
+    assert b.engine.apply_sync_batch(Batch(batch_id=bytes(16), source=2, tier=T, items=(req,))) == (
+        0,
+        0,
+    )
+
+
+def test_clock_skewed_batch_is_refused_whole(make_node: MakeNode) -> None:
+    a, b = make_node(1), make_node(2)
+    a.engine.add(T, b"fine")
+    a.wall.ns += 2 * 10**9  # a's clock runs two seconds fast
+    a.engine.add(T, b"from the future")
+    delta = a.engine.create_delta_batch(T, 2, 0)
+    with pytest.raises(ClockSkewError, match="0000000000000001"):
+        b.engine.apply_sync_batch(delta.batch, to_seq=delta.to_seq)
+    assert b.store.count(T) == 0 and b.store.cursor(1, T) == 0
+    assert b.engine.clock.refused == 1
+
+
+def test_tier_view_is_the_memshadow_interface(make_node: MakeNode) -> None:
+    a = make_node(1)
+    tier = a.engine.tier(Tier.SEMANTIC)
+    item = tier.add(b'{"a":1}')
+    iid = item.item_id
+    tier.update(iid, b'{"a":2}')
+    tier.merge(iid, {"b": [1, 2]})
+    got = tier.get_by_id(iid)
+    assert got is not None and json.loads(got.value or b"") == {"a": 2, "b": [1, 2]}
+    assert [x.item_id for x in tier.get_modified_since(0)] == [iid]
+    assert tier.get_modified_since(got.seq) == []
+    assert len(tier.list(10)) == 1
+    tier.delete(iid)
+    assert tier.get_by_id(iid) is None
+    assert tier.list(10) == [] and len(tier.list(10, include_deleted=True)) == 1
+    with pytest.raises(ItemNotFoundError):
+        tier.update(iid, b"x")
+    with pytest.raises(ItemNotFoundError):
+        tier.delete(b"\x09" * 16)
+    big = tier.add(b"z" * 5000, compress=True)
+    assert big.flags == 1
+    got = tier.get_by_id(big.item_id)
+    assert got is not None and got.value == b"z" * 5000
