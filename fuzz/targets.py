@@ -63,6 +63,7 @@ from protocol import (
     unpack_batch,
     unpack_item,
 )
+from protocol import item as _item_module
 
 from .repair import repair_batch, repair_frames, repair_item
 
@@ -99,6 +100,28 @@ def _attempt(decode: Decoder[T], buf: bytes | bytearray | memoryview, offset: in
         return exc
 
 
+def _pure_python(decode: Decoder[T], buf: bytes, offset: int) -> object | None:
+    """Decode again with the optional C item scanner off; None when it is not loaded.
+
+    ``protocol/_speedups.c`` accepts only items the Python rules accept and hands every
+    other item to Python, so both paths must give the same objects or the same error.
+    """
+    if getattr(_item_module, "_scan", None) is None:
+        return None
+    saved = _item_module._scan
+    _item_module._scan = None
+    try:
+        return _attempt(decode, buf, offset)
+    finally:
+        _item_module._scan = saved
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, ProtocolError) and isinstance(b, ProtocolError):
+        return _error_key(a) == _error_key(b)
+    return a == b
+
+
 def _error_key(exc: ProtocolError) -> tuple[type[ProtocolError], str, int | None, str]:
     return (type(exc), exc.field, exc.offset, exc.reason)
 
@@ -124,13 +147,12 @@ def _check_decoder(
 ) -> None:
     """The part of the contract every decoder shares (module docstring)."""
     first = _attempt(decode, data, 0)
+    pure = _pure_python(decode, data, 0)
+    if pure is not None and not _same(first, pure):
+        raise _fail(f"C item scanner gave {first!r}, pure Python {pure!r}", data)
     for variant in (bytearray(data), memoryview(data)):
         again = _attempt(decode, variant, 0)
-        if isinstance(first, ProtocolError) and isinstance(again, ProtocolError):
-            same = _error_key(first) == _error_key(again)
-        else:
-            same = first == again
-        if not same:
+        if not _same(first, again):
             kind = type(variant).__name__
             raise _fail(f"{kind} input gave {again!r}, bytes gave {first!r}", data)
     k = len(_JUNK)
