@@ -393,11 +393,14 @@ def _fits_problem(ctx: Ctx) -> str | None:
     return f"{ctx.item_count} items cannot fit in {ctx.raw_len} bytes"
 
 
-def _body_len_problem(ctx: Ctx) -> str | None:
-    if ctx.flags & BODY_ZSTD:
-        if ctx.body_len > ctx.raw_len:
-            return f"compressed body of {ctx.body_len} bytes is larger than its raw {ctx.raw_len}"
-    elif ctx.body_len != ctx.raw_len:
+def _zstd_body_problem(ctx: Ctx) -> str | None:
+    if ctx.flags & BODY_ZSTD and ctx.body_len > MAX_BATCH_RAW:
+        return f"compressed body of {ctx.body_len} bytes exceeds {MAX_BATCH_RAW}"
+    return None
+
+
+def _plain_body_problem(ctx: Ctx) -> str | None:
+    if not ctx.flags & BODY_ZSTD and ctx.body_len != ctx.raw_len:
         return f"plain body of {ctx.body_len} bytes, raw_len says {ctx.raw_len}"
     return None
 
@@ -428,7 +431,8 @@ BATCH_HEADER: Any = c.Struct(
     ),
     _Check("item_count", BadFieldError, _fits_problem, at=40),
     "body_len" / c.Int32ub,
-    _Check("body_len", BadFieldError, _body_len_problem, at=48),
+    _Check("body_len", LimitError, _zstd_body_problem, at=48),
+    _Check("body_len", BadFieldError, _plain_body_problem, at=48),
     "crc32" / c.Int32ub,
 )
 """The 56-byte batch header with every limit and cross-field rule."""

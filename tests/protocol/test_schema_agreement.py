@@ -1,0 +1,359 @@
+"""The construct schema and the struct hot path agree (issue 2, SPEC.md sections 2-4).
+
+For valid input both parse to the same field values; for mutated input (byte flips,
+truncation, appended bytes) and for random bytes both reject with the same error class,
+field and offset, or both accept with the same values. The header rules are construct's own
+(``_Rule``/``_Check`` in ``protocol/schema.py``); the item payload rules reuse item.py's
+check from within the schema, and a batch's CRC, inflation and items run in
+``schema.finish_batch``. Anything but a ``ProtocolError`` out of either side fails a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import construct
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import protocol
+from protocol import schema
+from protocol.constants import BODY_ZSTD, PAYLOAD_ZSTD
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+U64 = st.integers(0, (1 << 64) - 1)
+U32 = st.integers(0, (1 << 32) - 1)
+U16 = st.integers(0, (1 << 16) - 1)
+TIERS = st.sampled_from(list(protocol.Tier))
+_ZSTD = zstandard.ZstdCompressor(write_content_size=True, write_checksum=False)
+
+JSON_OBJECTS = st.dictionaries(
+    st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8), st.booleans()), max_size=4
+)
+
+
+@st.composite
+def items(draw: st.DrawFn, tier: protocol.Tier | None = None) -> protocol.Item:
+    op = draw(st.sampled_from(list(protocol.Op)))
+    if op == protocol.Op.DELETE:
+        value = b""
+    elif op == protocol.Op.MERGE:
+        value = json.dumps(draw(JSON_OBJECTS)).encode()
+    else:
+        value = draw(st.binary(max_size=300))
+    flags = 0
+    if value and draw(st.booleans()):
+        value, flags = _ZSTD.compress(value), PAYLOAD_ZSTD
+    return protocol.Item(
+        item_id=draw(st.binary(min_size=16, max_size=16)),
+        timestamp_ns=draw(U64),
+        origin=draw(U64),
+        tier=draw(TIERS) if tier is None else tier,
+        op=op,
+        priority=draw(st.sampled_from(list(protocol.Priority))),
+        flags=flags,
+        payload=value,
+    )
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> bytes:
+    tier = draw(TIERS)
+    batch = protocol.Batch(
+        batch_id=draw(st.binary(min_size=16, max_size=16)),
+        source=draw(U64),
+        target=draw(U64),
+        tier=tier,
+        items=tuple(draw(st.lists(items(tier), max_size=8))),
+    )
+    return protocol.pack_batch(batch, compress=draw(st.sampled_from([None, True, False])))
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> protocol.Frame:
+    kind = draw(st.sampled_from(sorted(protocol.FRAME_TYPES)))
+    cls = protocol.FRAME_TYPES[kind]
+    b16, b32 = st.binary(min_size=16, max_size=16), st.binary(min_size=32, max_size=32)
+    if cls is protocol.Hello:
+        return protocol.Hello(
+            version=draw(st.integers(1, 0xFFFF)),
+            node_id=draw(b32),
+            incarnation=draw(b16),
+            capabilities=draw(U32),
+            timestamp_ns=draw(U64),
+        )
+    if cls is protocol.Pull:
+        return protocol.Pull(
+            request_id=draw(U32),
+            tier=draw(TIERS),
+            after_seq=draw(U64),
+            max_items=draw(st.integers(1, protocol.MAX_BATCH_ITEMS)),
+            max_bytes=draw(st.integers(1, protocol.MAX_BATCH_RAW)),
+        )
+    if cls is protocol.BatchFrame:
+        low, high = sorted((draw(U64), draw(U64)))
+        return protocol.BatchFrame(
+            request_id=draw(U32), from_seq=low, to_seq=high, more=draw(st.booleans()),
+            batch=draw(batches()),
+        )  # fmt: skip
+    if cls is protocol.Ack:
+        return protocol.Ack(request_id=draw(U32), tier=draw(TIERS), seq=draw(U64))
+    if cls is protocol.Push:
+        return protocol.Push(batch=draw(batches()))
+    if cls is protocol.Replicate:
+        return protocol.Replicate(request_id=draw(U32), tier=draw(TIERS), item_id=draw(b16))
+    if cls is protocol.Ping:
+        return protocol.Ping(nonce=draw(U64), timestamp_ns=draw(U64))
+    if cls is protocol.Pong:
+        return protocol.Pong(nonce=draw(U64), echo_ns=draw(U64), timestamp_ns=draw(U64))
+    if cls is protocol.Error or cls is protocol.Bye:
+        code, text = draw(U16), draw(st.text(max_size=40))
+        if cls is protocol.Error:
+            return protocol.Error(code=code, text=text)
+        return protocol.Bye(code=code, text=text)
+    assert cls is protocol.Digest
+    return protocol.Digest(tier=draw(TIERS), seq=draw(U64), digest=draw(b32))
+
+
+@st.composite
+def mutated(draw: st.DrawFn, valid: bytes, hot: int) -> bytes:
+    """Break ``valid``: flip bytes (mostly in the first ``hot`` bytes), cut it or extend it."""
+    data = bytearray(valid)
+    how = draw(st.sampled_from(["flip", "flip", "cut", "extend", "random"]))
+    if how == "random":
+        return draw(st.binary(max_size=2 * len(valid) + 8))
+    if how == "cut":
+        return bytes(data[: draw(st.integers(0, max(len(data) - 1, 0)))])
+    if how == "extend":
+        return bytes(data) + draw(st.binary(min_size=1, max_size=8))
+    for _ in range(draw(st.integers(1, 3))):
+        if not data:
+            break
+        limit = min(hot, len(data)) if draw(st.booleans()) else len(data)
+        data[draw(st.integers(0, limit - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+def _outcome(parse: Any, data: bytes) -> tuple[Any, ...]:
+    """``("ok", fields)`` or ``("error", class, field, offset)``; other exceptions escape."""
+    try:
+        return ("ok", parse(data))
+    except protocol.ProtocolError as exc:
+        return ("error", type(exc), exc.field, exc.offset)
+
+
+# --- normalisers: both sides to plain dicts ---------------------------------------------
+
+ITEM_KEYS = ("item_id", "timestamp_ns", "origin", "tier", "op", "priority", "flags", "payload")
+
+
+def _item_struct(item: protocol.Item) -> dict[str, Any]:
+    return {key: getattr(item, key) for key in ITEM_KEYS}
+
+
+def _item_schema(fields: Any) -> dict[str, Any]:
+    assert fields.version == 2
+    assert fields.reserved == 0
+    assert fields.payload_len == len(fields.payload)
+    return {key: fields[key] for key in ITEM_KEYS}
+
+
+def _batch_struct(data: bytes) -> dict[str, Any]:
+    batch, end = protocol.unpack_batch(data)
+    return {
+        "batch_id": batch.batch_id,
+        "source": batch.source,
+        "target": batch.target,
+        "tier": batch.tier,
+        "body_zstd": batch.body_zstd,
+        "items": [_item_struct(item) for item in batch.items],
+        "end": end,
+    }
+
+
+def _batch_schema(data: bytes) -> dict[str, Any]:
+    batch, end = schema.parse_batch(data)
+    assert batch.magic == b"MSBT"
+    assert batch.batch_version == 1
+    return {
+        "batch_id": batch.batch_id,
+        "source": batch.source,
+        "target": batch.target,
+        "tier": batch.tier,
+        "body_zstd": bool(batch.flags & BODY_ZSTD),
+        "items": [_item_schema(item) for item in batch["items"]],
+        "end": end,
+    }
+
+
+def _frame_struct(data: bytes) -> dict[str, Any]:
+    frame, end = protocol.parse_frame(data)
+    fields = {f.name: getattr(frame, f.name) for f in dataclasses.fields(frame)}
+    header = fields.pop("header", None)
+    if header is not None:
+        fields["batch"] = dataclasses.asdict(header)
+    return {"type": frame.TYPE, "fields": fields, "end": end}
+
+
+BATCH_HEAD_KEYS = (
+    "tier", "flags", "batch_id", "source", "target", "item_count", "raw_len", "body_len", "crc32"
+)  # fmt: skip
+
+
+def _frame_schema(data: bytes) -> dict[str, Any]:
+    frame, end = schema.parse_frame(data)
+    assert frame.length == end - 4
+    fields = {k: v for k, v in frame.body.items() if not k.startswith("_")}
+    if frame.type == protocol.Hello.TYPE:
+        assert fields.pop("magic") == b"MSYN"
+    if frame.type in (protocol.Error.TYPE, protocol.Bye.TYPE):
+        assert fields.pop("text_len") == len(fields["text"].encode())
+    if "more" in fields:
+        fields["more"] = bool(fields["more"])
+    if "batch" in fields:
+        fields["batch"] = {key: fields["batch"][key] for key in BATCH_HEAD_KEYS}
+    return {"type": frame.type, "fields": fields, "end": end}
+
+
+def _frame_struct_full(data: bytes) -> tuple[Any, ...]:
+    """struct side of a BATCH/PUSH frame, batch body included (``Frame.decode``)."""
+    frame, _ = protocol.parse_frame(data)
+    if not isinstance(frame, protocol.BatchFrame | protocol.Push):
+        return ()
+    return tuple(_item_struct(item) for item in frame.decode().items)
+
+
+def _frame_schema_full(data: bytes) -> tuple[Any, ...]:
+    frame, _ = schema.parse_frame(data)
+    name = schema.FRAME_BODY_NAMES[frame.type]
+    if name not in ("batch_frame", "push"):
+        return ()
+    start = 5 + (21 if name == "batch_frame" else 0)
+    inner = data[start : start + 56 + frame.body.batch.body_len]
+    found = schema.finish_batch(frame.body.batch, inner, prefix=f"{name}.batch")
+    return tuple(_item_schema(item) for item in found)
+
+
+def _item_struct_parse(data: bytes) -> tuple[dict[str, Any], int]:
+    item, end = protocol.unpack_item(data)
+    return _item_struct(item), end
+
+
+def _item_schema_parse(data: bytes) -> tuple[dict[str, Any], int]:
+    fields, end = schema.parse_item(data)
+    return _item_schema(fields), end
+
+
+# --- valid input: same values ------------------------------------------------------------
+
+
+@SETTINGS
+@given(items())
+def test_valid_items_agree(item: protocol.Item) -> None:
+    data = protocol.pack_item(item)
+    fields, end = _item_schema_parse(data)
+    assert fields == _item_struct(item)
+    assert end == len(data)
+    header = schema.compiled_item_header().parse(data[:48])
+    assert {k: header[k] for k in ITEM_KEYS if k != "payload"} == {
+        k: v for k, v in _item_struct(item).items() if k != "payload"
+    }
+
+
+@SETTINGS
+@given(batches())
+def test_valid_batches_agree(data: bytes) -> None:
+    assert _batch_schema(data) == _batch_struct(data)
+
+
+@SETTINGS
+@given(frames())
+def test_valid_frames_agree(frame: protocol.Frame) -> None:
+    data = protocol.encode_frame(frame)
+    assert _frame_schema(data) == _frame_struct(data)
+    assert _frame_schema_full(data) == _frame_struct_full(data)
+
+
+@SETTINGS
+@given(TIERS.flatmap(lambda tier: st.lists(items(tier), max_size=10)))
+def test_compiled_body_parser_agrees(found: list[protocol.Item]) -> None:
+    body = protocol.pack_items(found)
+    parsed = schema.construct_parse_items(body, len(found))
+    assert [_item_schema(fields) for fields in parsed] == [_item_struct(i) for i in found]
+
+
+# --- invalid input: both reject alike ----------------------------------------------------
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_items_agree(data: st.DataObject) -> None:
+    valid = protocol.pack_item(data.draw(items()))
+    broken = data.draw(mutated(valid, 48))
+    assert _outcome(_item_schema_parse, broken) == _outcome(_item_struct_parse, broken)
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_batch_bodies_agree(data: st.DataObject) -> None:
+    tier = data.draw(TIERS)
+    found = data.draw(st.lists(items(tier), min_size=1, max_size=6))
+    broken = data.draw(mutated(protocol.pack_items(found), 48 * len(found)))
+    count = len(found)
+
+    def struct_side(raw: bytes) -> list[dict[str, Any]]:
+        got = protocol.unpack_items(raw, count, tier=tier, prefix="batch.items")
+        return [_item_struct(item) for item in got]
+
+    def schema_side(raw: bytes) -> list[dict[str, Any]]:
+        return [_item_schema(f) for f in schema.parse_batch_body(raw, count, tier=tier)]
+
+    def compiled_side(raw: bytes) -> list[dict[str, Any]]:
+        return [_item_schema(f) for f in schema.construct_parse_items(raw, count)]
+
+    expected = _outcome(struct_side, broken)
+    assert _outcome(schema_side, broken) == expected
+    if expected[0] == "ok" or expected[2] is None or not expected[2].endswith(".tier"):
+        # The compiled reference is not told the batch tier; everything else agrees.
+        assert _outcome(compiled_side, broken) == expected
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_batches_agree(data: st.DataObject) -> None:
+    broken = data.draw(mutated(data.draw(batches()), 56))
+    assert _outcome(_batch_schema, broken) == _outcome(_batch_struct, broken)
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_frames_agree(data: st.DataObject) -> None:
+    broken = data.draw(mutated(protocol.encode_frame(data.draw(frames())), 5 + 21 + 56))
+    expected = _outcome(_frame_struct, broken)
+    assert _outcome(_frame_schema, broken) == expected
+    if expected[0] == "ok":
+        assert _outcome(_frame_schema_full, broken) == _outcome(_frame_struct_full, broken)
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_random_bytes_agree(data: bytes) -> None:
+    assert _outcome(_item_schema_parse, data) == _outcome(_item_struct_parse, data)
+    assert _outcome(_batch_schema, b"MSBT\x01" + data) == _outcome(
+        _batch_struct, b"MSBT\x01" + data
+    )
+    assert _outcome(_frame_schema, data) == _outcome(_frame_struct, data)
+
+
+def test_header_rules_are_the_schemas_own() -> None:
+    """A bad tier is refused by construct itself, before any protocol code runs."""
+    item = protocol.Item(item_id=bytes(16), timestamp_ns=1, origin=2, tier=0, op=1)
+    data = bytearray(protocol.pack_item(item))
+    data[33] = 9
+    with pytest.raises(construct.ConstructError, match="unknown tier 9"):
+        schema.ITEM_HEADER.parse(bytes(data))
