@@ -1,0 +1,420 @@
+"""One peer session over any trio byte stream: HELLO, pull lanes, push lane, keepalive.
+
+Theory of operation (DESIGN.md "Delta sync", SPEC.md sections 4 and 5): the session owns a
+``protocol.Connection`` and three kinds of tasks under one nursery.
+
+* The reader turns bytes into events and dispatches them. BATCH and PUSH bodies are parsed
+  and applied off the trio thread (``trio.to_thread`` for the codec, the engine's serial
+  worker for SQLite), so a 1000-item batch never stalls the loop.
+* One puller per tier the peer may write to us: PULL after our cursor, apply each BATCH and
+  its cursor in one transaction, ACK the last one, then wait for the interval or a poke.
+* One writer drains two bounded queues, urgent first. Pull answers are produced one chunk
+  at a time into a queue of size 1, so an urgent PUSH waits behind at most one chunk.
+  A full urgent queue drops the push (counted): the next pull carries the data anyway.
+
+The transport (TLS, identity) is not this module's business: the caller hands over an
+authenticated stream and the peer's expected node id. Errors from the peer close this
+session only; ``trio.Cancelled`` is never swallowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+import trio
+
+import protocol as P
+from protocol import Tier
+
+from .clock import ClockSkewError
+from .engine import AsyncEngine, short_id
+
+__all__ = ["PeerStats", "Session", "SessionClosed"]
+
+CHUNK_ITEMS = 1000
+CHUNK_BYTES = 256 * 1024
+READ_SIZE = 65536
+
+
+class SessionClosed(Exception):
+    """The session ended; ``reason`` says why (peer BYE, protocol error, skew, EOF)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclasses.dataclass(slots=True)
+class PeerStats:
+    """Counters shown in the operator's peers table."""
+
+    items_in: int = 0
+    items_out: int = 0
+    batches_in: int = 0
+    batches_out: int = 0
+    pushes_dropped: int = 0
+    rejected: int = 0
+    conflicts: int = 0
+    rtt_ms: float | None = None
+    clock_offset_ms: float | None = None
+    last_seen: float = 0.0
+
+
+class Session:
+    """Sync with one peer over ``stream`` until either side closes.
+
+    ``send_tiers``: tiers this peer receives from us. ``accept_tiers``: tiers it may write.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        stream: trio.abc.Stream,
+        *,
+        node_id: bytes,
+        peer_id: bytes | None = None,
+        send_tiers: Iterable[Tier] = tuple(Tier),
+        accept_tiers: Iterable[Tier] = tuple(Tier),
+        pull_interval: float = 30.0,
+        ping_interval: float = 10.0,
+        chunk_items: int = CHUNK_ITEMS,
+        chunk_bytes: int = CHUNK_BYTES,
+        push_queue: int = 256,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.stream = stream
+        self.node_id = node_id
+        self.expected_peer = peer_id
+        self.send_tiers = frozenset(send_tiers)
+        self.accept_tiers = frozenset(accept_tiers)
+        self.pull_interval = pull_interval
+        self.ping_interval = ping_interval
+        self.chunk_items = chunk_items
+        self.chunk_bytes = chunk_bytes
+        self.on_change = on_change
+        self.conn = P.Connection()
+        self.stats = PeerStats()
+        self.peer_hello: P.Hello | None = None
+        self.log: Any = structlog.get_logger("meshsyncd.session").bind(
+            peer=peer_id.hex()[:16] if peer_id else "?"
+        )
+        self._urgent_send, self._urgent_recv = trio.open_memory_channel[bytes](push_queue)
+        self._bulk_send, self._bulk_recv = trio.open_memory_channel[bytes](1)
+        self._requests_send, self._requests_recv = trio.open_memory_channel[P.Frame](16)
+        self._request_ids = itertools.count(1)
+        self._waiting: dict[int, trio.MemorySendChannel[P.BatchFrame]] = {}
+        self._poke = {tier: trio.Event() for tier in Tier}
+        self._rounds = {tier: 0 for tier in Tier}
+        self._round_done = trio.Event()
+        self._hello_seen = trio.Event()
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def peer_short(self) -> int:
+        return short_id(self.peer_hello.node_id) if self.peer_hello else 0
+
+    def push_nowait(self, item: P.Item) -> bool:
+        """Queue a live push of one fresh local write; False (and counted) if dropped."""
+        if item.tier not in self.send_tiers or not self._hello_seen.is_set():
+            return False
+        batch = P.Batch(
+            batch_id=P.Batch.new_id(),
+            source=self.engine.engine.origin,
+            target=self.peer_short,
+            tier=item.tier,
+            items=(item,),
+        )
+        try:
+            data = self.conn.send(P.Push(batch=P.pack_batch(batch)))
+        except P.LocalProtocolError:
+            return False
+        try:
+            self._urgent_send.send_nowait(data)
+        except trio.WouldBlock:
+            self.stats.pushes_dropped += 1
+            return False
+        return True
+
+    def poke(self) -> None:
+        """Start a pull round on every tier now (``sync --now``)."""
+        for event in self._poke.values():
+            event.set()
+
+    async def wait_synced(self) -> None:
+        """Wait until every pulled tier has completed a round that started after this call."""
+        start = dict(self._rounds)
+        self.poke()
+        while any(self._rounds[t] <= start[t] for t in self.accept_tiers):
+            done = self._round_done
+            await done.wait()
+
+    async def run(self) -> None:
+        """Run the session to its end.
+
+        Raises:
+            SessionClosed: the peer closed, or broke the protocol (the reason is logged).
+        """
+        hello = P.Hello(
+            version=P.PROTOCOL_VERSION,
+            node_id=self.node_id,
+            incarnation=self.engine.engine.incarnation,
+            capabilities=int(P.Capability.ZSTD | P.Capability.MERGE | P.Capability.PUSH),
+            timestamp_ns=time.time_ns(),
+        )
+        await self.stream.send_all(self.conn.send(hello))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._responder)
+                await self._reader(nursery)
+                nursery.cancel_scope.cancel()
+        except P.RemoteProtocolError as exc:
+            self.log.warning("protocol error", error=str(exc))
+            await self._send_error(P.ErrorCode.PROTOCOL, str(exc))
+            raise SessionClosed(f"protocol error: {exc}") from exc
+        except ClockSkewError as exc:
+            self.log.warning("clock skew refused", error=str(exc))
+            await self._send_error(P.ErrorCode.CLOCK_SKEW, str(exc))
+            raise SessionClosed(f"clock skew: {exc}") from exc
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def _send_error(self, code: int, text: str) -> None:
+        with trio.move_on_after(1):
+            try:
+                data = self.conn.send(P.Error(code=code, text=text[: P.MAX_TEXT]))
+                await self.stream.send_all(data)
+            except (P.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    async def _writer(self) -> None:
+        """Urgent pushes first, then one bulk chunk at a time."""
+        while True:
+            try:
+                data = self._urgent_recv.receive_nowait()
+            except trio.WouldBlock:
+                data = await self._next_any()
+            await self.stream.send_all(data)
+
+    async def _next_any(self) -> bytes:
+        result: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def take(channel: trio.MemoryReceiveChannel[bytes]) -> None:
+                data = await channel.receive()
+                result.append(data)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(take, self._urgent_recv)
+            nursery.start_soon(take, self._bulk_recv)
+        return result[0]
+
+    async def _send_bulk(self, frame: P.Frame) -> None:
+        await self._bulk_send.send(self.conn.send(frame))
+
+    async def _reader(self, nursery: trio.Nursery) -> None:
+        while True:
+            event = self.conn.next_event()
+            if event is P.NEED_DATA:
+                data = await self.stream.receive_some(READ_SIZE)
+                self.conn.receive_data(bytes(data))
+                continue
+            self.stats.last_seen = time.time()
+            if isinstance(event, P.ConnectionClosed):
+                raise SessionClosed("peer closed the connection")
+            if isinstance(event, P.Hello):
+                await self._on_hello(event, nursery)
+            elif isinstance(event, P.Pull | P.Replicate):
+                await self._requests_send.send(event)
+            elif isinstance(event, P.BatchFrame):
+                waiter = self._waiting.get(event.request_id)
+                if waiter is None:
+                    raise P.SessionStateError(
+                        f"BATCH for unknown request {event.request_id}", field="batch_frame"
+                    )
+                await waiter.send(event)
+            elif isinstance(event, P.Push):
+                await self._apply_push(event)
+            elif isinstance(event, P.Ack):
+                await self.engine.run(
+                    self.engine.engine.record_ack, self.peer_short, event.tier, event.seq
+                )
+            elif isinstance(event, P.Ping):
+                pong = P.Pong(
+                    nonce=event.nonce, echo_ns=event.timestamp_ns, timestamp_ns=time.time_ns()
+                )
+                await self._urgent_send.send(self.conn.send(pong))
+            elif isinstance(event, P.Pong):
+                self.stats.rtt_ms = (time.time_ns() - event.echo_ns) / 1e6
+            elif isinstance(event, P.Error):
+                raise SessionClosed(f"peer error {event.code}: {event.text}")
+            elif isinstance(event, P.Bye):
+                raise SessionClosed(f"peer said bye ({event.code}) {event.text}".strip())
+
+    async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
+        if self.expected_peer is not None and hello.node_id != self.expected_peer:
+            raise P.BadFieldError(
+                f"peer claims node id {hello.node_id.hex()[:16]}, expected "
+                f"{self.expected_peer.hex()[:16]}",
+                field="hello.node_id",
+            )
+        self.peer_hello = hello
+        self.log = self.log.bind(peer=hello.node_id.hex()[:16])
+        self.stats.clock_offset_ms = (hello.timestamp_ns - time.time_ns()) / 1e6
+        reset = await self.engine.observe_peer(self.peer_short, hello.incarnation)
+        self.log.info("session open", incarnation=hello.incarnation.hex(), cursors_reset=reset)
+        self._hello_seen.set()
+        for tier in sorted(self.accept_tiers):
+            nursery.start_soon(self._puller, tier)
+        nursery.start_soon(self._pinger)
+
+    async def _pinger(self) -> None:
+        nonce = itertools.count(1)
+        while True:
+            await trio.sleep(self.ping_interval)
+            ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
+            # A queue full of pushes skips this ping; the next one follows.
+            with contextlib.suppress(trio.WouldBlock):
+                self._urgent_send.send_nowait(self.conn.send(ping))
+
+    async def _puller(self, tier: Tier) -> None:
+        while True:
+            await self._pull_round(tier)
+            self._rounds[tier] += 1
+            done, self._round_done = self._round_done, trio.Event()
+            done.set()
+            self._poke[tier] = trio.Event()
+            with trio.move_on_after(
+                self.pull_interval if math.isfinite(self.pull_interval) else 1e9
+            ):
+                await self._poke[tier].wait()
+
+    async def _pull_round(self, tier: Tier) -> None:
+        engine = self.engine.engine
+        peer = self.peer_short
+        while True:
+            cursor = await self.engine.run(engine.store.cursor, peer, tier)
+            request_id = next(self._request_ids)
+            send, recv = trio.open_memory_channel[P.BatchFrame](1)
+            self._waiting[request_id] = send
+            try:
+                pull = P.Pull(
+                    request_id=request_id,
+                    tier=tier,
+                    after_seq=cursor,
+                    max_items=self.chunk_items,
+                    max_bytes=self.chunk_bytes,
+                )
+                await self._urgent_send.send(self.conn.send(pull))
+                last = cursor
+                while True:
+                    frame = await recv.receive()
+                    if frame.tier != tier or frame.from_seq != last:
+                        raise P.BadFieldError(
+                            f"BATCH for tier {frame.tier} from {frame.from_seq}, expected tier "
+                            f"{tier} from {last}",
+                            field="batch_frame",
+                        )
+                    batch = await trio.to_thread.run_sync(frame.decode)
+                    if frame.to_seq > last or batch.items:
+                        result = await self.engine.apply_sync_batch(
+                            batch, to_seq=frame.to_seq, peer=peer
+                        )
+                        self._count_in(batch, result)
+                    last = frame.to_seq
+                    if not frame.more:
+                        break
+            finally:
+                del self._waiting[request_id]
+            if last > cursor:
+                ack = P.Ack(request_id=request_id, tier=tier, seq=last)
+                await self._urgent_send.send(self.conn.send(ack))
+            return
+
+    def _count_in(self, batch: P.Batch, result: Any) -> None:
+        self.stats.batches_in += 1
+        self.stats.items_in += len(batch.items)
+        applied, conflicts = result[0], result[1]
+        self.stats.conflicts += conflicts if isinstance(conflicts, int) else len(conflicts)
+        if applied and self.on_change is not None:
+            self.on_change()
+
+    async def _apply_push(self, push: P.Push) -> None:
+        if push.tier not in self.accept_tiers:
+            self.stats.rejected += 1
+            self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
+            return
+        batch = await trio.to_thread.run_sync(push.decode)
+        result = await self.engine.apply_sync_batch(batch, peer=self.peer_short)
+        self._count_in(batch, result)
+
+    async def _responder(self) -> None:
+        """Answer PULL and REPLICATE one chunk at a time, in arrival order."""
+        engine = self.engine.engine
+        async for request in self._requests_recv:
+            if isinstance(request, P.Pull):
+                await self._answer_pull(request)
+            elif isinstance(request, P.Replicate):
+                if request.tier not in self.send_tiers:
+                    await self._answer_empty(request.request_id, request.tier, 0)
+                    continue
+                deltas = await self.engine.run(
+                    lambda r=request: list(
+                        engine.answer_replicate(
+                            r.tier, r.item_id, self.peer_short, self.chunk_items, self.chunk_bytes
+                        )
+                    )
+                )
+                for delta in deltas:
+                    await self._send_delta(request.request_id, delta)
+
+    async def _answer_empty(self, request_id: int, tier: Tier, seq: int) -> None:
+        batch = P.Batch(
+            batch_id=P.Batch.new_id(), source=self.engine.engine.origin, tier=tier, items=()
+        )
+        frame = P.BatchFrame(
+            request_id=request_id, from_seq=seq, to_seq=seq, more=False, batch=P.pack_batch(batch)
+        )
+        await self._send_bulk(frame)
+
+    async def _answer_pull(self, pull: P.Pull) -> None:
+        if pull.tier not in self.send_tiers:
+            self.stats.rejected += 1
+            self.log.warning("pull refused: tier not given to peer", tier=pull.tier.name)
+            await self._answer_empty(pull.request_id, pull.tier, pull.after_seq)
+            return
+        after = pull.after_seq
+        while True:
+            delta = await self.engine.create_delta_batch(
+                pull.tier,
+                self.peer_short,
+                after,
+                min(pull.max_items, self.chunk_items),
+                min(pull.max_bytes, self.chunk_bytes),
+            )
+            await self._send_delta(pull.request_id, delta)
+            if not delta.more:
+                return
+            after = delta.to_seq
+
+    async def _send_delta(self, request_id: int, delta: Any) -> None:
+        data = await trio.to_thread.run_sync(P.pack_batch, delta.batch)
+        frame = P.BatchFrame(
+            request_id=request_id,
+            from_seq=delta.from_seq,
+            to_seq=delta.to_seq,
+            more=delta.more,
+            batch=data,
+        )
+        self.stats.batches_out += 1
+        self.stats.items_out += len(delta.batch.items)
+        await self._send_bulk(frame)
