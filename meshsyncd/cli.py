@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .bench import bench
 from .decode import decode
+from .demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +18,4 @@ def main() -> None:
 
 main.add_command(bench)
 main.add_command(decode)
+main.add_command(demo)

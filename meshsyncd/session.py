@@ -19,7 +19,7 @@ session only; ``trio.Cancelled`` is never swallowed.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import dataclasses
 import itertools
 import math
@@ -106,8 +106,12 @@ class Session:
         self.log: Any = structlog.get_logger("meshsyncd.session").bind(
             peer=peer_id.hex()[:16] if peer_id else "?"
         )
-        self._urgent_send, self._urgent_recv = trio.open_memory_channel[bytes](push_queue)
+        # Urgent lane: pushes (bounded, dropped when full) and small control frames.
+        self._urgent: collections.deque[bytes] = collections.deque()
+        self._push_limit = push_queue
+        # Bulk lane: pull answers, one chunk buffered at most.
         self._bulk_send, self._bulk_recv = trio.open_memory_channel[bytes](1)
+        self._wake = trio.Event()
         self._requests_send, self._requests_recv = trio.open_memory_channel[P.Frame](16)
         self._request_ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[P.BatchFrame]] = {}
@@ -133,16 +137,19 @@ class Session:
             tier=item.tier,
             items=(item,),
         )
+        if len(self._urgent) >= self._push_limit:
+            self.stats.pushes_dropped += 1
+            return False
         try:
             data = self.conn.send(P.Push(batch=P.pack_batch(batch)))
         except P.LocalProtocolError:
             return False
-        try:
-            self._urgent_send.send_nowait(data)
-        except trio.WouldBlock:
-            self.stats.pushes_dropped += 1
-            return False
+        self._queue_urgent(data)
         return True
+
+    def _queue_urgent(self, data: bytes) -> None:
+        self._urgent.append(data)
+        self._wake.set()
 
     def poke(self) -> None:
         """Start a pull round on every tier now (``sync --now``)."""
@@ -197,29 +204,22 @@ class Session:
                 pass
 
     async def _writer(self) -> None:
-        """Urgent pushes first, then one bulk chunk at a time."""
+        """Urgent frames first, then one bulk chunk at a time; nothing is ever lost here."""
         while True:
-            try:
-                data = self._urgent_recv.receive_nowait()
-            except trio.WouldBlock:
-                data = await self._next_any()
+            if self._urgent:
+                data = self._urgent.popleft()
+            else:
+                try:
+                    data = self._bulk_recv.receive_nowait()
+                except trio.WouldBlock:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
             await self.stream.send_all(data)
-
-    async def _next_any(self) -> bytes:
-        result: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-
-            async def take(channel: trio.MemoryReceiveChannel[bytes]) -> None:
-                data = await channel.receive()
-                result.append(data)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(take, self._urgent_recv)
-            nursery.start_soon(take, self._bulk_recv)
-        return result[0]
 
     async def _send_bulk(self, frame: P.Frame) -> None:
         await self._bulk_send.send(self.conn.send(frame))
+        self._wake.set()
 
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
@@ -252,7 +252,7 @@ class Session:
                 pong = P.Pong(
                     nonce=event.nonce, echo_ns=event.timestamp_ns, timestamp_ns=time.time_ns()
                 )
-                await self._urgent_send.send(self.conn.send(pong))
+                self._queue_urgent(self.conn.send(pong))
             elif isinstance(event, P.Pong):
                 self.stats.rtt_ms = (time.time_ns() - event.echo_ns) / 1e6
             elif isinstance(event, P.Error):
@@ -282,9 +282,7 @@ class Session:
         while True:
             await trio.sleep(self.ping_interval)
             ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
-            # A queue full of pushes skips this ping; the next one follows.
-            with contextlib.suppress(trio.WouldBlock):
-                self._urgent_send.send_nowait(self.conn.send(ping))
+            self._queue_urgent(self.conn.send(ping))
 
     async def _puller(self, tier: Tier) -> None:
         while True:
@@ -314,7 +312,7 @@ class Session:
                     max_items=self.chunk_items,
                     max_bytes=self.chunk_bytes,
                 )
-                await self._urgent_send.send(self.conn.send(pull))
+                self._queue_urgent(self.conn.send(pull))
                 last = cursor
                 while True:
                     frame = await recv.receive()
@@ -337,7 +335,7 @@ class Session:
                 del self._waiting[request_id]
             if last > cursor:
                 ack = P.Ack(request_id=request_id, tier=tier, seq=last)
-                await self._urgent_send.send(self.conn.send(ack))
+                self._queue_urgent(self.conn.send(ack))
             return
 
     def _count_in(self, batch: P.Batch, result: Any) -> None:
