@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import construct
@@ -357,3 +358,36 @@ def test_header_rules_are_the_schemas_own() -> None:
     data[33] = 9
     with pytest.raises(construct.ConstructError, match="unknown tier 9"):
         schema.ITEM_HEADER.parse(bytes(data))
+
+
+def _stream(parse: Any, data: bytes) -> list[Any]:
+    found, offset = [], 0
+    while offset < len(data):
+        fields = parse(data[offset:])
+        offset += fields["end"]
+        found.append(fields)
+    return found
+
+
+VECTOR_SIDES: dict[str, tuple[Any, Any]] = {
+    "item": (_item_schema_parse, _item_struct_parse),
+    "batch": (_batch_schema, _batch_struct),
+    "frame": (_frame_schema, _frame_struct),
+    "stream": (
+        lambda data: _stream(_frame_schema, data),
+        lambda data: _stream(_frame_struct, data),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "meta",
+    sorted((Path(protocol.__file__).parent / "vectors").glob("*.json")),
+    ids=lambda path: path.stem,
+)
+def test_golden_vectors_agree(meta: Path) -> None:
+    """Both codecs read every golden vector alike, errors included (class, field, offset)."""
+    kind = json.loads(meta.read_text())["kind"]
+    data = meta.with_suffix(".bin").read_bytes()
+    schema_side, struct_side = VECTOR_SIDES[kind]
+    assert _outcome(schema_side, data) == _outcome(struct_side, data)
