@@ -81,14 +81,14 @@ async def _run_session(
 _ALL_OPEN = trio.Event()
 
 
-def _write_everything(nodes: list[DemoNode]) -> list[tuple[str, Tier, Priority, Item]]:
+async def _write_everything(nodes: list[DemoNode]) -> list[tuple[str, Tier, Priority, Item]]:
     writes: list[tuple[str, Tier, Priority, Item]] = []
     for i, tier in enumerate(Tier):
         for prio in Priority:
             node = nodes[(i + prio) % len(nodes)]
             item_id = os.urandom(16)
             doc = {"tier": tier.name, "priority": prio.name, "by": node.name, "text": "demo memory"}
-            item = node.engine.write(
+            item = await node.aengine.write(
                 tier, item_id, Op.INSERT, json.dumps(doc).encode(), priority=prio
             )
             if prio >= Priority.HIGH:
@@ -97,9 +97,9 @@ def _write_everything(nodes: list[DemoNode]) -> list[tuple[str, Tier, Priority, 
             writes.append((node.name, tier, prio, item))
     # one conflict: two nodes write the same item; the later key must win everywhere
     shared = b"c" * 16
-    nodes[0].engine.write(Tier.SEMANTIC, shared, Op.INSERT, b'{"fact": "from A"}')
-    nodes[1].engine.write(Tier.SEMANTIC, shared, Op.INSERT, b'{"fact": "from B"}')
-    nodes[2].engine.write(Tier.SEMANTIC, shared, Op.MERGE, b'{"extra": "merged by C"}')
+    await nodes[0].aengine.write(Tier.SEMANTIC, shared, Op.INSERT, b'{"fact": "from A"}')
+    await nodes[1].aengine.write(Tier.SEMANTIC, shared, Op.INSERT, b'{"fact": "from B"}')
+    await nodes[2].aengine.write(Tier.SEMANTIC, shared, Op.MERGE, b'{"extra": "merged by C"}')
     return writes
 
 
@@ -130,7 +130,7 @@ async def run_demo() -> bool:
                 with trio.fail_after(10):
                     await _ALL_OPEN.wait()
                 started = time.perf_counter()
-                writes = _write_everything(nodes)
+                writes = await _write_everything(nodes)
                 echo(f"demo: wrote {len(writes) + 3} items (every tier x priority, one conflict)")
                 with trio.fail_after(20):
                     for _ in range(2):  # second round carries what the first one learned
@@ -139,9 +139,10 @@ async def run_demo() -> bool:
                                 await session.wait_synced()
                 elapsed = (time.perf_counter() - started) * 1000
                 await trio.sleep(0.3)  # let a keepalive measure RTT for the table
-                _show(nodes, elapsed)
-                converged = all(len({n.engine.digest(t) for n in nodes}) == 1 for t in Tier)
                 nursery.cancel_scope.cancel()
+            # Sessions are stopped: the stores are read from this thread alone now.
+            _show(nodes, elapsed)
+            converged = all(len({n.engine.digest(t) for n in nodes}) == 1 for t in Tier)
         finally:
             for node in nodes:
                 node.engine.store.close()

@@ -68,13 +68,16 @@ async def test_urgent_push_and_tier_permissions(tmp_path: Path) -> None:
         async def body(sa: Session, sb: Session) -> None:
             await sa._hello_seen.wait()
             await sb._hello_seen.wait()
-            item = a.write(Tier.WORKING, b"u" * 16, Op.INSERT, b"now", priority=Priority.URGENT)
+            # Through the session's AsyncEngine: one writer thread per store, never two.
+            item = await sa.engine.write(
+                Tier.WORKING, b"u" * 16, Op.INSERT, b"now", priority=Priority.URGENT
+            )
             assert sa.push_nowait(item)
             with trio.fail_after(5):
                 await arrived.wait()
-            assert b.get(Tier.WORKING, b"u" * 16) is not None
+            assert await sb.engine.get(Tier.WORKING, b"u" * 16) is not None
             # SEMANTIC is not given to b: neither pushed nor pulled
-            secret = a.write(Tier.SEMANTIC, b"x" * 16, Op.INSERT, b"secret")
+            secret = await sa.engine.write(Tier.SEMANTIC, b"x" * 16, Op.INSERT, b"secret")
             assert not sa.push_nowait(secret)
             await sb.wait_synced()
 
