@@ -28,14 +28,19 @@ class Wall:
 class Node:
     """One engine over one store file, reopenable to simulate a restart."""
 
-    def __init__(self, path: Path, origin: int, wall: Wall | None = None) -> None:
+    def __init__(
+        self, path: Path, origin: int, wall: Wall | None = None, *, fsync: bool = True
+    ) -> None:
+        self.options = (
+            {} if fsync else {"local_synchronous": "OFF", "replicated_synchronous": "OFF"}
+        )
         self.path = path
         self.origin = origin
         self.wall = wall or Wall()
         self.engine: Engine = self._open()
 
     def _open(self) -> Engine:
-        store = Store.open(self.path)
+        store = Store.open(self.path, **self.options)
         return Engine(store, node_id=self.origin, clock=HybridClock(wall=self.wall))
 
     @property
