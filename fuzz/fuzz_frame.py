@@ -6,6 +6,7 @@ limits and crash directory; any libFuzzer flag given here is passed through.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,7 +25,10 @@ def one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    atheris.Setup(sys.argv, one_input)
+    # libFuzzer re-runs argv[0] through the shell for -merge and -fork; a .py file is not
+    # executable, so hand it the command line that runs this script with this Python.
+    argv0 = f"{shlex.quote(sys.executable)} {shlex.quote(sys.argv[0])}"
+    atheris.Setup([argv0, *sys.argv[1:]], one_input)
     atheris.Fuzz()
 
 
