@@ -10,4 +10,5 @@ def bench() -> None:
     """Measure the codec, the store and the mesh; print figures (``--json`` for machines)."""
 
 
+from . import apply as _apply  # noqa: E402,F401
 from . import codec as _codec  # noqa: E402,F401

@@ -1,0 +1,236 @@
+"""``meshsyncd bench apply``: sync-batch apply speed of the store, next to a bare upsert.
+
+Why the reference: items/s depend on the disk and the CPU, so the engine's figure is printed
+next to a bare ``executemany`` last-write-wins upsert of the same rows into a plain table
+(``INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.ts > ts``), in the same run, with the
+same journal and synchronous settings and one transaction per 1,000-row batch. The engine's
+figure includes everything a real pull does: the clock-skew check, the conflict order with
+MERGE, new sequence numbers, the cursor, the bucket digests and the conflict log.
+
+Two scenarios: 100,000 fresh items into an empty store, and 100,000 items (90% new, 10%
+touching existing items from another origin, half of them newer, half older: conflicts)
+into a store that already holds 1,000,000 items. Targets (issue 3): >= 60,000 items/s,
+>= 75% of the bare figure, and the process's peak RSS under 100 MiB with the 1M-item store.
+Only the apply calls are timed; building the items is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from protocol import Batch, Item, Op, Tier
+
+from ..engine import Engine
+from ..store import Store
+from . import bench
+
+TIER = Tier.EPISODIC
+PEER = 0xB0B0_0000_0000_0001
+OTHER = 0xC0C0_0000_0000_0002
+BATCH = 1000
+_WORDS = (
+    "agent observed user asked tool returned plan step memory context file error retry "
+    "summary fact pattern result success failure latency token model prompt answer cache"
+).split()
+_BARE_SQL = (
+    "INSERT INTO bare (item_id, ts, origin, payload) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (item_id) DO UPDATE SET ts = excluded.ts, origin = excluded.origin,"
+    " payload = excluded.payload WHERE excluded.ts > bare.ts"
+)
+
+
+def _progress(label: str, done: int, total: int) -> None:
+    """A one-line progress meter on stderr, only when it is a terminal."""
+    if sys.stderr.isatty():
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r  {label}: {done:,}/{total:,}{end}")
+        sys.stderr.flush()
+
+
+class Workload:
+    """Deterministic item generator: ids from a seeded RNG, ~200-byte JSON payloads."""
+
+    def __init__(self, seed: int, base_ns: int) -> None:
+        self.rnd = random.Random(seed)
+        self.base_ns = base_ns
+        self.counter = 0
+
+    def payload(self) -> bytes:
+        rnd = self.rnd
+        doc = {
+            "agent": f"agent-{rnd.randrange(16):02d}",
+            "kind": rnd.choice(("observation", "finding", "plan", "summary")),
+            "step": self.counter,
+            "score": round(rnd.random(), 4),
+            "text": " ".join(rnd.choice(_WORDS) for _ in range(16)),
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def item(self, item_id: bytes, ts: int, origin: int) -> Item:
+        self.counter += 1
+        return Item(
+            item_id=item_id,
+            timestamp_ns=ts,
+            origin=origin,
+            tier=TIER,
+            op=Op.UPDATE,
+            payload=self.payload(),
+        )
+
+    def fresh(self, n: int) -> list[Item]:
+        return [
+            self.item(self.rnd.randbytes(16), self.base_ns + self.counter, PEER) for _ in range(n)
+        ]
+
+
+def _batches(
+    work: Workload, total: int, existing: list[bytes], hit_every: int = 10
+) -> Iterator[list[Item]]:
+    """Batches of BATCH items; every ``hit_every``-th touches an existing id (if any)."""
+    made = 0
+    while made < total:
+        items = work.fresh(BATCH)
+        if existing:
+            for k in range(0, BATCH, hit_every):
+                iid = existing[work.rnd.randrange(len(existing))]
+                newer = (made + k) % (2 * hit_every) == 0
+                ts = work.base_ns + (10**12 if newer else -(10**12)) + made + k
+                items[k] = work.item(iid, ts, OTHER)
+        made += BATCH
+        yield items
+
+
+def _bare_open(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -16384")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS bare (item_id BLOB PRIMARY KEY, ts INTEGER NOT NULL,"
+        " origin INTEGER NOT NULL, payload BLOB NOT NULL)"
+    )
+    return conn
+
+
+def _bare_apply(conn: sqlite3.Connection, items: list[Item]) -> float:
+    rows = [(i.item_id, i.timestamp_ns, i.origin - (1 << 63), i.payload) for i in items]
+    start = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(_BARE_SQL, rows)
+    conn.execute("COMMIT")
+    return time.perf_counter() - start
+
+
+def _engine_apply(engine: Engine, items: list[Item], to_seq: int) -> tuple[float, int]:
+    batch = Batch(batch_id=Batch.new_id(), source=PEER, tier=TIER, items=tuple(items))
+    start = time.perf_counter()
+    result = engine.apply_sync_batch(batch, to_seq=to_seq)
+    return time.perf_counter() - start, result.conflicts
+
+
+def run_scenario(workdir: Path, name: str, preload: int, n: int, seed: int) -> dict[str, Any]:
+    """Preload both stores with ``preload`` items, then time ``n`` items into each."""
+    base_ns = time.time_ns() - 3600 * 10**9
+    store = Store.open(workdir / f"{name}.db")
+    engine = Engine(store, node_id=0xA)
+    bare = _bare_open(workdir / f"{name}-bare.db")
+    try:
+        sample: list[bytes] = []
+        work = Workload(seed, base_ns)
+        seq = 0
+        for done in range(0, preload, 10 * BATCH):
+            items = work.fresh(min(10 * BATCH, preload - done))
+            sample.extend(i.item_id for i in items[:: max(1, preload // 20_000)])
+            seq += len(items)
+            _engine_apply(engine, items, seq)
+            _bare_apply(bare, items)
+            _progress(f"{name}: preloading", done + len(items), preload)
+        work = Workload(seed + 1, base_ns + preload)
+        t_engine = t_bare = 0.0
+        conflicts = 0
+        for k, items in enumerate(_batches(work, n, sample)):
+            seq += len(items)
+            dt, c = _engine_apply(engine, items, seq)
+            t_engine += dt
+            conflicts += c
+            t_bare += _bare_apply(bare, items)
+            _progress(f"{name}: applying", (k + 1) * BATCH, n)
+        rows = store.count(TIER)
+    finally:
+        store.close()
+        bare.close()
+    engine_rate, bare_rate = n / t_engine, n / t_bare
+    return {
+        "scenario": name,
+        "preloaded": preload,
+        "items": n,
+        "rows_after": rows,
+        "engine_items_per_s": round(engine_rate),
+        "bare_items_per_s": round(bare_rate),
+        "ratio": round(engine_rate / bare_rate, 3),
+        "conflicts_logged": conflicts,
+        "store_mib": round(os.path.getsize(workdir / f"{name}.db") / 2**20, 1),
+    }
+
+
+@bench.command("apply")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--items", default=100_000, show_default=True, help="Items to apply per scenario.")
+@click.option("--preload", default=1_000_000, show_default=True, help="Items in the big store.")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None)
+def apply_cmd(as_json: bool, items: int, preload: int, workdir: str | None) -> None:
+    """Apply sync batches into a fresh and a 1M-item store, next to a bare upsert."""
+    with tempfile.TemporaryDirectory(prefix="meshsyncd-bench-", dir=workdir) as tmp:
+        results = [
+            run_scenario(Path(tmp), "fresh", 0, items, seed=1),
+            run_scenario(Path(tmp), f"preloaded-{preload // 1000}k", preload, items, seed=2),
+        ]
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    targets = {
+        "min_items_per_s": 60_000,
+        "min_ratio": 0.75,
+        "max_peak_rss_mib": 100,
+    }
+    ok = (
+        all(
+            r["engine_items_per_s"] >= targets["min_items_per_s"]
+            and r["ratio"] >= targets["min_ratio"]
+            for r in results
+        )
+        and peak_mib < targets["max_peak_rss_mib"]
+    )
+    report = {
+        "bench": "apply",
+        "sqlite": sqlite3.sqlite_version,
+        "results": results,
+        "peak_rss_mib": round(peak_mib, 1),
+        "targets": targets,
+        "targets_met": ok,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"bench apply (SQLite {sqlite3.sqlite_version}, batches of {BATCH})")
+    for r in results:
+        click.echo(
+            f"  {r['scenario']:>16}: engine {r['engine_items_per_s']:>9,} items/s   "
+            f"bare upsert {r['bare_items_per_s']:>9,} items/s   ratio {r['ratio']:.2f}   "
+            f"conflicts {r['conflicts_logged']:,}   store {r['store_mib']} MiB"
+        )
+    click.echo(f"  peak RSS: {peak_mib:.1f} MiB")
+    click.echo(
+        f"  targets: >= {targets['min_items_per_s']:,} items/s, >= {targets['min_ratio']:.0%}"
+        f" of bare, peak < {targets['max_peak_rss_mib']} MiB: {'met' if ok else 'NOT met'}"
+    )
