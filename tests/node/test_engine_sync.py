@@ -176,3 +176,22 @@ def test_tier_view_is_the_memshadow_interface(make_node: MakeNode) -> None:
     assert big.flags == 1
     got = tier.get_by_id(big.item_id)
     assert got is not None and got.value == b"z" * 5000
+
+
+async def test_async_engine_serialises_calls_off_the_trio_thread(make_node: MakeNode) -> None:
+    import trio
+
+    from meshsyncd.engine import AsyncEngine
+
+    a, b = make_node(1), make_node(2)
+    aa, ab = AsyncEngine(a.engine), AsyncEngine(b.engine)
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(aa.write, T, bytes([i]) * 16, Op.INSERT, b"%d" % i)
+    delta = await aa.create_delta_batch(T, 2, 0)
+    assert len(delta.batch.items) == 10
+    assert await ab.apply_sync_batch(delta.batch, to_seq=delta.to_seq) == (10, 0)
+    assert await ab.digest(T) == await aa.digest(T)
+    assert await ab.observe_peer(1, a.engine.incarnation) is False
+    got = await ab.get(T, bytes([3]) * 16)
+    assert got is not None and got.value == b"3"
