@@ -20,11 +20,13 @@ session only; ``trio.Cancelled`` is never swallowed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import functools
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -36,11 +38,15 @@ from protocol import Tier
 from .clock import ClockSkewError
 from .engine import AsyncEngine, short_id
 
-__all__ = ["PeerStats", "Session", "SessionClosed"]
+__all__ = ["DuplicateSession", "PeerStats", "Session", "SessionClosed"]
 
 CHUNK_ITEMS = 1000
 CHUNK_BYTES = 256 * 1024
 READ_SIZE = 65536
+
+
+class DuplicateSession(Exception):
+    """Raised by an ``on_open`` hook: another session with this peer is kept instead."""
 
 
 class SessionClosed(Exception):
@@ -49,6 +55,19 @@ class SessionClosed(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+_TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+# How a session may end without it being a bug in this node.
+_ENDINGS = (
+    SessionClosed,
+    DuplicateSession,
+    P.RemoteProtocolError,
+    ClockSkewError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,6 +107,8 @@ class Session:
         chunk_bytes: int = CHUNK_BYTES,
         push_queue: int = 256,
         on_change: Callable[[], None] | None = None,
+        on_open: Callable[[Session], None] | None = None,
+        initiator: bool = False,
     ) -> None:
         self.engine = engine
         self.stream = stream
@@ -100,6 +121,11 @@ class Session:
         self.chunk_items = chunk_items
         self.chunk_bytes = chunk_bytes
         self.on_change = on_change
+        self.on_open = on_open
+        self.initiator = initiator
+        self.opened_at = 0.0
+        self.acked: dict[Tier, int] = {}
+        self._ack_event = trio.Event()
         self.conn = P.Connection()
         self.stats = PeerStats()
         self.peer_hello: P.Hello | None = None
@@ -128,14 +154,21 @@ class Session:
 
     def push_nowait(self, item: P.Item) -> bool:
         """Queue a live push of one fresh local write; False (and counted) if dropped."""
-        if item.tier not in self.send_tiers or not self._hello_seen.is_set():
+        return self.push_items_nowait(item.tier, [item])
+
+    def push_items_nowait(self, tier: Tier, items: list[P.Item]) -> bool:
+        """Queue one PUSH of fresh writes of one tier; False (and counted) if dropped.
+
+        A dropped push loses nothing: the items are in the store and ride the next pull.
+        """
+        if tier not in self.send_tiers or not self._hello_seen.is_set() or not items:
             return False
         batch = P.Batch(
             batch_id=P.Batch.new_id(),
             source=self.engine.engine.origin,
             target=self.peer_short,
-            tier=item.tier,
-            items=(item,),
+            tier=tier,
+            items=tuple(items),
         )
         if len(self._urgent) >= self._push_limit:
             self.stats.pushes_dropped += 1
@@ -164,6 +197,35 @@ class Session:
             done = self._round_done
             await done.wait()
 
+    async def announce(self) -> dict[Tier, int]:
+        """Send a DIGEST per tier the peer receives, so it pulls now; return our sequences.
+
+        A peer whose cursor is behind the announced sequence starts a pull round at once
+        (see ``_on_digest``): the "their direction" half of ``sync --now``.
+        """
+        store = self.engine.engine.store
+        seqs: dict[Tier, int] = {}
+        for tier in sorted(self.send_tiers):
+            seq, digest = await self.engine.run(lambda t=tier: (store.tier_seq(t), store.digest(t)))
+            seqs[tier] = seq
+            self._queue_urgent(self.conn.send(P.Digest(tier=tier, seq=seq, digest=digest)))
+        return seqs
+
+    async def wait_acked(self, targets: dict[Tier, int]) -> None:
+        """Wait until the peer has acknowledged applying each tier through its target."""
+        while any(self.acked.get(t, 0) < seq for t, seq in targets.items() if seq > 0):
+            event = self._ack_event
+            await event.wait()
+
+    async def close(self, code: int = P.ByeCode.NORMAL, text: str = "") -> None:
+        """Say BYE (best effort, bounded) and close the stream."""
+        with trio.move_on_after(1):
+            with contextlib.suppress(
+                P.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
+            ):
+                await self.stream.send_all(self.conn.send(P.Bye(code=code, text=text)))
+        await trio.aclose_forcefully(self.stream)
+
     async def run(self) -> None:
         """Run the session to its end.
 
@@ -177,21 +239,48 @@ class Session:
             capabilities=int(P.Capability.ZSTD | P.Capability.MERGE | P.Capability.PUSH),
             timestamp_ns=time.time_ns(),
         )
-        await self.stream.send_all(self.conn.send(hello))
+        self._failure: BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
-                nursery.start_soon(self._responder)
-                await self._reader(nursery)
-                nursery.cancel_scope.cancel()
-        except P.RemoteProtocolError as exc:
+            await self.stream.send_all(self.conn.send(hello))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise SessionClosed("connection lost before HELLO") from exc
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._guarded, self._writer)
+            nursery.start_soon(self._guarded, self._responder)
+            nursery.start_soon(self._guarded, self._reader)
+        await self._finish(self._failure)
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run one session task; an expected way for a session to end stops all of them.
+
+        Anything else is a bug and propagates (crashing loudly, as STYLE.md asks).
+        """
+        try:
+            await task()
+        except _ENDINGS as exc:
+            if self._failure is None:
+                self._failure = exc
+            self._nursery.cancel_scope.cancel()
+
+    async def _finish(self, exc: BaseException | None) -> None:
+        """Tell the peer why we close (where the protocol says to) and raise SessionClosed."""
+        if isinstance(exc, SessionClosed):
+            raise exc
+        if isinstance(exc, P.RemoteProtocolError):
             self.log.warning("protocol error", error=str(exc))
             await self._send_error(P.ErrorCode.PROTOCOL, str(exc))
             raise SessionClosed(f"protocol error: {exc}") from exc
-        except ClockSkewError as exc:
+        if isinstance(exc, ClockSkewError):
             self.log.warning("clock skew refused", error=str(exc))
             await self._send_error(P.ErrorCode.CLOCK_SKEW, str(exc))
             raise SessionClosed(f"clock skew: {exc}") from exc
+        if isinstance(exc, DuplicateSession):
+            await self.close(P.ByeCode.DUPLICATE, "duplicate connection")
+            raise SessionClosed("duplicate connection, the other one is kept") from exc
+        if exc is not None:
+            raise SessionClosed(f"connection lost: {type(exc).__name__}") from exc
+        raise SessionClosed("session ended")
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -221,7 +310,7 @@ class Session:
         await self._bulk_send.send(self.conn.send(frame))
         self._wake.set()
 
-    async def _reader(self, nursery: trio.Nursery) -> None:
+    async def _reader(self) -> None:
         while True:
             event = self.conn.next_event()
             if event is P.NEED_DATA:
@@ -232,7 +321,7 @@ class Session:
             if isinstance(event, P.ConnectionClosed):
                 raise SessionClosed("peer closed the connection")
             if isinstance(event, P.Hello):
-                await self._on_hello(event, nursery)
+                await self._on_hello(event, self._nursery)
             elif isinstance(event, P.Pull | P.Replicate):
                 await self._requests_send.send(event)
             elif isinstance(event, P.BatchFrame):
@@ -248,6 +337,11 @@ class Session:
                 await self.engine.run(
                     self.engine.engine.record_ack, self.peer_short, event.tier, event.seq
                 )
+                self.acked[event.tier] = max(self.acked.get(event.tier, 0), event.seq)
+                done, self._ack_event = self._ack_event, trio.Event()
+                done.set()
+            elif isinstance(event, P.Digest):
+                await self._on_digest(event)
             elif isinstance(event, P.Ping):
                 pong = P.Pong(
                     nonce=event.nonce, echo_ns=event.timestamp_ns, timestamp_ns=time.time_ns()
@@ -269,13 +363,24 @@ class Session:
             )
         self.peer_hello = hello
         self.log = self.log.bind(peer=hello.node_id.hex()[:16])
+        if self.on_open is not None:
+            self.on_open(self)  # may raise DuplicateSession
+        self.opened_at = time.time()
         self.stats.clock_offset_ms = (hello.timestamp_ns - time.time_ns()) / 1e6
         reset = await self.engine.observe_peer(self.peer_short, hello.incarnation)
         self.log.info("session open", incarnation=hello.incarnation.hex(), cursors_reset=reset)
         self._hello_seen.set()
         for tier in sorted(self.accept_tiers):
-            nursery.start_soon(self._puller, tier)
-        nursery.start_soon(self._pinger)
+            nursery.start_soon(self._guarded, functools.partial(self._puller, tier))
+        nursery.start_soon(self._guarded, self._pinger)
+
+    async def _on_digest(self, digest: P.Digest) -> None:
+        if digest.tier not in self.accept_tiers:
+            return
+        store = self.engine.engine.store
+        cursor = await self.engine.run(store.cursor, self.peer_short, digest.tier)
+        if digest.seq > cursor:
+            self._poke[digest.tier].set()
 
     async def _pinger(self) -> None:
         nonce = itertools.count(1)

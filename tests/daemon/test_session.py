@@ -6,9 +6,11 @@ import contextlib
 import json
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
+import protocol as P
 from meshsyncd.engine import AsyncEngine, Engine
 from meshsyncd.session import Session, SessionClosed
 from meshsyncd.store import Store
@@ -94,3 +96,33 @@ async def test_urgent_push_and_tier_permissions(tmp_path: Path) -> None:
     finally:
         a.store.close()
         b.store.close()
+
+
+async def test_malformed_frame_closes_only_that_session_with_an_error(tmp_path: Path) -> None:
+    a = _engine(tmp_path / "a.db", 1)
+    before = a.digest(Tier.EPISODIC)
+    try:
+        left, right = trio.testing.memory_stream_pair()
+        session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
+        peer = P.Connection()
+        hello = P.Hello(
+            version=1,
+            node_id=bytes([2]) * 32,
+            incarnation=bytes(16),
+            capabilities=0,
+            timestamp_ns=1,
+        )
+        await right.send_all(peer.send(hello))
+        await right.send_all(b"\x00\x00\x00\x05\x02garb")  # a PULL with a 4-byte body
+        with pytest.raises(SessionClosed, match="protocol error: pull"):
+            await session.run()
+        seen = []
+        peer.receive_data(await right.receive_some(65536))
+        while (event := peer.next_event()) is not P.NEED_DATA:
+            seen.append(event)
+        assert isinstance(seen[0], P.Hello)
+        assert isinstance(seen[-1], P.Error) and seen[-1].code == P.ErrorCode.PROTOCOL
+        assert "pull" in seen[-1].text
+        assert a.digest(Tier.EPISODIC) == before
+    finally:
+        a.store.close()
