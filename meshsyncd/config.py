@@ -1,0 +1,556 @@
+"""The node's configuration: one TOML file, read once into a frozen :class:`Config`.
+
+Why one strict file: an operator (or systemd) edits it by hand, so a typo must fail at start
+with a message naming the key, never be ignored. Unknown keys are errors; every value is
+checked here, so the daemon only ever sees a valid ``Config``.
+
+Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
+``$CONFIGURATION_DIRECTORY/meshsyncd.toml`` (systemd ``ConfigurationDirectory=``), else
+``./meshsyncd.toml``. Durations are strings such as ``"500ms"``, ``"30s"``, ``"5m"``,
+``"24h"``, ``"7d"`` or combinations (``"1h30m"``). Keys (the full reference with examples is
+``docs/config.md``):
+
+``node_dir`` (default: the config file's directory)
+    Holds ``node.key``, ``node.crt``, ``peers/`` and ``meshsyncd.pid``. Relative: to the
+    config file's directory.
+``listen = "127.0.0.1:7700"``
+    Address (``host:port``, IPv6 as ``[::1]:7700``) the daemon accepts peers on.
+``store = "store.db"``
+    SQLite store. Relative: to ``$STATE_DIRECTORY`` when set (systemd ``StateDirectory=``),
+    else to ``node_dir``.
+``control_socket = "control.sock"``
+    Unix socket for local programs and the CLI. Relative: to ``$RUNTIME_DIRECTORY`` when set
+    (systemd ``RuntimeDirectory=``), else to ``node_dir``. At most 107 bytes (a Unix limit).
+``sync_interval = "30s"``
+    How often each peer is pulled (LOW and BACKGROUND writes travel this way). Above zero.
+``max_clock_skew = "500ms"``
+    Items stamped further ahead of our wall clock are refused and counted. Above zero.
+``durability = "full"``
+    ``"full"``: an acknowledged local write survives power loss (fsync per commit).
+    ``"normal"``: it survives ``kill -9`` of the daemon but not an OS crash; faster.
+``log_format = "auto"``
+    ``"json"`` (JSON lines, for journald), ``"console"`` (human), or ``"auto"`` (console on
+    a terminal, else JSON).
+``log_level = "info"``
+    ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
+``[retention]`` ``working = "24h"``, ``episodic = "unlimited"``, ``semantic = "unlimited"``
+    How long items of each tier are kept; ``"unlimited"`` keeps them forever.
+``[tombstones]`` ``grace = "7d"``
+    A deleted item's tombstone is purged only after every peer has it and this much time
+    passed, so deleted items never come back.
+``[metrics]`` ``listen = ""``
+    Opt-in metrics endpoint on a loopback ``host:port``; empty turns it off.
+``[[peers]]`` (one table per peer)
+    ``id``: the peer's node id (52 base32 characters, see ``meshsyncd id``);
+    ``address``: ``host:port`` to dial; ``tiers``: tiers the peer receives from us;
+    ``write_tiers``: tiers it may write to us. Both default to
+    ``["working", "episodic", "semantic"]``. Each id appears once.
+
+Errors name the file and the key, peers counted from 0:
+``meshsyncd.toml: peers[1].address: "nohost" is not host:port``. The writers below
+(:func:`write_new_config`, :func:`add_peer`, :func:`remove_peer`) edit the text in place, so
+the operator's comments survive; each write is validated first, then made atomic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol import Tier
+
+from . import config_text
+from .identity import node_id_text, parse_node_id
+
+__all__ = [
+    "ALL_TIERS",
+    "CONFIG_FILE",
+    "PID_FILE",
+    "Config",
+    "ConfigError",
+    "PeerConfig",
+    "add_peer",
+    "load_config",
+    "parse_address",
+    "parse_duration",
+    "parse_tiers",
+    "remove_peer",
+    "write_new_config",
+]
+
+CONFIG_FILE = "meshsyncd.toml"
+PID_FILE = "meshsyncd.pid"
+DEFAULT_LISTEN = "127.0.0.1:7700"
+ALL_TIERS: frozenset[Tier] = frozenset(Tier)
+TIER_NAMES: dict[str, Tier] = {tier.name.lower(): tier for tier in Tier}
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
+_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+_TOP_KEYS = {
+    "node_dir": "",
+    "listen": DEFAULT_LISTEN,
+    "store": "store.db",
+    "control_socket": "control.sock",
+    "sync_interval": "30s",
+    "max_clock_skew": "500ms",
+    "durability": "full",
+    "log_format": "auto",
+    "log_level": "info",
+}
+_TABLES = {
+    "retention": {"working": "24h", "episodic": "unlimited", "semantic": "unlimited"},
+    "tombstones": {"grace": "7d"},
+    "metrics": {"listen": ""},
+}
+_PEER_KEYS = ("id", "address", "tiers", "write_tiers")
+
+
+class ConfigError(Exception):
+    """The config file is missing, not TOML, or has a bad value; ``key`` names the culprit.
+
+    ``key`` is a dotted path such as ``"peers[1].address"`` (None for whole-file problems);
+    ``path`` is the file (None when the value did not come from a file).
+    """
+
+    def __init__(self, detail: str, *, key: str | None = None, path: Path | None = None) -> None:
+        self.detail = detail
+        self.key = key
+        self.path = path
+        parts = [str(p) for p in (path, key) if p is not None]
+        super().__init__(": ".join([*parts, detail]))
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One configured peer: who it is, where to dial it, and what it may receive and write."""
+
+    node_id: bytes
+    host: str
+    port: int
+    tiers: frozenset[Tier] = ALL_TIERS
+    write_tiers: frozenset[Tier] = ALL_TIERS
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as written in the config (IPv6 hosts in brackets)."""
+        return _join_address(self.host, self.port)
+
+    @property
+    def text(self) -> str:
+        """The peer's node id in base32 text form."""
+        return node_id_text(self.node_id)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A checked configuration; every path is absolute, every duration in seconds or ns."""
+
+    path: Path
+    node_dir: Path
+    listen_host: str
+    listen_port: int
+    store_path: Path
+    control_socket: Path
+    sync_interval: float
+    max_clock_skew_ns: int
+    durability: str
+    log_format: str
+    log_level: str
+    retention_ns: Mapping[Tier, int | None]
+    tombstone_grace_ns: int
+    metrics_listen: str
+    peers: tuple[PeerConfig, ...]
+
+    @property
+    def pid_file(self) -> Path:
+        """Where the running daemon writes its pid (``peers add/remove`` send it SIGHUP)."""
+        return self.node_dir / PID_FILE
+
+    def peer(self, node_id: bytes) -> PeerConfig | None:
+        """The configured peer with this node id, or None if it is not listed (not trusted)."""
+        for peer in self.peers:
+            if peer.node_id == node_id:
+                return peer
+        return None
+
+
+def parse_duration(text: str, key: str) -> float:
+    """Seconds in a duration string such as ``"500ms"``, ``"30s"``, ``"24h"`` or ``"1h30m"``.
+
+    ``"unlimited"`` is not a duration; the keys that allow it check for it before calling.
+
+    Raises:
+        ConfigError: ``text`` is not a duration (``key`` names where it came from).
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f'expected a duration string like "30s", got {_show(text)}', key=key)
+    compact = text.strip().lower()
+    if compact == "unlimited":
+        raise ConfigError('"unlimited" is only allowed for [retention] tiers', key=key)
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(compact):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not compact or pos != len(compact):
+        raise ConfigError(
+            f'"{text}" is not a duration (use a number and ms, s, m, h or d, e.g. "30s")',
+            key=key,
+        )
+    return total
+
+
+def parse_address(text: str, key: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both halves.
+
+    Raises:
+        ConfigError: not host:port, an unusable host, or a port outside 1..65535 (0 allowed
+            only with ``allow_port_zero``: "any free port", for listening).
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f'expected a "host:port" string, got {_show(text)}', key=key)
+    bracketed = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)
+    plain = re.fullmatch(r"([^:\[\]]+):(\d+)", text)
+    match = bracketed or plain
+    if match is None:
+        raise ConfigError(f'"{text}" is not host:port', key=key)
+    host, port = match.group(1), int(match.group(2))
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f'"{text}": {host} is not an IPv6 address', key=key) from None
+    elif not _HOST.fullmatch(host):
+        raise ConfigError(f'"{text}": "{host}" is not a host name or address', key=key)
+    if not (0 if allow_port_zero else 1) <= port <= 65535:
+        raise ConfigError(f'"{text}": port {port} is out of range', key=key)
+    return host, port
+
+
+def parse_tiers(value: str | Iterable[str], key: str) -> frozenset[Tier]:
+    """Tier names (a list, or one comma-separated string) as a set of :class:`Tier`.
+
+    Raises:
+        ConfigError: not a list of strings, or a name that is not a tier.
+    """
+    names = value.split(",") if isinstance(value, str) else value
+    if isinstance(value, str) and not value.strip():
+        names = []
+    if not isinstance(names, list | tuple):
+        raise ConfigError(
+            f'expected a list like ["working", "semantic"], got {_show(value)}', key=key
+        )
+    tiers: set[Tier] = set()
+    for name in names:
+        tier = TIER_NAMES.get(name.strip().lower()) if isinstance(name, str) else None
+        if tier is None:
+            raise ConfigError(
+                f"unknown tier {_show(name)} (choose from {', '.join(TIER_NAMES)})", key=key
+            )
+        tiers.add(tier)
+    return frozenset(tiers)
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Find, read and check the config file (see the module docstring for the search order).
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not TOML, or any key is unknown or bad.
+    """
+    path = _locate(path)
+    return _parse(_read_text(path), path)
+
+
+def write_new_config(path: Path, *, listen: str) -> None:
+    """Write a fresh, fully commented config listening on ``listen``; never overwrites.
+
+    Raises:
+        ConfigError: ``listen`` is bad, the file exists, or it cannot be written.
+    """
+    path = Path(path)
+    parse_address(listen, "listen", allow_port_zero=True)
+    text = config_text.new_config(listen)
+    _parse(text, path)
+    _write(path, text, exclusive=True)
+
+
+def add_peer(path: Path, peer: PeerConfig) -> None:
+    """Append a ``[[peers]]`` table for ``peer`` to the config at ``path``.
+
+    Raises:
+        ConfigError: the current file is invalid, the id is already listed, or the write fails.
+    """
+    config = load_config(Path(path))
+    for index, known in enumerate(config.peers):
+        if known.node_id == peer.node_id:
+            raise ConfigError(
+                f"peer {peer.text} is already listed (address {known.address})",
+                key=f"peers[{index}].id",
+                path=Path(path),
+            )
+    table = config_text.peer_table(
+        peer.text, peer.address, _tier_names(peer.tiers), _tier_names(peer.write_tiers)
+    )
+    text = config_text.append_table(_read_text(config.path), table)
+    _check_edit(text, config.path, peer.node_id, present=True)
+    _write(config.path, text, exclusive=False)
+
+
+def remove_peer(path: Path, node_id: bytes) -> None:
+    """Delete the ``[[peers]]`` table with this id from the config at ``path``.
+
+    Raises:
+        ConfigError: the current file is invalid, the id is not listed, its table cannot be
+            found in the text (an inline ``peers = [...]`` array), or the write fails.
+    """
+    config = load_config(Path(path))
+    if config.peer(node_id) is None:
+        raise ConfigError(
+            f"no peer {node_id_text(node_id)} is listed", key="peers", path=Path(path)
+        )
+
+    def matches(entry: dict[str, Any]) -> bool:
+        try:
+            return parse_node_id(str(entry.get("id", ""))) == node_id
+        except ValueError:
+            return False
+
+    text = config_text.remove_peer_table(_read_text(config.path), matches)
+    if text is None:
+        raise ConfigError(
+            f"cannot find a [[peers]] table for {node_id_text(node_id)}; edit the file by hand",
+            key="peers",
+            path=Path(path),
+        )
+    _check_edit(text, config.path, node_id, present=False)
+    _write(config.path, text, exclusive=False)
+
+
+def _locate(path: Path | None) -> Path:
+    if path is not None:
+        return Path(path)
+    if os.environ.get("MESHSYNCD_CONFIG"):
+        return Path(os.environ["MESHSYNCD_CONFIG"])
+    conf_dir = _env_dir("CONFIGURATION_DIRECTORY")
+    if conf_dir is not None:
+        return conf_dir / CONFIG_FILE
+    return Path(CONFIG_FILE)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "no such file (run meshsyncd init, or point --config / MESHSYNCD_CONFIG at it)",
+            path=path,
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=path) from None
+
+
+def _tier_names(tiers: frozenset[Tier]) -> list[str]:
+    return [tier.name.lower() for tier in sorted(tiers)]
+
+
+def _env_dir(name: str) -> Path | None:
+    """First entry of a systemd ``*_DIRECTORY`` variable (it may list several, ``:``-joined)."""
+    value = os.environ.get(name, "").split(":")[0]
+    return Path(value) if value else None
+
+
+def _parse(text: str, path: Path) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    try:
+        return _build(data, path)
+    except ConfigError as exc:
+        raise ConfigError(exc.detail, key=exc.key, path=path) from None
+
+
+def _build(data: dict[str, Any], path: Path) -> Config:
+    _reject_unknown(data, [*_TOP_KEYS, *_TABLES, "peers"], "")
+    top = {key: data.get(key, default) for key, default in _TOP_KEYS.items()}
+    tables: dict[str, dict[str, Any]] = {}
+    for name, defaults in _TABLES.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"expected a table [{name}], got {_show(table)}", key=name)
+        _reject_unknown(table, list(defaults), f"{name}.")
+        tables[name] = {key: table.get(key, default) for key, default in defaults.items()}
+
+    base = path.absolute().parent
+    node_dir = base / _path_value(top["node_dir"], "node_dir") if top["node_dir"] else base
+    store = _path_value(top["store"], "store")
+    store_path = (_env_dir("STATE_DIRECTORY") or node_dir) / store
+    socket = _path_value(top["control_socket"], "control_socket")
+    control_socket = (_env_dir("RUNTIME_DIRECTORY") or node_dir) / socket
+    if len(os.fsencode(control_socket)) > _MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"{control_socket} is longer than {_MAX_SOCKET_PATH} bytes, too long for a Unix "
+            "socket; use a shorter path",
+            key="control_socket",
+        )
+    listen_host, listen_port = parse_address(top["listen"], "listen", allow_port_zero=True)
+    sync_interval = parse_duration(top["sync_interval"], "sync_interval")
+    skew = parse_duration(top["max_clock_skew"], "max_clock_skew")
+    for key, value in (("sync_interval", sync_interval), ("max_clock_skew", skew)):
+        if value <= 0:
+            raise ConfigError(f'must be above zero, got "{top[key]}"', key=key)
+
+    retention: dict[Tier, int | None] = {}
+    for tier in Tier:
+        key = f"retention.{tier.name.lower()}"
+        value = tables["retention"][tier.name.lower()]
+        if isinstance(value, str) and value.strip().lower() == "unlimited":
+            retention[tier] = None
+            continue
+        seconds = parse_duration(value, key)
+        if seconds <= 0:
+            raise ConfigError(f'must be above zero or "unlimited", got "{value}"', key=key)
+        retention[tier] = _ns(seconds)
+
+    metrics = tables["metrics"]["listen"]
+    if not isinstance(metrics, str):
+        raise ConfigError(f'expected "host:port" or "", got {_show(metrics)}', key="metrics.listen")
+    if metrics:
+        host, _ = parse_address(metrics, "metrics.listen")
+        if not _is_loopback(host):
+            raise ConfigError(
+                f'"{metrics}": metrics are unauthenticated, listen on loopback only '
+                "(127.0.0.1, ::1 or localhost)",
+                key="metrics.listen",
+            )
+
+    return Config(
+        path=path.absolute(),
+        node_dir=node_dir,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        store_path=store_path,
+        control_socket=control_socket,
+        sync_interval=sync_interval,
+        max_clock_skew_ns=_ns(skew),
+        durability=_choice(top["durability"], "durability", ("full", "normal")),
+        log_format=_choice(top["log_format"], "log_format", ("auto", "json", "console")),
+        log_level=_choice(top["log_level"], "log_level", LOG_LEVELS),
+        retention_ns=types.MappingProxyType(retention),
+        tombstone_grace_ns=_ns(parse_duration(tables["tombstones"]["grace"], "tombstones.grace")),
+        metrics_listen=metrics,
+        peers=_peers(data.get("peers", [])),
+    )
+
+
+def _peers(value: Any) -> tuple[PeerConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"expected [[peers]] tables, got {_show(value)}", key="peers")
+    peers: list[PeerConfig] = []
+    seen: dict[bytes, int] = {}
+    for index, entry in enumerate(value):
+        where = f"peers[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"expected a table, got {_show(entry)}", key=where)
+        _reject_unknown(entry, list(_PEER_KEYS), f"{where}.")
+        for required in ("id", "address"):
+            if required not in entry:
+                raise ConfigError(
+                    "missing (every peer needs id and address)", key=f"{where}.{required}"
+                )
+        if not isinstance(entry["id"], str):
+            raise ConfigError(
+                f"expected a node id string, got {_show(entry['id'])}", key=f"{where}.id"
+            )
+        try:
+            node_id = parse_node_id(entry["id"])
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=f"{where}.id") from None
+        if node_id in seen:
+            raise ConfigError(
+                f"duplicate peer {node_id_text(node_id)} (also peers[{seen[node_id]}])",
+                key=f"{where}.id",
+            )
+        seen[node_id] = index
+        host, port = parse_address(entry["address"], f"{where}.address")
+        tiers = parse_tiers(entry.get("tiers", sorted(TIER_NAMES)), f"{where}.tiers")
+        write = parse_tiers(entry.get("write_tiers", sorted(TIER_NAMES)), f"{where}.write_tiers")
+        peers.append(PeerConfig(node_id, host, port, tiers, write))
+    return tuple(peers)
+
+
+def _reject_unknown(table: dict[str, Any], known: list[str], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else f"known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown key ({hint})", key=f"{prefix}{key}")
+
+
+def _path_value(value: Any, key: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"expected a non-empty path string, got {_show(value)}", key=key)
+    return Path(value).expanduser()
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value.strip().lower() in allowed:
+        return value.strip().lower()
+    raise ConfigError(f"{_show(value)} is not one of {', '.join(allowed)}", key=key)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1_000_000_000)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{type(value).__name__} {value!r}"
+
+
+def _join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_edit(text: str, path: Path, node_id: bytes, *, present: bool) -> None:
+    try:
+        config = _parse(text, path)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"the edit would make the file invalid ({exc.detail}); edit it by hand",
+            key=exc.key,
+            path=path,
+        ) from None
+    if (config.peer(node_id) is not None) != present:
+        raise ConfigError("the edit did not take; edit the file by hand", key="peers", path=path)
+
+
+def _write(path: Path, text: str, *, exclusive: bool) -> None:
+    try:
+        config_text.atomic_write(path, text, exclusive=exclusive)
+    except FileExistsError:
+        raise ConfigError("already exists; refusing to overwrite", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", path=path) from None
