@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from meshsyncd.identity import create_identity, node_id_text
 from meshsyncd.transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
@@ -72,6 +73,7 @@ async def test_first_contact_learns_certificates_both_ways(tmp_path: Path) -> No
         assert await s.receive_some(10) == b"ok"
         await s.aclose()
         assert got_b[-1] == a_id
+        await trio.testing.wait_all_tasks_blocked()
         refused = [r for r in got_b if isinstance(r, HandshakeRefused)]
         assert refused and refused[0].claimed == node_id_text(a_id)
         nursery.cancel_scope.cancel()
@@ -93,6 +95,7 @@ async def test_wrong_id_and_unlisted_peer_are_refused(tmp_path: Path) -> None:
         assert not a.knows(c_id)
         # c is not a configured peer of b: b refuses and logs c's claimed id
         await _refused(c, b_id, port_b)
+        await trio.testing.wait_all_tasks_blocked()  # the server's handler has recorded it
         claims = [r.claimed for r in got_b if isinstance(r, HandshakeRefused)]
         assert node_id_text(c_id) in claims
         nursery.cancel_scope.cancel()
