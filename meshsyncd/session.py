@@ -106,7 +106,7 @@ class Session:
         chunk_items: int = CHUNK_ITEMS,
         chunk_bytes: int = CHUNK_BYTES,
         push_queue: int = 256,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[P.Batch], None] | None = None,
         on_open: Callable[[Session], None] | None = None,
         initiator: bool = False,
     ) -> None:
@@ -125,6 +125,8 @@ class Session:
         self.initiator = initiator
         self.opened_at = 0.0
         self.acked: dict[Tier, int] = {}
+        self.cursors: dict[Tier, int] = {}  # our cursor on the peer's sequence, per tier
+        self.remote_seq: dict[Tier, int] = {}  # the peer's sequence as last announced
         self._ack_event = trio.Event()
         self.conn = P.Connection()
         self.stats = PeerStats()
@@ -379,6 +381,8 @@ class Session:
             return
         store = self.engine.engine.store
         cursor = await self.engine.run(store.cursor, self.peer_short, digest.tier)
+        self.remote_seq[digest.tier] = digest.seq
+        self.cursors.setdefault(digest.tier, cursor)
         if digest.seq > cursor:
             self._poke[digest.tier].set()
 
@@ -434,7 +438,9 @@ class Session:
                         )
                         self._count_in(batch, result)
                     last = frame.to_seq
+                    self.cursors[tier] = last
                     if not frame.more:
+                        self.remote_seq[tier] = max(self.remote_seq.get(tier, 0), last)
                         break
             finally:
                 del self._waiting[request_id]
@@ -449,7 +455,7 @@ class Session:
         applied, conflicts = result[0], result[1]
         self.stats.conflicts += conflicts if isinstance(conflicts, int) else len(conflicts)
         if applied and self.on_change is not None:
-            self.on_change()
+            self.on_change(batch)
 
     async def _apply_push(self, push: P.Push) -> None:
         if push.tier not in self.accept_tiers:

@@ -90,7 +90,7 @@ async def test_urgent_push_and_tier_permissions(tmp_path: Path) -> None:
             pull_interval=3600,
             send_tiers=(Tier.WORKING, Tier.EPISODIC),
             accept_tiers=(Tier.WORKING, Tier.EPISODIC),
-            on_change=arrived.set,
+            on_change=lambda _batch: arrived.set(),
         )
         assert b.get(Tier.SEMANTIC, b"x" * 16) is None
     finally:
