@@ -6,6 +6,7 @@ import click
 
 from . import __version__
 from .bench import bench
+from .commands.node import id_command, init, peers
 from .decode import decode
 from .demo import demo
 
@@ -19,3 +20,6 @@ def main() -> None:
 main.add_command(bench)
 main.add_command(decode)
 main.add_command(demo)
+main.add_command(init)
+main.add_command(id_command)
+main.add_command(peers)

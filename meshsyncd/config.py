@@ -73,6 +73,7 @@ from .identity import node_id_text, parse_node_id
 __all__ = [
     "ALL_TIERS",
     "CONFIG_FILE",
+    "DEFAULT_LISTEN",
     "PID_FILE",
     "Config",
     "ConfigError",

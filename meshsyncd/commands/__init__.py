@@ -1,0 +1,1 @@
+"""Click commands of the ``meshsyncd`` CLI, one module per area (``node``: init, id, peers)."""
