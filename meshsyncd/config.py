@@ -486,10 +486,19 @@ def _peers(value: Any) -> tuple[PeerConfig, ...]:
             )
         seen[node_id] = index
         host, port = parse_address(entry["address"], f"{where}.address")
-        tiers = parse_tiers(entry.get("tiers", sorted(TIER_NAMES)), f"{where}.tiers")
-        write = parse_tiers(entry.get("write_tiers", sorted(TIER_NAMES)), f"{where}.write_tiers")
+        tiers, write = (_tier_list(entry, where, key) for key in ("tiers", "write_tiers"))
         peers.append(PeerConfig(node_id, host, port, tiers, write))
     return tuple(peers)
+
+
+def _tier_list(entry: dict[str, Any], where: str, key: str) -> frozenset[Tier]:
+    value = entry.get(key, list(TIER_NAMES))
+    if not isinstance(value, list):  # a comma string is for the command line only
+        raise ConfigError(
+            f'expected a list like ["working", "semantic"], got {_show(value)}',
+            key=f"{where}.{key}",
+        )
+    return parse_tiers(value, f"{where}.{key}")
 
 
 def _reject_unknown(table: dict[str, Any], known: list[str], prefix: str) -> None:
