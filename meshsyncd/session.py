@@ -147,6 +147,9 @@ class Session:
         self._rounds = {tier: 0 for tier in Tier}
         self._round_done = trio.Event()
         self._hello_seen = trio.Event()
+        self._running = False
+        self._bye: bytes | None = None
+        self._bye_sent = trio.Event()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class Session:
         for tier in sorted(self.send_tiers):
             seq, digest = await self.engine.run(lambda t=tier: (store.tier_seq(t), store.digest(t)))
             seqs[tier] = seq
-            self._queue_urgent(self.conn.send(P.Digest(tier=tier, seq=seq, digest=digest)))
+            self._queue_urgent(self._frame(P.Digest(tier=tier, seq=seq, digest=digest)))
         return seqs
 
     async def wait_acked(self, targets: dict[Tier, int]) -> None:
@@ -219,13 +222,29 @@ class Session:
             event = self._ack_event
             await event.wait()
 
+    def _frame(self, event: P.Frame) -> bytes:
+        """Encode a frame for sending; once we said BYE or ERROR the session is ending."""
+        if self.conn.our_state is P.State.CLOSED:
+            raise SessionClosed("session closing")
+        return self.conn.send(event)
+
     async def close(self, code: int = P.ByeCode.NORMAL, text: str = "") -> None:
-        """Say BYE (best effort, bounded) and close the stream."""
-        with trio.move_on_after(1):
-            with contextlib.suppress(
-                P.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
-            ):
-                await self.stream.send_all(self.conn.send(P.Bye(code=code, text=text)))
+        """Say BYE behind at most one bulk chunk (bounded wait), then end the session.
+
+        Safe to call from another task while the session runs, or after it ended.
+        """
+        bye: bytes | None = None
+        if self.conn.our_state is not P.State.CLOSED:
+            bye = self.conn.send(P.Bye(code=code, text=text))
+        with trio.move_on_after(1), contextlib.suppress(*_TRANSPORT_GONE):
+            if bye is not None and self._running:
+                self._bye = bye
+                self._queue_urgent(bye)
+                await self._bye_sent.wait()
+            elif bye is not None:
+                await self.stream.send_all(bye)
+        if self._running:
+            self._nursery.cancel_scope.cancel()
         await trio.aclose_forcefully(self.stream)
 
     async def run(self) -> None:
@@ -248,9 +267,11 @@ class Session:
             raise SessionClosed("connection lost before HELLO") from exc
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._running = True
             nursery.start_soon(self._guarded, self._writer)
             nursery.start_soon(self._guarded, self._responder)
             nursery.start_soon(self._guarded, self._reader)
+        self._running = False
         await self._finish(self._failure)
 
     async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
@@ -307,9 +328,11 @@ class Session:
                     await self._wake.wait()
                     continue
             await self.stream.send_all(data)
+            if data is self._bye:
+                self._bye_sent.set()
 
     async def _send_bulk(self, frame: P.Frame) -> None:
-        await self._bulk_send.send(self.conn.send(frame))
+        await self._bulk_send.send(self._frame(frame))
         self._wake.set()
 
     async def _reader(self) -> None:
@@ -348,7 +371,7 @@ class Session:
                 pong = P.Pong(
                     nonce=event.nonce, echo_ns=event.timestamp_ns, timestamp_ns=time.time_ns()
                 )
-                self._queue_urgent(self.conn.send(pong))
+                self._queue_urgent(self._frame(pong))
             elif isinstance(event, P.Pong):
                 self.stats.rtt_ms = (time.time_ns() - event.echo_ns) / 1e6
             elif isinstance(event, P.Error):
@@ -391,7 +414,7 @@ class Session:
         while True:
             await trio.sleep(self.ping_interval)
             ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
-            self._queue_urgent(self.conn.send(ping))
+            self._queue_urgent(self._frame(ping))
 
     async def _puller(self, tier: Tier) -> None:
         while True:
@@ -421,7 +444,7 @@ class Session:
                     max_items=self.chunk_items,
                     max_bytes=self.chunk_bytes,
                 )
-                self._queue_urgent(self.conn.send(pull))
+                self._queue_urgent(self._frame(pull))
                 last = cursor
                 while True:
                     frame = await recv.receive()
@@ -446,7 +469,7 @@ class Session:
                 del self._waiting[request_id]
             if last > cursor:
                 ack = P.Ack(request_id=request_id, tier=tier, seq=last)
-                self._queue_urgent(self.conn.send(ack))
+                self._queue_urgent(self._frame(ack))
             return
 
     def _count_in(self, batch: P.Batch, result: Any) -> None:
