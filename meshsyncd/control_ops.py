@@ -1,0 +1,343 @@
+"""Handlers of the control-socket operations (all but ``watch``, which streams).
+
+Each handler takes the daemon view and the request's parameters and returns the JSON-able
+``result``; a refused request raises :class:`ControlError`. Everything that touches the store
+runs as one function on the node's writer thread (``AsyncEngine.run``), so a read-then-write
+such as ``put`` (INSERT if absent, else UPDATE) is atomic and the trio thread never blocks on
+SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from protocol import MAX_PAYLOAD, Item, Op, Priority, Tier
+
+from .control_proto import (
+    ControlError,
+    decode_value,
+    encode_value,
+    key_item_id,
+    node_id_text,
+    parse_item_id,
+    parse_node_id,
+    parse_priority,
+    parse_tier,
+)
+from .engine import Engine
+from .feed import change_event
+from .store import Store, StoredItem
+from .store.rows import from_db
+
+if TYPE_CHECKING:
+    from .control import DaemonView
+
+__all__ = ["HANDLERS"]
+
+Params = dict[str, Any]
+Handler = Callable[["DaemonView", Params], Awaitable[dict[str, Any]]]
+
+MAX_LIST = 1000
+LIST_VALUE_BUDGET = 4 << 20  # value bytes per list page, so a page stays a sane line
+MAX_KEY = 4096
+MAX_SYNC_TIMEOUT = 3600.0
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+def _tier(p: Params, default: Tier | None = Tier.EPISODIC) -> Tier:
+    value = p.get("tier")
+    if value is None:
+        if default is None:
+            raise ControlError("bad_request", "missing tier")
+        return default
+    return parse_tier(value)
+
+
+def _int(p: Params, name: str, default: int, lo: int, hi: int) -> int:
+    value = p.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ControlError("bad_request", f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _target(p: Params, *, allow_new: bool) -> bytes:
+    """The item id from ``item_id`` (hex) or ``key`` (name); a random one if allowed."""
+    iid, key = p.get("item_id"), p.get("key")
+    if iid is not None and key is not None:
+        raise ControlError("bad_request", "give either item_id or key, not both")
+    if iid is not None:
+        return parse_item_id(iid)
+    if key is not None:
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+            raise ControlError("bad_request", f"key must be a non-empty string of <= {MAX_KEY}")
+        return key_item_id(key)
+    if allow_new:
+        return os.urandom(16)
+    raise ControlError("bad_request", "missing item_id or key")
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+def _written(item: Item) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id.hex(),
+        "tier": Tier(item.tier).name.lower(),
+        "op": Op(item.op).name.lower(),
+        "priority": Priority(item.priority).name.lower(),
+        "timestamp_ns": item.timestamp_ns,
+        "origin": f"{item.origin:016x}",
+    }
+
+
+def _stored(found: StoredItem, *, with_value: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "item_id": found.item_id.hex(),
+        "tier": Tier(found.tier).name.lower(),
+        "seq": found.seq,
+        "op": Op(found.op).name.lower() if found.op in {int(o) for o in Op} else "merge",
+        "timestamp_ns": found.key[0],
+        "origin": f"{found.key[1]:016x}",
+        "deleted": found.deleted,
+        "size": 0 if found.value is None else len(found.value),
+    }
+    if with_value and found.value is not None:
+        out.update(encode_value(found.value))
+    return out
+
+
+def _local_write(daemon: DaemonView, item: Item) -> dict[str, Any]:
+    """Tell watchers and peers about a write we just made, and describe it."""
+    daemon.feed.publish(change_event(item, "local"))
+    daemon.on_local_write(item)
+    return _written(item)
+
+
+# -- data operations ----------------------------------------------------------------------
+
+
+async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
+    item_id = _target(p, allow_new=True)
+    value = decode_value(p)
+    assert value is not None
+
+    def work(engine: Engine) -> Item:
+        found = engine.store.get_row(tier, item_id)
+        op = Op.INSERT if found is None or found[1].deleted else Op.UPDATE
+        return engine.write(tier, item_id, op, value, priority=prio)
+
+    item = await daemon.engine.run(work, daemon.engine.engine)
+    return _local_write(daemon, item)
+
+
+async def op_get(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    tier, item_id = _tier(p), _target(p, allow_new=False)
+    found: StoredItem | None = await daemon.engine.get(tier, item_id)
+    if found is None or (found.deleted and not p.get("include_deleted")):
+        raise ControlError("not_found", f"no item {item_id.hex()} in tier {tier.name.lower()}")
+    return _stored(found)
+
+
+async def op_delete(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
+    item_id = _target(p, allow_new=False)
+    item = await daemon.engine.run(
+        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio)
+    )
+    return _local_write(daemon, item)
+
+
+async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
+    item_id = _target(p, allow_new=True)
+    fields = p.get("fields")
+    if not isinstance(fields, dict):
+        raise ControlError("bad_request", "fields must be a JSON object")
+    size = len(json.dumps(fields, separators=(",", ":")).encode())
+    if size > MAX_PAYLOAD:
+        raise ControlError("too_large", f"fields are {size} bytes; the limit is {MAX_PAYLOAD}")
+    item = await daemon.engine.run(
+        lambda: daemon.engine.engine.merge(tier, item_id, fields, priority=prio)
+    )
+    return _local_write(daemon, item)
+
+
+async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    tier, limit = _tier(p), _int(p, "limit", 100, 1, MAX_LIST)
+    after = b"" if p.get("after") is None else parse_item_id(p["after"])
+    include_deleted = bool(p.get("include_deleted", False))
+    with_values = bool(p.get("values", True))
+    view = daemon.engine.engine.tier(tier)
+    found: list[StoredItem] = await daemon.engine.run(
+        lambda: view.list(limit + 1, after_id=after, include_deleted=include_deleted)
+    )
+    items: list[dict[str, Any]] = []
+    budget = LIST_VALUE_BUDGET
+    for entry in found[:limit]:
+        size = 0 if entry.value is None else len(entry.value)
+        if items and with_values and size > budget:
+            break
+        budget -= size
+        items.append(_stored(entry, with_value=with_values))
+    more = len(items) < len(found)
+    return {
+        "tier": tier.name.lower(),
+        "items": items,
+        "next": items[-1]["item_id"] if more and items else None,
+    }
+
+
+# -- node state ---------------------------------------------------------------------------
+
+
+def _tier_status(store: Store, tier: Tier) -> dict[str, Any]:
+    # The store has no tombstone counter; this read shares its connection on the writer
+    # thread (the only thread allowed to use it).
+    tombstones = store._conn.execute(
+        "SELECT count(*) FROM items WHERE tier = ? AND op IN (0, ?) AND fields IS NULL",
+        (int(tier), int(Op.DELETE)),
+    ).fetchone()[0]
+    total = store.count(tier)
+    return {
+        "items": total - tombstones,
+        "tombstones": tombstones,
+        "seq": store.tier_seq(tier),
+        "digest": store.digest(tier).hex(),
+    }
+
+
+async def op_status(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    engine = daemon.engine.engine
+
+    def work() -> dict[str, Any]:
+        return {t.name.lower(): _tier_status(engine.store, t) for t in Tier}
+
+    tiers = await daemon.engine.run(work)
+    return {
+        "node_id": node_id_text(daemon.node_id),
+        "origin": f"{engine.origin:016x}",
+        "incarnation": engine.incarnation.hex(),
+        "uptime": round(max(0.0, time.time() - daemon.started_at), 3),
+        "tiers": tiers,
+        "feed": _asdict(daemon.feed.statistics()),
+    }
+
+
+def _asdict(stats: Any) -> dict[str, Any]:
+    return {name: getattr(stats, name) for name in stats.__slots__}
+
+
+async def op_peers(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    return {"peers": daemon.peers_table()}
+
+
+def _peer_names(daemon: DaemonView) -> dict[int, str]:
+    """Short id -> node id text for the peers the daemon knows by full id."""
+    names: dict[int, str] = {}
+    for row in daemon.peers_table():
+        for field in ("node_id", "id", "peer"):
+            text = row.get(field)
+            if isinstance(text, str):
+                try:
+                    full = parse_node_id(text)
+                except ControlError:
+                    continue
+                names[int.from_bytes(full[:8], "big")] = text
+                break
+    return names
+
+
+async def op_vectors(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    store = daemon.engine.engine.store
+    names = _peer_names(daemon)
+
+    def work() -> dict[str, Any]:
+        known = {
+            from_db(r[0])
+            for r in store._conn.execute("SELECT peer FROM cursors UNION SELECT peer FROM peers")
+        }
+        out = []
+        for peer in sorted(known | set(names)):
+            tiers = {
+                t.name.lower(): {"cursor": store.cursor(peer, t), "acked": store.acked(peer, t)}
+                for t in Tier
+            }
+            out.append(
+                {"peer": names.get(peer, f"{peer:016x}"), "origin": f"{peer:016x}", "tiers": tiers}
+            )
+        local = {t.name.lower(): store.tier_seq(t) for t in Tier}
+        return {"local_seq": local, "peers": out}
+
+    result: dict[str, Any] = await daemon.engine.run(work)
+    return result
+
+
+async def op_conflicts(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    limit = _int(p, "limit", 100, 1, MAX_LIST)
+    tier = None if p.get("tier") is None else parse_tier(p["tier"])
+    store = daemon.engine.engine.store
+    found = await daemon.engine.run(lambda: store.conflicts(limit=limit, tier=tier))
+    return {
+        "conflicts": [
+            {
+                "at_ns": c.at_ns,
+                "tier": c.tier.name.lower(),
+                "item_id": c.item_id.hex(),
+                "winner": {"timestamp_ns": c.winner[0], "origin": f"{c.winner[1]:016x}"},
+                "loser": {"timestamp_ns": c.loser[0], "origin": f"{c.loser[1]:016x}"},
+            }
+            for c in found
+        ]
+    }
+
+
+async def op_sync(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    raw = p.get("peers")
+    peers: list[bytes] | None
+    if raw is None or raw == "all":
+        peers = None
+    elif isinstance(raw, list) and raw:
+        peers = [parse_node_id(x) for x in raw]
+    else:
+        raise ControlError("bad_request", 'peers must be a non-empty list of node ids or "all"')
+    timeout = p.get("timeout", 2.0)
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 < timeout <= MAX_SYNC_TIMEOUT
+    ):
+        raise ControlError("bad_request", f"timeout must be seconds in (0, {MAX_SYNC_TIMEOUT}]")
+    started = time.monotonic()
+    with trio.move_on_after(float(timeout) + 5.0):
+        result = await daemon.sync_now(peers, float(timeout))
+        return {
+            "synced": list(result.get("synced", [])),
+            "failed": list(result.get("failed", [])),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    raise ControlError("unavailable", f"sync did not finish within {timeout} s")
+
+
+HANDLERS: dict[str, Handler] = {
+    "put": op_put,
+    "get": op_get,
+    "delete": op_delete,
+    "merge": op_merge,
+    "list": op_list,
+    "status": op_status,
+    "peers": op_peers,
+    "vectors": op_vectors,
+    "conflicts": op_conflicts,
+    "sync": op_sync,
+}
