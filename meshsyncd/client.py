@@ -1,0 +1,374 @@
+"""The control-socket client: what local programs (agents, tools, the CLI) use.
+
+Plain blocking ``socket``, no trio, so any program can call it from any thread. One
+:class:`Client` holds one connection and sends one request at a time; :meth:`Client.watch`
+opens a connection of its own, because a watching connection only streams events. The
+protocol is described in ``docs/control.md``.
+
+Example::
+
+    from meshsyncd.client import Client
+    from protocol import Priority, Tier
+
+    with Client(Path("/run/meshsyncd/control.sock")) as c:
+        c.put("the build is green", key="ci/status", tier=Tier.WORKING,
+              priority=Priority.URGENT)
+        print(c.get(key="ci/status", tier=Tier.WORKING)["value"])
+        c.sync(timeout=2.0)          # wait until the connected peers have it
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import itertools
+import json
+import socket
+from collections.abc import Generator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from protocol import MAX_PAYLOAD, Priority, Tier
+
+from .control_proto import ControlError, parse_priority, parse_tier
+
+__all__ = ["Client", "ClientError", "DaemonNotRunning", "PermissionDenied"]
+
+MAX_RESPONSE = 64 << 20
+
+
+class ClientError(Exception):
+    """A refused request or a broken connection; ``code`` says which (see docs/control.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class DaemonNotRunning(ClientError):
+    """No daemon listens on the control socket (file missing or connection refused)."""
+
+
+class PermissionDenied(ClientError):
+    """The control socket exists but this user may not connect to it."""
+
+
+def _connect(path: Path, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise DaemonNotRunning(
+            "daemon_not_running", f"daemon not running: no control socket at {path}"
+        ) from exc
+    except PermissionError as exc:
+        sock.close()
+        raise PermissionDenied(
+            "permission_denied",
+            f"permission denied on the control socket {path}: {exc.strerror or exc}",
+        ) from exc
+    except OSError as exc:
+        sock.close()
+        raise ClientError("unavailable", f"cannot connect to {path}: {exc}") from exc
+    return sock
+
+
+class _Lines:
+    """Newline-delimited JSON reads from a blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+
+    def read(self) -> dict[str, Any]:
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", start)
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:
+                    raise ClientError("internal", f"daemon sent bad JSON: {exc}") from None
+                if not isinstance(obj, dict):
+                    raise ClientError("internal", "daemon sent a non-object line")
+                return obj
+            if len(self._buf) > MAX_RESPONSE:
+                raise ClientError("internal", "daemon response line too long")
+            start = len(self._buf)
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:
+                raise ClientError("timeout", "no answer from the daemon in time") from None
+            except OSError as exc:
+                raise ClientError("unavailable", f"control connection failed: {exc}") from exc
+            if not data:
+                raise ClientError("unavailable", "the daemon closed the control connection")
+            self._buf += data
+
+
+def _check(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {}
+    err = reply.get("error") or {}
+    raise ClientError(str(err.get("code", "internal")), str(err.get("message", "failed")))
+
+
+def _id_hex(item_id: bytes | str | None) -> str | None:
+    if item_id is None:
+        return None
+    if isinstance(item_id, bytes):
+        if len(item_id) != 16:
+            raise ClientError("bad_request", "an item id is 16 bytes")
+        return item_id.hex()
+    text = item_id.strip().lower()
+    if len(text) != 32 or any(ch not in "0123456789abcdef" for ch in text):
+        raise ClientError("bad_request", f"bad item id {item_id!r}: expected 32 hex digits")
+    return text
+
+
+def _tier_name(tier: Tier | int | str) -> str:
+    try:
+        return parse_tier(tier).name.lower()
+    except ControlError as exc:
+        raise ClientError(exc.code, exc.message) from None
+
+
+def _prio_name(priority: Priority | int | str) -> str:
+    try:
+        return parse_priority(priority).name.lower()
+    except ControlError as exc:
+        raise ClientError(exc.code, exc.message) from None
+
+
+class Client:
+    """A connection to a node's control socket (connects on first use).
+
+    Raises (from every request method):
+        DaemonNotRunning: no daemon on ``path``.
+        PermissionDenied: the socket refuses this user.
+        ClientError: the daemon refused the request (``code`` from docs/control.md), or
+            the connection failed or timed out (``unavailable``, ``timeout``).
+    """
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._lines: _Lines | None = None
+        self._ids = itertools.count(1)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._lines = None
+
+    def request(
+        self, op: str, params: dict[str, Any] | None = None, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return its ``result``; ``None`` parameters are left out.
+
+        ``deadline`` overrides the client's timeout for this answer (``sync`` waits long).
+        """
+        if self._sock is None:
+            self._sock = _connect(self.path, self.timeout)
+            self._lines = _Lines(self._sock)
+        assert self._lines is not None
+        req_id = next(self._ids)
+        body = {"id": req_id, "op": op}
+        body.update({k: v for k, v in (params or {}).items() if v is not None})
+        try:
+            self._sock.settimeout(self.timeout if deadline is None else deadline)
+            self._sock.sendall(json.dumps(body, separators=(",", ":")).encode() + b"\n")
+            while True:
+                reply = self._lines.read()
+                if reply.get("id") in (req_id, None):
+                    break
+        except OSError as exc:
+            self.close()
+            raise ClientError("unavailable", f"control connection failed: {exc}") from exc
+        except ClientError:
+            self.close()
+            raise
+        return _check(reply)
+
+    # -- data -------------------------------------------------------------------------------
+
+    def put(
+        self,
+        value: bytes | str,
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        priority: Priority | int | str = Priority.NORMAL,
+        item_id: bytes | str | None = None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """Write a whole value (INSERT if the item is absent, else UPDATE); a random id
+        unless ``item_id`` or ``key`` is given. Returns ``item_id``, ``timestamp_ns``,
+        ``origin``, ``op``.
+
+        Raises:
+            ClientError: ``too_large`` (checked before sending), ``unknown_tier``, ...
+        """
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if len(data) > MAX_PAYLOAD:
+            raise ClientError(
+                "too_large", f"value is {len(data)} bytes; the limit is {MAX_PAYLOAD} (1 MiB)"
+            )
+        params = self._target(item_id, key, tier)
+        params["priority"] = _prio_name(priority)
+        if isinstance(value, str):
+            params["value"] = value
+        else:
+            params["value_b64"] = base64.b64encode(data).decode("ascii")
+        return self.request("put", params)
+
+    def get(
+        self,
+        item_id: bytes | str | None = None,
+        *,
+        key: str | None = None,
+        tier: Tier | int | str = Tier.EPISODIC,
+        include_deleted: bool = False,
+    ) -> dict[str, Any]:
+        """The stored item: ``value`` (if UTF-8), ``value_b64``, ``timestamp_ns``, ...
+
+        Raises:
+            ClientError: ``not_found`` if absent or deleted.
+        """
+        params = self._target(item_id, key, tier)
+        params["include_deleted"] = include_deleted or None
+        return self.request("get", params)
+
+    def get_bytes(self, item_id: bytes | str | None = None, **kw: Any) -> bytes:
+        """Just the value's bytes."""
+        return base64.b64decode(str(self.get(item_id, **kw)["value_b64"]))
+
+    def delete(
+        self,
+        item_id: bytes | str | None = None,
+        *,
+        key: str | None = None,
+        tier: Tier | int | str = Tier.EPISODIC,
+        priority: Priority | int | str = Priority.NORMAL,
+    ) -> dict[str, Any]:
+        """Write a tombstone. Raises ClientError ``not_found`` if there is no live item."""
+        params = self._target(item_id, key, tier)
+        params["priority"] = _prio_name(priority)
+        return self.request("delete", params)
+
+    def merge(
+        self,
+        fields: dict[str, Any],
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        priority: Priority | int | str = Priority.NORMAL,
+        item_id: bytes | str | None = None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """Per-field last-write-wins update of a JSON object item (created if needed)."""
+        if not isinstance(fields, dict):
+            raise ClientError("bad_request", "merge fields must be a dict")
+        params = self._target(item_id, key, tier)
+        params.update(fields=fields, priority=_prio_name(priority))
+        return self.request("merge", params)
+
+    def list(
+        self,
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        limit: int = 100,
+        after: bytes | str | None = None,
+        include_deleted: bool = False,
+        values: bool = True,
+    ) -> dict[str, Any]:
+        """One page of items in id order: ``{"items": [...], "next": id or None}``."""
+        params = {
+            "tier": _tier_name(tier),
+            "limit": limit,
+            "after": _id_hex(after),
+            "include_deleted": include_deleted or None,
+            "values": values,
+        }
+        return self.request("list", params)
+
+    # -- node -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self.request("status")
+
+    def peers(self) -> builtins.list[dict[str, Any]]:
+        rows = self.request("peers").get("peers", [])
+        return rows if isinstance(rows, builtins.list) else []
+
+    def vectors(self) -> dict[str, Any]:
+        return self.request("vectors")
+
+    def conflicts(
+        self, *, limit: int = 100, tier: Tier | int | str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        tier_name = None if tier is None else _tier_name(tier)
+        rows = self.request("conflicts", {"limit": limit, "tier": tier_name}).get("conflicts", [])
+        return rows if isinstance(rows, builtins.list) else []
+
+    def sync(self, peers: builtins.list[str] | None = None, timeout: float = 2.0) -> dict[str, Any]:
+        """Block until a bidirectional sync with ``peers`` (default: all connected) is
+        applied, or ``timeout`` seconds pass: ``{"synced": [...], "failed": [...]}``."""
+        body: dict[str, Any] = {"timeout": timeout}
+        if peers:
+            body["peers"] = builtins.list(peers)
+        return self.request("sync", body, deadline=max(self.timeout, timeout + 10.0))
+
+    def watch(
+        self, tier: Tier | int | str | None = None, *, timeout: float | None = None
+    ) -> Generator[dict[str, Any], None, None]:
+        """Yield change events (``{"event": "change", "tier", "item_id", "op", "origin",
+        "timestamp_ns", "source"}``) on a connection of its own until the caller stops.
+
+        ``timeout`` bounds the wait for each event (``None``: wait forever).
+
+        Raises:
+            ClientError: ``unavailable`` when the daemon drops this watcher for being slow
+                or closes the connection; ``timeout`` when no event came in time.
+        """
+        sock = _connect(self.path, self.timeout)
+        try:
+            lines = _Lines(sock)
+            body: dict[str, Any] = {"id": 1, "op": "watch"}
+            if tier is not None:
+                body["tier"] = _tier_name(tier)
+            sock.sendall(json.dumps(body).encode() + b"\n")
+            _check(lines.read())
+            sock.settimeout(timeout)
+            while True:
+                event = lines.read()
+                if event.get("event") is None:
+                    _check(event)
+                    continue
+                yield event
+        finally:
+            sock.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _target(
+        item_id: bytes | str | None, key: str | None, tier: Tier | int | str
+    ) -> dict[str, Any]:
+        if item_id is not None and key is not None:
+            raise ClientError("bad_request", "give either item_id or key, not both")
+        return {"tier": _tier_name(tier), "item_id": _id_hex(item_id), "key": key}
