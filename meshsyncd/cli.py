@@ -6,6 +6,18 @@ import click
 
 from . import __version__
 from .bench import bench
+from .commands.data import (
+    conflicts,
+    delete,
+    get,
+    list_items,
+    merge,
+    put,
+    status,
+    sync,
+    vectors,
+    watch,
+)
 from .commands.node import id_command, init, peers
 from .decode import decode
 from .demo import demo
@@ -23,3 +35,13 @@ main.add_command(demo)
 main.add_command(init)
 main.add_command(id_command)
 main.add_command(peers)
+main.add_command(status)
+main.add_command(put)
+main.add_command(get)
+main.add_command(delete)
+main.add_command(merge)
+main.add_command(list_items)
+main.add_command(vectors)
+main.add_command(conflicts)
+main.add_command(watch)
+main.add_command(sync)
