@@ -55,12 +55,10 @@ the operator's comments survive; each write is validated first, then made atomic
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
-import re
 import tomllib
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +66,17 @@ from typing import Any
 from protocol import Tier
 
 from . import config_text
+from .config_values import (
+    ALL_TIERS,
+    TIER_NAMES,
+    ConfigError,
+    PeerConfig,
+    is_loopback,
+    parse_address,
+    parse_duration,
+    parse_tiers,
+    show_value,
+)
 from .identity import node_id_text, parse_node_id
 
 __all__ = [
@@ -90,13 +99,8 @@ __all__ = [
 CONFIG_FILE = "meshsyncd.toml"
 PID_FILE = "meshsyncd.pid"
 DEFAULT_LISTEN = "127.0.0.1:7700"
-ALL_TIERS: frozenset[Tier] = frozenset(Tier)
-TIER_NAMES: dict[str, Tier] = {tier.name.lower(): tier for tier in Tier}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
-_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 _TOP_KEYS = {
     "node_dir": "",
@@ -115,42 +119,6 @@ _TABLES = {
     "metrics": {"listen": ""},
 }
 _PEER_KEYS = ("id", "address", "tiers", "write_tiers")
-
-
-class ConfigError(Exception):
-    """The config file is missing, not TOML, or has a bad value; ``key`` names the culprit.
-
-    ``key`` is a dotted path such as ``"peers[1].address"`` (None for whole-file problems);
-    ``path`` is the file (None when the value did not come from a file).
-    """
-
-    def __init__(self, detail: str, *, key: str | None = None, path: Path | None = None) -> None:
-        self.detail = detail
-        self.key = key
-        self.path = path
-        parts = [str(p) for p in (path, key) if p is not None]
-        super().__init__(": ".join([*parts, detail]))
-
-
-@dataclass(frozen=True)
-class PeerConfig:
-    """One configured peer: who it is, where to dial it, and what it may receive and write."""
-
-    node_id: bytes
-    host: str
-    port: int
-    tiers: frozenset[Tier] = ALL_TIERS
-    write_tiers: frozenset[Tier] = ALL_TIERS
-
-    @property
-    def address(self) -> str:
-        """``host:port`` as written in the config (IPv6 hosts in brackets)."""
-        return _join_address(self.host, self.port)
-
-    @property
-    def text(self) -> str:
-        """The peer's node id in base32 text form."""
-        return node_id_text(self.node_id)
 
 
 @dataclass(frozen=True)
@@ -184,84 +152,6 @@ class Config:
             if peer.node_id == node_id:
                 return peer
         return None
-
-
-def parse_duration(text: str, key: str) -> float:
-    """Seconds in a duration string such as ``"500ms"``, ``"30s"``, ``"24h"`` or ``"1h30m"``.
-
-    ``"unlimited"`` is not a duration; the keys that allow it check for it before calling.
-
-    Raises:
-        ConfigError: ``text`` is not a duration (``key`` names where it came from).
-    """
-    if not isinstance(text, str):
-        raise ConfigError(f'expected a duration string like "30s", got {_show(text)}', key=key)
-    compact = text.strip().lower()
-    if compact == "unlimited":
-        raise ConfigError('"unlimited" is only allowed for [retention] tiers', key=key)
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(compact):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if not compact or pos != len(compact):
-        raise ConfigError(
-            f'"{text}" is not a duration (use a number and ms, s, m, h or d, e.g. "30s")',
-            key=key,
-        )
-    return total
-
-
-def parse_address(text: str, key: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both halves.
-
-    Raises:
-        ConfigError: not host:port, an unusable host, or a port outside 1..65535 (0 allowed
-            only with ``allow_port_zero``: "any free port", for listening).
-    """
-    if not isinstance(text, str):
-        raise ConfigError(f'expected a "host:port" string, got {_show(text)}', key=key)
-    bracketed = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)
-    plain = re.fullmatch(r"([^:\[\]]+):(\d+)", text)
-    match = bracketed or plain
-    if match is None:
-        raise ConfigError(f'"{text}" is not host:port', key=key)
-    host, port = match.group(1), int(match.group(2))
-    if bracketed:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f'"{text}": {host} is not an IPv6 address', key=key) from None
-    elif not _HOST.fullmatch(host):
-        raise ConfigError(f'"{text}": "{host}" is not a host name or address', key=key)
-    if not (0 if allow_port_zero else 1) <= port <= 65535:
-        raise ConfigError(f'"{text}": port {port} is out of range', key=key)
-    return host, port
-
-
-def parse_tiers(value: str | Iterable[str], key: str) -> frozenset[Tier]:
-    """Tier names (a list, or one comma-separated string) as a set of :class:`Tier`.
-
-    Raises:
-        ConfigError: not a list of strings, or a name that is not a tier.
-    """
-    names = value.split(",") if isinstance(value, str) else value
-    if isinstance(value, str) and not value.strip():
-        names = []
-    if not isinstance(names, list | tuple):
-        raise ConfigError(
-            f'expected a list like ["working", "semantic"], got {_show(value)}', key=key
-        )
-    tiers: set[Tier] = set()
-    for name in names:
-        tier = TIER_NAMES.get(name.strip().lower()) if isinstance(name, str) else None
-        if tier is None:
-            raise ConfigError(
-                f"unknown tier {_show(name)} (choose from {', '.join(TIER_NAMES)})", key=key
-            )
-        tiers.add(tier)
-    return frozenset(tiers)
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -390,7 +280,7 @@ def _build(data: dict[str, Any], path: Path) -> Config:
     for name, defaults in _TABLES.items():
         table = data.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"expected a table [{name}], got {_show(table)}", key=name)
+            raise ConfigError(f"expected a table [{name}], got {show_value(table)}", key=name)
         _reject_unknown(table, list(defaults), f"{name}.")
         tables[name] = {key: table.get(key, default) for key, default in defaults.items()}
 
@@ -427,10 +317,12 @@ def _build(data: dict[str, Any], path: Path) -> Config:
 
     metrics = tables["metrics"]["listen"]
     if not isinstance(metrics, str):
-        raise ConfigError(f'expected "host:port" or "", got {_show(metrics)}', key="metrics.listen")
+        raise ConfigError(
+            f'expected "host:port" or "", got {show_value(metrics)}', key="metrics.listen"
+        )
     if metrics:
         host, _ = parse_address(metrics, "metrics.listen")
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ConfigError(
                 f'"{metrics}": metrics are unauthenticated, listen on loopback only '
                 "(127.0.0.1, ::1 or localhost)",
@@ -458,13 +350,13 @@ def _build(data: dict[str, Any], path: Path) -> Config:
 
 def _peers(value: Any) -> tuple[PeerConfig, ...]:
     if not isinstance(value, list):
-        raise ConfigError(f"expected [[peers]] tables, got {_show(value)}", key="peers")
+        raise ConfigError(f"expected [[peers]] tables, got {show_value(value)}", key="peers")
     peers: list[PeerConfig] = []
     seen: dict[bytes, int] = {}
     for index, entry in enumerate(value):
         where = f"peers[{index}]"
         if not isinstance(entry, dict):
-            raise ConfigError(f"expected a table, got {_show(entry)}", key=where)
+            raise ConfigError(f"expected a table, got {show_value(entry)}", key=where)
         _reject_unknown(entry, list(_PEER_KEYS), f"{where}.")
         for required in ("id", "address"):
             if required not in entry:
@@ -473,7 +365,7 @@ def _peers(value: Any) -> tuple[PeerConfig, ...]:
                 )
         if not isinstance(entry["id"], str):
             raise ConfigError(
-                f"expected a node id string, got {_show(entry['id'])}", key=f"{where}.id"
+                f"expected a node id string, got {show_value(entry['id'])}", key=f"{where}.id"
             )
         try:
             node_id = parse_node_id(entry["id"])
@@ -495,7 +387,7 @@ def _tier_list(entry: dict[str, Any], where: str, key: str) -> frozenset[Tier]:
     value = entry.get(key, list(TIER_NAMES))
     if not isinstance(value, list):  # a comma string is for the command line only
         raise ConfigError(
-            f'expected a list like ["working", "semantic"], got {_show(value)}',
+            f'expected a list like ["working", "semantic"], got {show_value(value)}',
             key=f"{where}.{key}",
         )
     return parse_tiers(value, f"{where}.{key}")
@@ -511,37 +403,18 @@ def _reject_unknown(table: dict[str, Any], known: list[str], prefix: str) -> Non
 
 def _path_value(value: Any, key: str) -> Path:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"expected a non-empty path string, got {_show(value)}", key=key)
+        raise ConfigError(f"expected a non-empty path string, got {show_value(value)}", key=key)
     return Path(value).expanduser()
 
 
 def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
     if isinstance(value, str) and value.strip().lower() in allowed:
         return value.strip().lower()
-    raise ConfigError(f"{_show(value)} is not one of {', '.join(allowed)}", key=key)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    raise ConfigError(f"{show_value(value)} is not one of {', '.join(allowed)}", key=key)
 
 
 def _ns(seconds: float) -> int:
     return round(seconds * 1_000_000_000)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    return f"{type(value).__name__} {value!r}"
-
-
-def _join_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _check_edit(text: str, path: Path, node_id: bytes, *, present: bool) -> None:

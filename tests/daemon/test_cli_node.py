@@ -186,6 +186,8 @@ def test_bad_config_file_is_named(node_dir: Path) -> None:
 
 
 def test_bare_peers_calls_the_hook(node_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control-socket CLI installs its own hook on import; check the default one here.
+    monkeypatch.setattr(node_commands, "show_peers_hook", node_commands._default_show_peers)
     assert_one_line_error(
         run("peers"), 1, "peers table needs the daemon's control socket (not available yet)"
     )

@@ -332,3 +332,22 @@ def test_write_new_config_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="listen: "):
         write_new_config(tmp_path / "new.toml", listen="nope")
     assert not (tmp_path / "new.toml").exists()
+
+
+def test_every_key_is_documented_and_the_docs_example_loads(tmp_path: Path) -> None:
+    import meshsyncd.config as module
+
+    docs = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
+    keys = [*module._TOP_KEYS, *module._PEER_KEYS]
+    keys += [f"{table}] {key}" for table, values in module._TABLES.items() for key in values]
+    for key in keys:
+        name = key.split("] ")[-1]
+        assert f"`{name}`" in docs, key
+        assert f"``{name}" in (module.__doc__ or ""), key
+    for table in module._TABLES:
+        assert f"## `[{table}]`" in docs
+        assert f"``[{table}]``" in (module.__doc__ or "")
+    example = re.search(r"```toml\n(.*?)```", docs, re.S)
+    assert example is not None
+    config = load_config(write(tmp_path / "meshsyncd.toml", example.group(1)))
+    assert len(config.peers) == 2

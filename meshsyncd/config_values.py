@@ -1,0 +1,170 @@
+"""Checked values of ``meshsyncd.toml``: durations, addresses, tiers, and a peer entry.
+
+These are the leaves of :mod:`meshsyncd.config` (which re-exports them): each parser takes
+the key it is parsing so that its :class:`ConfigError` names where the bad value sits, both
+for a value read from the file and for the same value typed on the command line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol import Tier
+
+from .identity import node_id_text
+
+__all__ = [
+    "ALL_TIERS",
+    "TIER_NAMES",
+    "ConfigError",
+    "PeerConfig",
+    "is_loopback",
+    "parse_address",
+    "parse_duration",
+    "parse_tiers",
+    "show_value",
+]
+
+ALL_TIERS: frozenset[Tier] = frozenset(Tier)
+TIER_NAMES: dict[str, Tier] = {tier.name.lower(): tier for tier in Tier}
+_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+class ConfigError(Exception):
+    """The config file is missing, not TOML, or has a bad value; ``key`` names the culprit.
+
+    ``key`` is a dotted path such as ``"peers[1].address"`` (None for whole-file problems);
+    ``path`` is the file (None when the value did not come from a file).
+    """
+
+    def __init__(self, detail: str, *, key: str | None = None, path: Path | None = None) -> None:
+        self.detail = detail
+        self.key = key
+        self.path = path
+        parts = [str(p) for p in (path, key) if p is not None]
+        super().__init__(": ".join([*parts, detail]))
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One configured peer: who it is, where to dial it, and what it may receive and write."""
+
+    node_id: bytes
+    host: str
+    port: int
+    tiers: frozenset[Tier] = ALL_TIERS
+    write_tiers: frozenset[Tier] = ALL_TIERS
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as written in the config (IPv6 hosts in brackets)."""
+        return _join_address(self.host, self.port)
+
+    @property
+    def text(self) -> str:
+        """The peer's node id in base32 text form."""
+        return node_id_text(self.node_id)
+
+
+def parse_duration(text: str, key: str) -> float:
+    """Seconds in a duration string such as ``"500ms"``, ``"30s"``, ``"24h"`` or ``"1h30m"``.
+
+    ``"unlimited"`` is not a duration; the keys that allow it check for it before calling.
+
+    Raises:
+        ConfigError: ``text`` is not a duration (``key`` names where it came from).
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f'expected a duration string like "30s", got {show_value(text)}', key=key)
+    compact = text.strip().lower()
+    if compact == "unlimited":
+        raise ConfigError('"unlimited" is only allowed for [retention] tiers', key=key)
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(compact):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not compact or pos != len(compact):
+        raise ConfigError(
+            f'"{text}" is not a duration (use a number and ms, s, m, h or d, e.g. "30s")',
+            key=key,
+        )
+    return total
+
+
+def parse_address(text: str, key: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both halves.
+
+    Raises:
+        ConfigError: not host:port, an unusable host, or a port outside 1..65535 (0 allowed
+            only with ``allow_port_zero``: "any free port", for listening).
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f'expected a "host:port" string, got {show_value(text)}', key=key)
+    bracketed = re.fullmatch(r"\[([^\]]+)\]:(\d+)", text)
+    plain = re.fullmatch(r"([^:\[\]]+):(\d+)", text)
+    match = bracketed or plain
+    if match is None:
+        raise ConfigError(f'"{text}" is not host:port', key=key)
+    host, port = match.group(1), int(match.group(2))
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f'"{text}": {host} is not an IPv6 address', key=key) from None
+    elif not _HOST.fullmatch(host):
+        raise ConfigError(f'"{text}": "{host}" is not a host name or address', key=key)
+    if not (0 if allow_port_zero else 1) <= port <= 65535:
+        raise ConfigError(f'"{text}": port {port} is out of range', key=key)
+    return host, port
+
+
+def parse_tiers(value: str | Iterable[str], key: str) -> frozenset[Tier]:
+    """Tier names (a list, or one comma-separated string) as a set of :class:`Tier`.
+
+    Raises:
+        ConfigError: not a list of strings, or a name that is not a tier.
+    """
+    names = value.split(",") if isinstance(value, str) else value
+    if isinstance(value, str) and not value.strip():
+        names = []
+    if not isinstance(names, list | tuple):
+        raise ConfigError(
+            f'expected a list like ["working", "semantic"], got {show_value(value)}', key=key
+        )
+    tiers: set[Tier] = set()
+    for name in names:
+        tier = TIER_NAMES.get(name.strip().lower()) if isinstance(name, str) else None
+        if tier is None:
+            raise ConfigError(
+                f"unknown tier {show_value(name)} (choose from {', '.join(TIER_NAMES)})", key=key
+            )
+        tiers.add(tier)
+    return frozenset(tiers)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def show_value(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return f"{type(value).__name__} {value!r}"
+
+
+def _join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
