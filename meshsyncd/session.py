@@ -37,6 +37,7 @@ from protocol import Tier
 
 from .clock import ClockSkewError
 from .engine import AsyncEngine, short_id
+from .identity import node_id_text
 
 __all__ = ["DuplicateSession", "PeerStats", "Session", "SessionClosed"]
 
@@ -132,7 +133,7 @@ class Session:
         self.stats = PeerStats()
         self.peer_hello: P.Hello | None = None
         self.log: Any = structlog.get_logger("meshsyncd.session").bind(
-            peer=peer_id.hex()[:16] if peer_id else "?"
+            peer=node_id_text(peer_id)[:16] if peer_id else "?"
         )
         # Urgent lane: pushes (bounded, dropped when full) and small control frames.
         self._urgent: collections.deque[bytes] = collections.deque()
@@ -382,12 +383,12 @@ class Session:
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
         if self.expected_peer is not None and hello.node_id != self.expected_peer:
             raise P.BadFieldError(
-                f"peer claims node id {hello.node_id.hex()[:16]}, expected "
-                f"{self.expected_peer.hex()[:16]}",
+                f"peer claims node id {node_id_text(hello.node_id)}, expected "
+                f"{node_id_text(self.expected_peer)}",
                 field="hello.node_id",
             )
         self.peer_hello = hello
-        self.log = self.log.bind(peer=hello.node_id.hex()[:16])
+        self.log = self.log.bind(peer=node_id_text(hello.node_id)[:16])
         if self.on_open is not None:
             self.on_open(self)  # may raise DuplicateSession
         self.opened_at = time.time()
