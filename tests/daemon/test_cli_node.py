@@ -261,3 +261,9 @@ def test_console_script_in_a_real_process(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr == "meshsyncd: NODE_ID: node id must be 52 base32 characters, got 3\n"
+
+
+def test_subcommands_fall_back_to_the_group_config_option(node_dir: Path) -> None:
+    result = run("peers", "--config", config_of(node_dir), "add", OTHER, "h:1")
+    assert result.exit_code == 0, result.output
+    assert load_config(Path(config_of(node_dir))).peers[0].text == OTHER
