@@ -46,12 +46,16 @@ class FakeDaemon:
 
         return [
             {
-                "node_id": node_id_text(PEER_ID),
+                "id": node_id_text(PEER_ID),
                 "address": "127.0.0.1:7411",
                 "state": "connected",
                 "rtt_ms": 0.4,
+                "last_seen": time.time(),
+                "clock_offset_ms": -0.2,
                 "items_in": 3,
                 "items_out": 5,
+                "cursors": {"working": 4, "episodic": 9, "semantic": 0},
+                "lag": {"working": 0, "episodic": 2, "semantic": 0},
             }
         ]
 

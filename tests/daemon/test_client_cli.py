@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from controlkit import PEER_ID, BackgroundNode, short_socket_dir
 
 from meshsyncd.cli import main
-from meshsyncd.commands.data import parse_duration
+from meshsyncd.commands.operator import parse_duration
 from meshsyncd.control_proto import key_item_id, node_id_text
 from protocol import MAX_PAYLOAD
 
@@ -105,7 +105,11 @@ def test_status_vectors_conflicts_peers_json(node: BackgroundNode) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["state"] == "connected"
     table = CliRunner().invoke(main, ["peers"], env={"MESHSYNCD_SOCKET": str(node.path)})
-    assert table.exit_code == 0 and "connected" in table.output and "0.4 ms" in table.output
+    assert table.exit_code == 0, table.output
+    header, row = table.output.splitlines()
+    assert header.split()[:3] == ["peer", "address", "state"]
+    for cell in ("connected", "0.4 ms", "-0.2 ms", "episodic:9/2", "3/5", "s ago"):
+        assert cell in row
 
 
 def test_sync_now(node: BackgroundNode) -> None:
