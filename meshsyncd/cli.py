@@ -19,6 +19,7 @@ from .commands.data import (
     watch,
 )
 from .commands.node import id_command, init, peers
+from .commands.run import run
 from .decode import decode
 from .demo import demo
 
@@ -35,6 +36,7 @@ main.add_command(demo)
 main.add_command(init)
 main.add_command(id_command)
 main.add_command(peers)
+main.add_command(run)
 main.add_command(status)
 main.add_command(put)
 main.add_command(get)
