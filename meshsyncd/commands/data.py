@@ -200,6 +200,9 @@ def list_items(
     if as_json:
         emit_json(result)
         return
+    if not result.get("items"):
+        click.echo("no items")
+        return
     print_table(
         ["item_id", "seq", "op", "timestamp", "origin", "size", "value"],
         [

@@ -87,7 +87,10 @@ def vectors(client: Client, as_json: bool) -> None:
     for peer in result.get("peers", []):
         for tier, v in peer.get("tiers", {}).items():
             rows.append([peer.get("peer"), tier, v.get("cursor"), v.get("acked")])
-    print_table(["peer", "tier", "cursor", "acked"], rows)
+    if rows:
+        print_table(["peer", "tier", "cursor", "acked"], rows)
+    else:
+        click.echo("no peers known yet")
 
 
 @click.command(cls=OneLineCommand)
@@ -105,6 +108,9 @@ def conflicts(client: Client, as_json: bool, limit: int, tier: str | None) -> No
     rows = client.conflicts(limit=limit, tier=None if tier is None else tier_arg(tier))
     if as_json:
         emit_json(rows)
+        return
+    if not rows:
+        click.echo("no conflicts")
         return
     print_table(
         ["seen", "tier", "item_id", "winner", "loser"],
