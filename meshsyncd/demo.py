@@ -1,185 +1,214 @@
-"""``meshsyncd demo``: a three-node mesh on loopback, written to, synced, shown, removed.
+"""``meshsyncd demo``: three real daemons on loopback, written to, synced, shown, removed.
 
-Interim form (until the daemon of issue 4 lands): the three nodes run in this one process,
-each with its own SQLite store in a temporary directory, and talk the real wire protocol
-over real loopback TCP sockets (no TLS yet). Every tier and every priority is written on a
-different node; URGENT and HIGH writes are pushed at once, the rest ride the pull.
+Everything a user would do by hand, done in order: ``init`` three nodes in a temporary
+directory, ``peers add`` each to the others, start three ``meshsyncd run`` processes (real
+TLS, real SQLite files), write an item of every tier and priority on different nodes plus
+one deliberate conflict through the control client, run the ``sync --now`` barrier, print
+the peers table and the per-tier digests, stop the daemons with SIGTERM and delete the
+directory. The exit status is 0 only if all three nodes converged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
-import trio
 
-from protocol import Item, Op, Priority, Tier
+from protocol import Priority, Tier
 
-from .engine import AsyncEngine, Engine
-from .session import Session, SessionClosed
-from .store import Store
+from .client import Client, ClientError
 
+__all__ = ["demo"]
 
-@dataclass
-class DemoNode:
-    name: str
-    engine: Engine
-    node_id: bytes
-    aengine: AsyncEngine = field(init=False)
-    port: int = 0
-    sessions: dict[str, Session] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # One AsyncEngine (one serial worker) per node: every session shares the one writer.
-        self.aengine = AsyncEngine(self.engine)
+NAMES = ("A", "B", "C")
 
 
-async def _serve(
-    node: DemoNode, nodes: dict[bytes, DemoNode], listener: trio.SocketListener
-) -> None:
-    async with trio.open_nursery() as nursery:
-        while True:
-            stream = await listener.accept()
-            nursery.start_soon(_run_session, node, nodes, stream, None)
+def _exe() -> list[str]:
+    return [sys.executable, "-c", "from meshsyncd.cli import main; main()"]
 
 
-async def _run_session(
-    node: DemoNode, nodes: dict[bytes, DemoNode], stream: trio.abc.Stream, peer: DemoNode | None
-) -> None:
-    session = Session(
-        node.aengine,
-        stream,
-        node_id=node.node_id,
-        peer_id=peer.node_id if peer else None,
-        pull_interval=30.0,
-        ping_interval=0.2,
-    )
-    async with stream, trio.open_nursery() as nursery:
-
-        async def register() -> None:
-            await session._hello_seen.wait()
-            assert session.peer_hello is not None
-            node.sessions[nodes[session.peer_hello.node_id].name] = session
-            if (
-                sum(len(n.sessions) for n in nodes.values())
-                == 2 * (len(nodes) - 1) * len(nodes) // 2
-            ):
-                _ALL_OPEN.set()
-
-        nursery.start_soon(register)
-        with contextlib.suppress(SessionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            await session.run()
-        nursery.cancel_scope.cancel()
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-_ALL_OPEN = trio.Event()
+def _cli(*args: str) -> str:
+    proc = subprocess.run([*_exe(), *args], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise click.ClickException(f"meshsyncd {args[0]} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
-async def _write_everything(nodes: list[DemoNode]) -> list[tuple[str, Tier, Priority, Item]]:
-    writes: list[tuple[str, Tier, Priority, Item]] = []
+class _Node:
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.port = _port()
+        info = json.loads(
+            _cli("init", "--dir", str(root / name), "--listen", f"127.0.0.1:{self.port}", "--json")
+        )
+        self.node_id: str = info["node_id"]
+        self.config = Path(info["config"])
+        self.log = root / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.config.parent / "control.sock"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*_exe(), "run", "--config", str(self.config), "--log-format", "json"],
+                stdout=log,
+                stderr=log,
+            )
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise click.ClickException(f"node {self.name} exited; see {self.log}")
+            try:
+                with Client(self.socket, timeout=2) as c:
+                    c.status()
+                return
+            except (ClientError, OSError):
+                time.sleep(0.05)
+        raise click.ClickException(f"node {self.name} did not start in {timeout:.0f}s")
+
+    def client(self) -> Client:
+        return Client(self.socket, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _write_everything(nodes: list[_Node]) -> int:
+    count = 0
     for i, tier in enumerate(Tier):
         for prio in Priority:
             node = nodes[(i + prio) % len(nodes)]
-            item_id = os.urandom(16)
-            doc = {"tier": tier.name, "priority": prio.name, "by": node.name, "text": "demo memory"}
-            item = await node.aengine.write(
-                tier, item_id, Op.INSERT, json.dumps(doc).encode(), priority=prio
-            )
-            if prio >= Priority.HIGH:
-                for session in node.sessions.values():
-                    session.push_nowait(item)
-            writes.append((node.name, tier, prio, item))
-    # one conflict: two nodes write the same item; the later key must win everywhere
-    shared = b"c" * 16
-    await nodes[0].aengine.write(Tier.SEMANTIC, shared, Op.INSERT, b'{"fact": "from A"}')
-    await nodes[1].aengine.write(Tier.SEMANTIC, shared, Op.INSERT, b'{"fact": "from B"}')
-    await nodes[2].aengine.write(Tier.SEMANTIC, shared, Op.MERGE, b'{"extra": "merged by C"}')
-    return writes
+            doc = {"tier": tier.name, "priority": prio.name, "by": node.name, "text": "demo"}
+            with node.client() as c:
+                c.put(json.dumps(doc), tier=tier.name.lower(), priority=prio.name.lower())
+            count += 1
+    # one conflict: A then B write the same key, C merges a field on top
+    with nodes[0].client() as c:
+        c.put('{"fact": "from A"}', tier="semantic", key="shared")
+    with nodes[1].client() as c:
+        c.put('{"fact": "from B"}', tier="semantic", key="shared")
+    with nodes[2].client() as c:
+        c.merge({"extra": "merged by C"}, tier="semantic", key="shared")
+    return count + 3
 
 
-async def run_demo() -> bool:
-    global _ALL_OPEN
-    _ALL_OPEN = trio.Event()
+def _show(nodes: list[_Node]) -> bool:
     echo = click.echo
-    with tempfile.TemporaryDirectory(prefix="meshsyncd-demo-") as tmp:
-        names = ["A", "B", "C"]
-        nodes = []
-        for name in names:
-            node_id = os.urandom(32)
-            store = Store.open(Path(tmp) / f"{name}.db")
-            nodes.append(DemoNode(name, Engine(store, node_id=node_id), node_id))
-        by_id = {n.node_id: n for n in nodes}
-        echo(f"demo: three nodes in {tmp}")
-        try:
-            async with trio.open_nursery() as nursery:
-                for node in nodes:
-                    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-                    node.port = listeners[0].socket.getsockname()[1]
-                    nursery.start_soon(_serve, node, by_id, listeners[0])
-                    echo(f"  node {node.name}  id {node.node_id.hex()[:16]}  127.0.0.1:{node.port}")
-                for i, node in enumerate(nodes):
-                    for peer in nodes[i + 1 :]:
-                        stream = await trio.open_tcp_stream("127.0.0.1", peer.port)
-                        nursery.start_soon(_run_session, node, by_id, stream, peer)
-                with trio.fail_after(10):
-                    await _ALL_OPEN.wait()
-                started = time.perf_counter()
-                writes = await _write_everything(nodes)
-                echo(f"demo: wrote {len(writes) + 3} items (every tier x priority, one conflict)")
-                with trio.fail_after(20):
-                    for _ in range(2):  # second round carries what the first one learned
-                        for node in nodes:
-                            for session in node.sessions.values():
-                                await session.wait_synced()
-                elapsed = (time.perf_counter() - started) * 1000
-                await trio.sleep(0.3)  # let a keepalive measure RTT for the table
-                nursery.cancel_scope.cancel()
-            # Sessions are stopped: the stores are read from this thread alone now.
-            _show(nodes, elapsed)
-            converged = all(len({n.engine.digest(t) for n in nodes}) == 1 for t in Tier)
-        finally:
-            for node in nodes:
-                node.engine.store.close()
-        echo(f"demo: {'converged' if converged else 'NOT converged'}; removed {tmp}")
-        return converged
-
-
-def _show(nodes: list[DemoNode], elapsed_ms: float) -> None:
-    echo = click.echo
-    echo("")
-    echo(f"{'node':<5}{'peer':<6}{'rtt ms':>8}{'items in':>10}{'items out':>11}{'batches in':>12}")
+    names = {n.node_id: n.name for n in nodes}
+    echo(f"\n{'node':<5}{'peer':<5}{'state':<11}{'rtt ms':>8}{'items in':>10}{'items out':>11}")
     for node in nodes:
-        for name, s in sorted(node.sessions.items()):
-            rtt = f"{s.stats.rtt_ms:.2f}" if s.stats.rtt_ms is not None else "-"
+        with node.client() as c:
+            rows: list[dict[str, Any]] = c.peers()
+        for row in sorted(rows, key=lambda r: names.get(r["id"], "?")):
+            rtt = row.get("rtt_ms")
             echo(
-                f"{node.name:<5}{name:<6}{rtt:>8}{s.stats.items_in:>10}{s.stats.items_out:>11}"
-                f"{s.stats.batches_in:>12}"
+                f"{node.name:<5}{names.get(row['id'], '?'):<5}{row['state']:<11}"
+                f"{(f'{rtt:.2f}' if rtt is not None else '-'):>8}"
+                f"{row.get('items_in', 0):>10}{row.get('items_out', 0):>11}"
             )
-    echo("")
-    echo(f"{'tier':<10}" + "".join(f"{'digest ' + n.name:>20}" for n in nodes) + f"{'items':>8}")
+    statuses = []
+    for node in nodes:
+        with node.client() as c:
+            statuses.append(c.status())
+    echo(f"\n{'tier':<10}" + "".join(f"{'digest ' + n.name:>20}" for n in nodes) + f"{'items':>7}")
+    converged = True
     for tier in Tier:
-        digests = "".join(f"{n.engine.digest(tier).hex()[:16]:>20}" for n in nodes)
-        echo(f"{tier.name:<10}{digests}{nodes[0].engine.store.count(tier):>8}")
-    item = nodes[2].engine.get(Tier.SEMANTIC, b"c" * 16)
-    value = item.value.decode() if item is not None and item.value is not None else None
-    echo(f"\nconflict winner on every node: {value}")
-    echo(f"synced in {elapsed_ms:.0f} ms\n")
+        key = tier.name.lower()
+        digests = [s["tiers"][key]["digest"] for s in statuses]
+        converged &= len(set(digests)) == 1
+        echo(
+            f"{tier.name:<10}"
+            + "".join(f"{d[:16]:>20}" for d in digests)
+            + f"{statuses[0]['tiers'][key]['items']:>7}"
+        )
+    with nodes[0].client() as c:
+        value = c.get(tier="semantic", key="shared").get("value")
+    echo(f"\nthe conflict on every node resolves to: {value}")
+    return converged
 
 
 @click.command("demo")
-def demo() -> None:
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (logs, stores, config).")
+def demo(keep: bool) -> None:
     """Start a three-node mesh on loopback, write to it, show peers and digests, clean up.
+
+    Three `meshsyncd run` processes with real TLS and SQLite stores in a temporary
+    directory; an item of every tier and priority is written on different nodes, then
+    `sync --now` runs and the peers table and per-tier digests are printed.
 
     \b
     Example:
       meshsyncd demo
+      meshsyncd demo --keep    # look at the logs and stores afterwards
     """
-    ok = trio.run(run_demo)
+    root = Path(tempfile.mkdtemp(prefix="msdemo-", dir="/tmp"))
+    nodes: list[_Node] = []
+    ok = False
+    try:
+        click.echo(f"demo: three nodes in {root}")
+        nodes = [_Node(root, name) for name in NAMES]
+        for a in nodes:
+            for b in nodes:
+                if a is not b:
+                    _cli(
+                        "peers", "add", b.node_id, f"127.0.0.1:{b.port}", "--config", str(a.config)
+                    )
+            click.echo(f"  node {a.name}  {a.node_id}  127.0.0.1:{a.port}")
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+        started = time.perf_counter()
+        written = _write_everything(nodes)
+        click.echo(f"demo: wrote {written} items (every tier x priority, one conflict)")
+        for _ in range(40):  # until every node sees both peers and the barrier passes
+            results = []
+            for node in nodes:
+                with node.client() as c:
+                    results.append(c.sync(timeout=2.0))
+            if all(len(r.get("synced", [])) == 2 for r in results):
+                break
+            time.sleep(0.25)
+        click.echo(
+            f"demo: sync --now barrier passed in {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
+        ok = _show(nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+        if keep:
+            click.echo(f"demo: kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    click.echo(
+        f"demo: {'converged' if ok else 'NOT converged'}" + ("" if keep else f"; removed {root}")
+    )
     if not ok:
         raise SystemExit(1)

@@ -412,10 +412,10 @@ class Session:
 
     async def _pinger(self) -> None:
         nonce = itertools.count(1)
-        while True:
-            await trio.sleep(self.ping_interval)
+        while True:  # the first ping goes at once, so the peers table has an RTT early
             ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
             self._queue_urgent(self._frame(ping))
+            await trio.sleep(self.ping_interval)
 
     async def _puller(self, tier: Tier) -> None:
         while True:
