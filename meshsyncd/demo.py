@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,82 +21,14 @@ import click
 
 from protocol import Priority, Tier
 
-from .client import Client, ClientError
+from .nodeproc import Node
 
 __all__ = ["demo"]
 
 NAMES = ("A", "B", "C")
 
 
-def _exe() -> list[str]:
-    return [sys.executable, "-c", "from meshsyncd.cli import main; main()"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(*args: str) -> str:
-    proc = subprocess.run([*_exe(), *args], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise click.ClickException(f"meshsyncd {args[0]} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-class _Node:
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.port = _port()
-        info = json.loads(
-            _cli("init", "--dir", str(root / name), "--listen", f"127.0.0.1:{self.port}", "--json")
-        )
-        self.node_id: str = info["node_id"]
-        self.config = Path(info["config"])
-        self.log = root / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket(self) -> Path:
-        return self.config.parent / "control.sock"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [*_exe(), "run", "--config", str(self.config), "--log-format", "json"],
-                stdout=log,
-                stderr=log,
-            )
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise click.ClickException(f"node {self.name} exited; see {self.log}")
-            try:
-                with Client(self.socket, timeout=2) as c:
-                    c.status()
-                return
-            except (ClientError, OSError):
-                time.sleep(0.05)
-        raise click.ClickException(f"node {self.name} did not start in {timeout:.0f}s")
-
-    def client(self) -> Client:
-        return Client(self.socket, timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-def _write_everything(nodes: list[_Node]) -> int:
+def _write_everything(nodes: list[Node]) -> int:
     count = 0
     for i, tier in enumerate(Tier):
         for prio in Priority:
@@ -119,7 +47,7 @@ def _write_everything(nodes: list[_Node]) -> int:
     return count + 3
 
 
-def _show(nodes: list[_Node]) -> bool:
+def _show(nodes: list[Node]) -> bool:
     echo = click.echo
     names = {n.node_id: n.name for n in nodes}
     echo(f"\n{'node':<5}{'peer':<5}{'state':<11}{'rtt ms':>8}{'items in':>10}{'items out':>11}")
@@ -169,17 +97,15 @@ def demo(keep: bool) -> None:
       meshsyncd demo --keep    # look at the logs and stores afterwards
     """
     root = Path(tempfile.mkdtemp(prefix="msdemo-", dir="/tmp"))
-    nodes: list[_Node] = []
+    nodes: list[Node] = []
     ok = False
     try:
         click.echo(f"demo: three nodes in {root}")
-        nodes = [_Node(root, name) for name in NAMES]
+        nodes = [Node(root, name) for name in NAMES]
         for a in nodes:
             for b in nodes:
                 if a is not b:
-                    _cli(
-                        "peers", "add", b.node_id, f"127.0.0.1:{b.port}", "--config", str(a.config)
-                    )
+                    a.add_peer(b)
             click.echo(f"  node {a.name}  {a.node_id}  127.0.0.1:{a.port}")
         for node in nodes:
             node.start()
