@@ -64,7 +64,7 @@ def node_options(fn: F) -> F:
     @click.option(
         "--socket",
         "socket_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(dir_okay=False, readable=False, path_type=Path),
         envvar="MESHSYNCD_SOCKET",
         help="Control socket of the node (default: from the config).",
     )

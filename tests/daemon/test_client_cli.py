@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -211,6 +212,27 @@ def test_permission_denied_message(node: BackgroundNode) -> None:
     assert result.exit_code == 1
     assert result.output.startswith(
         f"meshsyncd: permission denied on the control socket {node.path}"
+    )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the CLI as another user",
+)
+def test_permission_denied_for_another_user(node: BackgroundNode) -> None:
+    # Root is never denied, so run the real CLI as nobody against the 0660 root socket.
+    os.chmod(node.path.parent, 0o755)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    result = subprocess.run(
+        [*nobody, SCRIPT, "status", "--socket", str(node.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        f"meshsyncd: permission denied on the control socket {node.path}: "
     )
 
 
