@@ -204,9 +204,12 @@ async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:
 def _tier_status(store: Store, tier: Tier) -> dict[str, Any]:
     # The store has no tombstone counter; this read shares its connection on the writer
     # thread (the only thread allowed to use it).
+    # A rowid range (rowid = tier << 56 | seq) scans only this tier's rows.
+    low = int(tier) << 56
     tombstones = store._conn.execute(
-        "SELECT count(*) FROM items WHERE tier = ? AND op IN (0, ?) AND fields IS NULL",
-        (int(tier), int(Op.DELETE)),
+        "SELECT count(*) FROM items WHERE rowid > ? AND rowid <= ?"
+        " AND op IN (0, ?) AND fields IS NULL",
+        (low, low | ((1 << 56) - 1), int(Op.DELETE)),
     ).fetchone()[0]
     total = store.count(tier)
     return {

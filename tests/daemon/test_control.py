@@ -67,6 +67,7 @@ async def test_put_get_delete_merge_list_round_trip(tmp_path: Path) -> None:
             out["again"] = again.value.code
             out["list_after"] = c.list(tier=Tier.SEMANTIC)
             out["list_deleted"] = c.list(tier=Tier.SEMANTIC, include_deleted=True)
+            out["status"] = c.status()
             return out
 
         out = await in_thread(path, scenario)
@@ -86,6 +87,9 @@ async def test_put_get_delete_merge_list_round_trip(tmp_path: Path) -> None:
         assert out["tomb"]["deleted"] is True and "value" not in out["tomb"]
         assert out["list_after"]["items"] == []
         assert len(out["list_deleted"]["items"]) == 1
+        semantic = out["status"]["tiers"]["semantic"]
+        assert (semantic["items"], semantic["tombstones"], semantic["seq"]) == (0, 1, 3)
+        assert out["status"]["tiers"]["episodic"]["items"] == 1  # the merged doc
         # Every local write was published and handed to the daemon for pushing.
         assert [i.op for i in daemon.pushed] == [
             Op.INSERT,
