@@ -12,3 +12,4 @@ def bench() -> None:
 
 from . import apply as _apply  # noqa: E402,F401
 from . import codec as _codec  # noqa: E402,F401
+from . import mesh as _mesh  # noqa: E402,F401

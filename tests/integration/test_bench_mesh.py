@@ -1,0 +1,57 @@
+"""Smoke tests for ``meshsyncd bench replicate`` and ``bench latency`` at tiny sizes.
+
+They check that the benches run end to end through the CLI on real daemons and report
+sane figures; the targets are the benches' business, never a test's (a timed assertion
+would be flaky on a shared machine).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+EXE = str(Path(sys.executable).with_name("meshsyncd"))
+
+
+def _bench(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [EXE, "bench", *args, "--json"], capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _bench_dirs() -> list[Path]:
+    return [p for p in Path("/tmp").glob("msbench-*") if p.is_dir()]
+
+
+def test_bench_replicate_reports_rate_and_wire_bytes() -> None:
+    before = set(_bench_dirs())
+    doc = _bench("replicate", "--items", "2000")
+    assert doc["items"] == 2000
+    assert 150 < doc["raw_bytes_per_item"] < 350  # 48-byte header + ~200-byte JSON
+    assert 0 < doc["seconds"] <= doc["seconds_from_spawn"]
+    assert doc["items_per_s"] > 0
+    wire = doc["wire"]
+    assert wire["frame_bytes_a_to_b"] > 0 and 0 < wire["frame_ratio"] < 1.5
+    if "tls_ratio" in wire:  # ss may be missing; then the frame ratio is judged
+        assert wire["tls_bytes_a_to_b"] >= wire["frame_bytes_a_to_b"]
+    assert set(doc["targets"]) == {"items_per_s>=40000", "wire<=0.35x_raw", "wire_ratio_judged"}
+    assert set(_bench_dirs()) <= before
+
+
+def test_bench_latency_reports_percentiles() -> None:
+    doc = _bench("latency", "--samples", "10", "--bulk-items", "3000")
+    idle = doc["idle"]
+    assert idle["n"] == 10 and idle["lost"] == 0
+    assert 0 < idle["p50_ms"] <= idle["p99_ms"] <= idle["max_ms"] < 5000
+    bulk = doc["bulk"]
+    assert bulk["bulk_items"] == 3000 and 1 <= bulk["pull_rounds"] <= 6
+    if bulk["n"]:  # a 3000-item pull may end before any sample lands inside it
+        assert 0 < bulk["p50_ms"] <= bulk["p99_ms"]
+    assert set(doc["targets"]) == {"idle_p50<=2ms", "idle_p99<=10ms", "bulk_p99<=25ms"}
