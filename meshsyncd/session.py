@@ -44,6 +44,7 @@ __all__ = ["DuplicateSession", "PeerStats", "Session", "SessionClosed"]
 CHUNK_ITEMS = 1000
 CHUNK_BYTES = 256 * 1024
 READ_SIZE = 65536
+DEAD_AFTER_PINGS = 3
 
 
 class DuplicateSession(Exception):
@@ -149,6 +150,7 @@ class Session:
         self._round_done = trio.Event()
         self._hello_seen = trio.Event()
         self._running = False
+        self._last_rx = 0.0
         self._bye: bytes | None = None
         self._bye_sent = trio.Event()
 
@@ -269,6 +271,7 @@ class Session:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._running = True
+            self._last_rx = trio.current_time()
             nursery.start_soon(self._guarded, self._writer)
             nursery.start_soon(self._guarded, self._responder)
             nursery.start_soon(self._guarded, self._reader)
@@ -341,6 +344,7 @@ class Session:
             event = self.conn.next_event()
             if event is P.NEED_DATA:
                 data = await self.stream.receive_some(READ_SIZE)
+                self._last_rx = trio.current_time()
                 self.conn.receive_data(bytes(data))
                 continue
             self.stats.last_seen = time.time()
@@ -411,8 +415,17 @@ class Session:
             self._poke[digest.tier].set()
 
     async def _pinger(self) -> None:
+        """Keepalive: measure RTT, and end a session whose peer has gone silent.
+
+        A peer answers every PING, so ``DEAD_AFTER_PINGS`` intervals without a single byte
+        from it means the link is dead (a half-open TCP connection never says so itself).
+        """
         nonce = itertools.count(1)
+        dead_after = max(DEAD_AFTER_PINGS * self.ping_interval, 2.0)
         while True:  # the first ping goes at once, so the peers table has an RTT early
+            silent = trio.current_time() - self._last_rx
+            if silent > dead_after:
+                raise SessionClosed(f"peer silent for {silent:.1f} s: link presumed dead")
             ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
             self._queue_urgent(self._frame(ping))
             await trio.sleep(self.ping_interval)

@@ -126,3 +126,27 @@ async def test_malformed_frame_closes_only_that_session_with_an_error(tmp_path: 
         assert a.digest(Tier.EPISODIC) == before
     finally:
         a.store.close()
+
+
+async def test_silent_peer_is_declared_dead(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    """A half-open link (peer says HELLO, then nothing) ends after three ping intervals."""
+    a = _engine(tmp_path / "a.db", 1)
+    try:
+        left, right = trio.testing.memory_stream_pair()
+        session = Session(
+            AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600, ping_interval=1.0
+        )
+        peer = P.Connection()
+        hello = P.Hello(
+            version=1,
+            node_id=bytes([2]) * 32,
+            incarnation=bytes(16),
+            capabilities=0,
+            timestamp_ns=1,
+        )
+        await right.send_all(peer.send(hello))
+        with pytest.raises(SessionClosed, match="silent"):
+            await session.run()
+        assert trio.current_time() >= 3.0
+    finally:
+        a.store.close()
