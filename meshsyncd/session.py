@@ -397,6 +397,9 @@ class Session:
             self.on_open(self)  # may raise DuplicateSession
         self.opened_at = time.time()
         self.stats.clock_offset_ms = (hello.timestamp_ns - time.time_ns()) / 1e6
+        # A peer whose clock runs ahead would drag our HLC into the future with its first
+        # batch; refuse it at HELLO with a reason naming it (ClockSkewError ends the session).
+        self.engine.engine.clock.check(hello.timestamp_ns, peer=short_id(hello.node_id))
         reset = await self.engine.observe_peer(self.peer_short, hello.incarnation)
         self.log.info("session open", incarnation=hello.incarnation.hex(), cursors_reset=reset)
         self._hello_seen.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -148,5 +149,33 @@ async def test_silent_peer_is_declared_dead(tmp_path: Path, autojump_clock: trio
         with pytest.raises(SessionClosed, match="silent"):
             await session.run()
         assert trio.current_time() >= 3.0
+    finally:
+        a.store.close()
+
+
+async def test_peer_clock_far_ahead_is_refused_at_hello(tmp_path: Path) -> None:
+    a = _engine(tmp_path / "a.db", 1)
+    try:
+        left, right = trio.testing.memory_stream_pair()
+        session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
+        peer = P.Connection()
+        an_hour_ahead = time.time_ns() + 3600 * 10**9
+        hello = P.Hello(
+            version=1,
+            node_id=bytes([2]) * 32,
+            incarnation=bytes(16),
+            capabilities=0,
+            timestamp_ns=an_hour_ahead,
+        )
+        await right.send_all(peer.send(hello))
+        with pytest.raises(SessionClosed, match="clock skew"):
+            await session.run()
+        peer.receive_data(await right.receive_some(65536))
+        events = []
+        while (event := peer.next_event()) is not P.NEED_DATA:
+            events.append(event)
+        assert isinstance(events[-1], P.Error) and events[-1].code == P.ErrorCode.CLOCK_SKEW
+        assert "ahead" in events[-1].text
+        assert a.clock.refused == 1
     finally:
         a.store.close()
