@@ -14,10 +14,20 @@ the winners are written with one ``executemany`` per statement kind. Rows whose 
 change (only MERGE fields did) are updated in place without reading their payload back.
 
 Sequence numbers are per tier and live in the rowid (``tier << 56 | seq``, see
-``schema.py``). Durability: local writes commit with ``synchronous=FULL`` (acknowledged
-means on disk); replicated batches default to ``NORMAL``, which in WAL mode can lose the
-last transactions on power loss but never tears one, and the cursor rolls back together
-with the items, so the next pull simply fetches them again.
+``schema.py``), so every changed row is written at the end of the table. Finding a row by id
+goes through two levels: the in-memory *tail* map (id -> rowid of every row above the tier's
+``merged`` mark, rebuilt from those rows on open and after a rollback) and the ``ids`` table
+for everything below it. When the tail outgrows ``tail_limit`` it is written into ``ids``
+in id order, in the transaction of the batch that filled it, and the mark moves up. This is
+what keeps a batch of new random ids from dirtying one random index page per item (the cost
+that dominates a synchronously indexed table of a million rows); the price is a bounded map
+in memory (``tail_limit`` entries per tier, about 120 bytes each) and one sorted pass over
+``ids`` per ``tail_limit`` changes.
+
+Durability: local writes commit with ``synchronous=FULL`` (acknowledged means on disk);
+replicated batches default to ``NORMAL``, which in WAL mode can lose the last transactions
+on power loss but never tears one, and the cursor rolls back together with the items, so the
+next pull simply fetches them again.
 
 Not thread-safe: exactly one thread at a time may call into a :class:`Store`. The async
 facade in ``aio.py`` serialises calls onto worker threads for trio code.
@@ -27,7 +37,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,14 +73,37 @@ DEFAULT_RETENTION_NS: Mapping[Tier, int | None] = {
     Tier.EPISODIC: None,
     Tier.SEMANTIC: None,
 }
+PAGE_SIZE = 8192  # bytes; applies to new files only
 SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
 _IN_CHUNK = 900
-_REPLACE = (
-    "INSERT OR REPLACE INTO items (rowid, tier, item_id, ts, origin, op, priority, flags,"
-    " payload, fields, bhash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = (
+    "INSERT INTO items (rowid, tier, item_id, ts, origin, op, priority, flags, payload,"
+    " fields, bhash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
-_UPDATE_FIELDS = "UPDATE items SET rowid = ?, fields = ? WHERE tier = ? AND item_id = ?"
+_MOVE = (
+    "UPDATE items SET rowid = ?, ts = ?, origin = ?, op = ?, priority = ?, flags = ?,"
+    " payload = ?, fields = ?, bhash = ? WHERE rowid = ?"
+)
+_UPDATE_FIELDS = "UPDATE items SET rowid = ?, fields = ? WHERE rowid = ?"
+_KEY_COLS = "items.rowid, items.item_id, ts, origin, op, priority, flags, fields, bhash"
+
+
+class Existing(NamedTuple):
+    """A stored row as the fold needs it: keys and fields, hashes, where it lives."""
+
+    row: Row
+    hash: int
+    bhash: int
+    rid: int
+
+
+def _collect(cursor: Iterable[tuple[Any, ...]], out: dict[bytes, Existing]) -> None:
+    for rid, iid, ts, origin, op, prio, flags, ftext, bh in cursor:
+        row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, None)
+        row.fields = decode_fields(ftext)
+        bhash = int.from_bytes(bh, "big")
+        out[iid] = Existing(row, bhash + fields_hash(iid, ftext), bhash, rid)
 
 
 class ApplyResult(NamedTuple):
@@ -115,6 +148,7 @@ class Store(MaintenanceMixin):
         local_synchronous: str = "FULL",
         replicated_synchronous: str = "NORMAL",
         cache_kib: int = 16_384,
+        tail_limit: int = 50_000,
         fault: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -123,12 +157,13 @@ class Store(MaintenanceMixin):
         self.local_synchronous = local_synchronous.upper()
         self.replicated_synchronous = replicated_synchronous.upper()
         self.fault = fault
+        self.tail_limit = tail_limit
         self.stats = {"applied": 0, "stale": 0, "expired": 0, "conflicts": 0}
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             # 8 KiB pages halve the WAL frames per commit of ~250-byte rows (a new file
             # only: the page size of an existing WAL database is fixed).
-            conn.execute("PRAGMA page_size = 8192")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -140,6 +175,8 @@ class Store(MaintenanceMixin):
             self._seq = dict(conn.execute("SELECT tier, seq FROM tiers").fetchall())
             self._buckets: dict[int, list[int]] = {}
             self._load_buckets()
+            self._tail: dict[int, dict[bytes, int]] = {}
+            self._load_tail()
         except BaseException:
             conn.close()
             raise
@@ -174,6 +211,27 @@ class Store(MaintenanceMixin):
         for tier, bucket, digest in self._conn.execute("SELECT tier, bucket, digest FROM buckets"):
             self._buckets[tier][bucket] = int.from_bytes(digest, "big")
 
+    def _load_tail(self) -> None:
+        """Rebuild the id -> rowid map of the rows above each tier's ``merged`` mark."""
+        self._tail = {}
+        for tier, merged in self._conn.execute("SELECT tier, merged FROM tiers").fetchall():
+            self._tail[tier] = dict(
+                self._conn.execute(
+                    "SELECT item_id, rowid FROM items WHERE rowid > ? AND rowid <= ?",
+                    ((tier << SEQ_BITS) | merged, (tier << SEQ_BITS) | SEQ_MASK),
+                )
+            )
+
+    def _fold_tail(self, t: int) -> None:
+        """Write the tier's tail map into ``ids`` (in id order) and move the mark up."""
+        tail = self._tail[t]
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO ids (tier, item_id, rid) VALUES (?, ?, ?)",
+            [(t, iid, tail[iid]) for iid in sorted(tail)],
+        )
+        self._conn.execute("UPDATE tiers SET merged = ? WHERE tier = ?", (self._seq[t], t))
+        self._tail[t] = {}
+
     def _begin(self, synchronous: str) -> None:
         self._set_sync(synchronous)
         self._conn.execute("BEGIN IMMEDIATE")
@@ -188,22 +246,32 @@ class Store(MaintenanceMixin):
             self._conn.execute("ROLLBACK")
         self._seq = dict(self._conn.execute("SELECT tier, seq FROM tiers").fetchall())
         self._load_buckets()
+        self._load_tail()
 
-    def _existing(self, tier: int, ids: Sequence[bytes]) -> dict[bytes, tuple[Row, int, int]]:
-        """Current rows (without payload), their full hash and base hash, for ``ids``."""
-        out: dict[bytes, tuple[Row, int, int]] = {}
+    def _existing(self, tier: int, ids: Iterable[bytes]) -> dict[bytes, Existing]:
+        """Current rows (without payload) of ``ids``: row, full hash, base hash, rowid."""
+        tail = self._tail[tier]
+        by_rid: list[int] = []
+        by_id: list[bytes] = []
+        for iid in ids:
+            rid = tail.get(iid)
+            if rid is None:
+                by_id.append(iid)
+            else:
+                by_rid.append(rid)
+        out: dict[bytes, Existing] = {}
         execute = self._conn.execute
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
+        for start in range(0, len(by_id), _IN_CHUNK):
+            chunk = by_id[start : start + _IN_CHUNK]
             sql = (
-                "SELECT item_id, ts, origin, op, priority, flags, fields, bhash FROM items"
-                f" WHERE tier = ? AND item_id IN ({','.join('?' * len(chunk))})"
+                f"SELECT {_KEY_COLS} FROM ids JOIN items ON items.rowid = ids.rid"
+                f" WHERE ids.tier = ? AND ids.item_id IN ({','.join('?' * len(chunk))})"
             )
-            for iid, ts, origin, op, prio, flags, ftext, bh in execute(sql, (tier, *chunk)):
-                row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, None)
-                row.fields = decode_fields(ftext)
-                bhash = int.from_bytes(bh, "big")
-                out[iid] = (row, bhash + fields_hash(iid, ftext), bhash)
+            _collect(execute(sql, (tier, *chunk)), out)
+        for start in range(0, len(by_rid), _IN_CHUNK):
+            rids = by_rid[start : start + _IN_CHUNK]
+            sql = f"SELECT {_KEY_COLS} FROM items WHERE rowid IN ({','.join('?' * len(rids))})"
+            _collect(execute(sql, rids), out)
         return out
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
@@ -274,8 +342,7 @@ class Store(MaintenanceMixin):
     def _apply_locked(self, t: int, todo: list[Item], now: int) -> ApplyResult:
         if not todo:
             return ApplyResult(0, 0)
-        ids = list(dict.fromkeys(item.item_id for item in todo))
-        existing = self._existing(t, ids)
+        existing = self._existing(t, dict.fromkeys(item.item_id for item in todo))
         rows: dict[bytes, Row] = {}
         losers: list[tuple[Key, Key]] = []
         conflicts: list[tuple[Any, ...]] = []
@@ -292,7 +359,7 @@ class Store(MaintenanceMixin):
                     )
                     applied += 1
                     continue
-                row = old[0] if old is not None else Row(iid)
+                row = old.row if old is not None else Row(iid)
                 rows[iid] = row
             if row.fold(item, losers):
                 applied += 1
@@ -305,47 +372,74 @@ class Store(MaintenanceMixin):
         self.stats["applied"] += applied
         self.stats["stale"] += len(todo) - applied
         seq = self._seq[t]
-        replace: list[tuple[Any, ...]] = []
+        insert: list[tuple[Any, ...]] = []
+        move: list[tuple[Any, ...]] = []
         update: list[tuple[Any, ...]] = []
         deltas: dict[int, int] = {}
         top = t << SEQ_BITS
+        tail = self._tail[t]
         for iid, row in rows.items():
             if not (row.base_changed or row.fields_changed):
                 continue
             seq += 1
+            rid = top | seq
+            tail[iid] = rid
             old = existing.get(iid)
             ftext = encode_fields(row.fields)
             if old is None or row.base_changed:
-                assert row.payload is not None
-                bh = base_hash(iid, row.ts, row.origin, row.op, row.flags, row.payload)
-                replace.append(
-                    (
-                        top | seq,
-                        t,
-                        iid,
-                        row.ts - BIAS,
-                        row.origin - BIAS,
-                        row.op,
-                        row.priority,
-                        row.flags,
-                        row.payload,
-                        ftext,
-                        bh.to_bytes(32, "big"),
+                payload = row.payload
+                assert payload is not None
+                bh = base_hash(iid, row.ts, row.origin, row.op, row.flags, payload)
+                ts, origin = row.ts - BIAS, row.origin - BIAS
+                bhb = bh.to_bytes(32, "big")
+                if old is None:
+                    insert.append(
+                        (
+                            rid,
+                            t,
+                            iid,
+                            ts,
+                            origin,
+                            row.op,
+                            row.priority,
+                            row.flags,
+                            payload,
+                            ftext,
+                            bhb,
+                        )
                     )
-                )
+                else:
+                    move.append(
+                        (
+                            rid,
+                            ts,
+                            origin,
+                            row.op,
+                            row.priority,
+                            row.flags,
+                            payload,
+                            ftext,
+                            bhb,
+                            old.rid,
+                        )
+                    )
                 new_hash = bh + fields_hash(iid, ftext)
             else:
-                update.append((top | seq, ftext, t, iid))
-                new_hash = old[2] + fields_hash(iid, ftext)
+                update.append((rid, ftext, old.rid))
+                new_hash = old.bhash + fields_hash(iid, ftext)
             b = iid[0]
-            deltas[b] = deltas.get(b, 0) + new_hash - (old[1] if old is not None else 0)
-        if replace:
-            self._conn.executemany(_REPLACE, replace)
+            deltas[b] = deltas.get(b, 0) + new_hash - (old.hash if old is not None else 0)
+        if move:
+            self._conn.executemany(_MOVE, move)
         if update:
             self._conn.executemany(_UPDATE_FIELDS, update)
+        if insert:
+            self._conn.executemany(_INSERT, insert)
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq
+        if len(tail) > self.tail_limit:
+            self._fold_tail(t)
         if deltas:
             self._write_buckets(t, deltas)
         if conflicts:

@@ -131,6 +131,13 @@ class MaintenanceMixin(ReadMixin):
         for _rid, iid, h in rows:
             deltas[iid[0]] = deltas.get(iid[0], 0) - h
         self._conn.executemany("DELETE FROM items WHERE rowid = ?", [(r[0],) for r in rows])
+        # Both levels: a tail row may still have a stale entry in ``ids`` from before it moved.
+        self._conn.executemany(
+            "DELETE FROM ids WHERE tier = ? AND item_id = ?", [(t, r[1]) for r in rows]
+        )
+        tail = self._tail[t]
+        for _rid, iid, _h in rows:
+            tail.pop(iid, None)
         self._write_buckets(t, deltas)
 
     def purge_expired(self, now_ns: int | None = None) -> int:

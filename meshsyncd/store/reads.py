@@ -1,13 +1,16 @@
 """Read side of the store: items, changes since a sequence, digests, cursors, conflicts.
 
 Theory of operation: reads never open a write transaction; in WAL mode they see the last
-committed state and never block the writer's commits for long. Everything here is a mixin
-of :class:`meshsyncd.store.core.Store` and shares its single connection (and so its
-single-thread rule).
+committed state and never block the writer's commits for long. A row is found by id through
+the tail map first and the ``ids`` table second (``core.py`` explains the two levels); an
+``ids`` entry for an id that is also in the tail map is stale and ignored. Everything here
+is a mixin of :class:`meshsyncd.store.core.Store` and shares its single connection (and so
+its single-thread rule).
 """
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -36,14 +39,44 @@ class ReadMixin:
     _conn: sqlite3.Connection
     _buckets: dict[int, list[int]]
     _seq: dict[int, int]
+    _tail: dict[int, dict[bytes, int]]
 
     # -- items ------------------------------------------------------------------------------
 
+    def _locate(self, t: int, item_id: bytes) -> int | None:
+        """The rowid of the row of ``item_id`` in tier ``t``, ``None`` if there is none."""
+        rid = self._tail[t].get(item_id)
+        if rid is None:
+            rec = self._conn.execute(
+                "SELECT rid FROM ids WHERE tier = ? AND item_id = ?", (t, item_id)
+            ).fetchone()
+            rid = None if rec is None else int(rec[0])
+        return rid
+
+    def _ids_after(self, t: int, after: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """The first ``limit`` (item_id, rowid) of tier ``t`` with ids above ``after``."""
+        tail = self._tail[t]
+        found = heapq.nsmallest(limit, ((i, r) for i, r in tail.items() if i > after))
+        last = after
+        while True:
+            recs = self._conn.execute(
+                "SELECT item_id, rid FROM ids WHERE tier = ? AND item_id > ?"
+                " ORDER BY item_id LIMIT ?",
+                (t, last, limit),
+            ).fetchall()
+            found.extend((i, r) for i, r in recs if i not in tail)
+            if len(recs) < limit or len(found) >= 2 * limit:
+                break
+            last = recs[-1][0]
+        found.sort()
+        return found[:limit]
+
     def get_row(self, tier: Tier, item_id: bytes) -> tuple[int, Row] | None:
         """``(seq, row)`` for one item, tombstones included; ``None`` if never seen."""
-        rec = self._conn.execute(
-            f"{_ROW_SQL} WHERE tier = ? AND item_id = ?", (int(tier), item_id)
-        ).fetchone()
+        rid = self._locate(int(tier), item_id)
+        if rid is None:
+            return None
+        rec = self._conn.execute(f"{_ROW_SQL} WHERE rowid = ?", (rid,)).fetchone()
         return None if rec is None else _row(rec)
 
     def rows_since(self, tier: Tier, after_seq: int, limit: int) -> list[tuple[int, Row]]:
@@ -85,25 +118,26 @@ class ReadMixin:
         out: list[tuple[int, Row]] = []
         last = after_id
         while len(out) < limit:
-            recs = self._conn.execute(
-                f"{_ROW_SQL} WHERE tier = ? AND item_id > ? ORDER BY tier, item_id LIMIT ?",
-                (int(tier), last, limit),
-            ).fetchall()
-            for rec in recs:
-                seq, row = _row(rec)
+            entries = self._ids_after(int(tier), last, limit)
+            for _iid, rid in entries:
+                seq, row = _row(
+                    self._conn.execute(f"{_ROW_SQL} WHERE rowid = ?", (rid,)).fetchone()
+                )
                 if include_deleted or not row.deleted:
                     out.append((seq, row))
                     if len(out) == limit:
                         break
-            if len(recs) < limit:
+            if len(entries) < limit:
                 break
-            last = recs[-1][1]
+            last = entries[-1][0]
         return out
 
     def count(self, tier: Tier) -> int:
         """Rows in ``tier``, tombstones included."""
+        t = int(tier)
         n: int = self._conn.execute(
-            "SELECT count(*) FROM items WHERE tier = ?", (int(tier),)
+            "SELECT count(*) FROM items WHERE rowid > ? AND rowid <= ?",
+            (t << SEQ_BITS, (t << SEQ_BITS) | SEQ_MASK),
         ).fetchone()[0]
         return n
 

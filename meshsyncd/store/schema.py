@@ -6,19 +6,29 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 1):
+Layout (version 2; version 1 differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
     ``rowid = tier << 56 | seq`` with ``seq`` strictly increasing per tier, so "changes of
     tier T after seq N" is a range scan of the table's own b-tree, with no extra index, and
-    a row that changes is re-inserted at the end (new rowid = new seq). The only secondary
-    index is the unique ``(tier, item_id)`` one. ``ts``/``origin`` are the base version's
-    key, biased by 2**63 to fit signed integers; ``op`` 0 means "no base, MERGE fields only".
-    ``fields`` is the canonical JSON of the MERGE field versions; ``bhash`` the base hash.
+    a row that changes is moved to the end (new rowid = new seq). New rows therefore land on
+    the last pages of the table whatever their ids. ``ts``/``origin`` are the base
+    version's key, biased by 2**63 to fit signed integers; ``op`` 0 means "no base, MERGE
+    fields only". ``fields`` is the canonical JSON of the MERGE field versions; ``bhash``
+    the base hash. Version 1 also had a unique index ``items_by_id (tier, item_id)``.
+``ids``
+    (version 2) The id -> rowid map of every row whose sequence is at most the tier's
+    ``merged`` mark, clustered on (tier, item_id). Rows above the mark (the *tail*) are
+    mapped by an in-memory dict the store rebuilds from the tail on open; it is written
+    into ``ids`` in one sorted pass when it grows past a bound (see ``core.py``). Why: a
+    b-tree keyed by random 128-bit ids dirties one random page per inserted id, so a
+    synchronously maintained index on ``items`` cost one WAL frame per new item on a large
+    store; folding the ids in bulk touches each leaf page once per pass instead. An
+    ``ids`` entry whose row moved into the tail is stale and shadowed by the tail map.
 ``tiers``
     Per tier: the last sequence number handed out (never reused, even when the row holding
-    it is purged).
+    it is purged) and (version 2) ``merged``, the sequence up to which ``ids`` is complete.
 ``buckets``
     Per tier, 256 bucket digests (sum of row hashes mod 2**256, bucket = item_id[0]).
 ``meta``
@@ -91,7 +101,22 @@ def _v1(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta VALUES ('clock_hwm', ?)", (-(1 << 63),))  # biased 0
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+def _v2(conn: sqlite3.Connection) -> None:
+    # Every existing row is below the new mark, so ``ids`` starts complete and the tail empty.
+    conn.execute(
+        "CREATE TABLE ids (tier INTEGER NOT NULL, item_id BLOB NOT NULL, rid INTEGER NOT NULL,"
+        " PRIMARY KEY (tier, item_id)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO ids (tier, item_id, rid) SELECT tier, item_id, rowid FROM items"
+        " ORDER BY tier, item_id"
+    )
+    conn.execute("DROP INDEX items_by_id")
+    conn.execute("ALTER TABLE tiers ADD COLUMN merged INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE tiers SET merged = seq")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

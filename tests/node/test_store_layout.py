@@ -1,0 +1,140 @@
+"""Store layout: the two-level id map (tail map + ``ids`` table) and the v1 -> v2 migration.
+
+A tiny ``tail_limit`` forces the tail to be folded into ``ids`` every few changes, so every
+read path meets rows on both levels, rows that moved from one level to the other (stale
+``ids`` entries), and a store reopened with a non-empty tail.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from meshsyncd.store import SCHEMA_VERSION, Store
+from meshsyncd.store.rows import base_hash, to_db
+from meshsyncd.store.schema import MIGRATIONS
+from protocol import Item, Op, Tier
+
+T = Tier.EPISODIC
+NOW = 1_700_000_000_000_000_000
+
+
+def iid(n: int) -> bytes:
+    # Ids in an order unrelated to their arrival, like random ones.
+    return bytes([(n * 97) % 256]) + n.to_bytes(15, "big")
+
+
+def item(n: int, ts: int, op: Op = Op.UPDATE, payload: bytes = b'{"v":1}') -> Item:
+    if op == Op.DELETE:
+        payload = b""
+    return Item(item_id=iid(n), timestamp_ns=ts, origin=7, tier=T, op=op, payload=payload)
+
+
+def snapshot(store: Store) -> dict[bytes, tuple[int, bytes | None]]:
+    out = {}
+    for n in range(40):
+        found = store.get_row(T, iid(n))
+        if found is not None:
+            out[iid(n)] = (found[0], found[1].value())
+    return out
+
+
+def test_rows_are_found_on_both_levels_before_and_after_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store.open(path, tail_limit=4) as store:
+        for n in range(30):
+            store.apply(T, [item(n, NOW + n)], now_ns=NOW)
+        # Rows that live in ``ids`` move into the tail: newer base, MERGE field, delete.
+        store.apply(T, [item(2, NOW + 100, payload=b'{"v":2}')], now_ns=NOW)
+        store.apply(T, [item(3, NOW + 101, Op.MERGE, b'{"m":1}')], now_ns=NOW)
+        store.apply(T, [item(4, NOW + 102, Op.DELETE)], now_ns=NOW)
+        store.apply(T, [item(30, NOW + 103), item(2, NOW + 104, Op.MERGE, b'{"m":2}')])
+        before = snapshot(store)
+        assert before[iid(2)][1] == b'{"m":2,"v":2}'
+        assert before[iid(3)][1] == b'{"m":1,"v":1}'
+        assert before[iid(4)][1] is None
+        assert store.count(T) == 31
+        ids = sorted(iid(n) for n in range(31))
+        assert [r.item_id for _s, r in store.scan(T, limit=100, include_deleted=True)] == ids
+        page = store.scan(T, limit=5, after_id=ids[9])
+        assert [r.item_id for _s, r in page] == [i for i in ids[10:] if i != iid(4)][:5]
+        digest = store.digest(T)
+        tail = dict(store._tail[int(T)])
+        assert 0 < len(tail) <= 4
+    with Store.open(path, tail_limit=4) as store:
+        assert store._tail[int(T)] == tail
+        assert snapshot(store) == before
+        assert store.digest(T) == digest
+        # Every version again: all duplicates, nothing moves.
+        seq = store.tier_seq(T)
+        assert store.apply(T, [item(n, NOW + n) for n in range(5, 30)]).applied == 0
+        assert store.tier_seq(T) == seq
+
+
+def test_purged_rows_leave_both_levels(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.db", tail_limit=3) as store:
+        old = NOW - 30 * 86_400 * 10**9
+        store.apply(T, [item(n, old + n) for n in range(6)], now_ns=NOW)
+        store.apply(T, [item(1, old + 50, Op.DELETE)], now_ns=NOW)  # moves 1 into the tail
+        store.apply(T, [item(5, old + 51, Op.DELETE)], now_ns=NOW)
+        store.record_ack(9, T, store.tier_seq(T))
+        assert store.purge_tombstones([9], now_ns=NOW) == 2
+        assert store.get_row(T, iid(1)) is None and store.get_row(T, iid(5)) is None
+        assert store.count(T) == 4
+        store.apply(T, [item(1, old + 60, payload=b'{"back":1}')], now_ns=NOW)
+        assert store.get_row(T, iid(1)) is not None
+    with Store.open(tmp_path / "s.db", tail_limit=3) as store:
+        assert store.get_row(T, iid(5)) is None
+        assert [r.item_id for _s, r in store.scan(T)] == sorted(iid(n) for n in range(5))
+
+
+def test_a_rolled_back_apply_restores_the_tail(tmp_path: Path) -> None:
+    def fault(point: str) -> None:
+        raise RuntimeError(point)
+
+    with Store.open(tmp_path / "s.db", tail_limit=2) as store:
+        store.apply(T, [item(n, NOW + n) for n in range(2)], now_ns=NOW)
+        tail = dict(store._tail[int(T)])
+        store.fault = fault
+        with pytest.raises(RuntimeError):
+            store.apply(T, [item(n, NOW + 10 + n) for n in range(5)], now_ns=NOW)
+        store.fault = None
+        assert store._tail[int(T)] == tail
+        assert store.get_row(T, iid(3)) is None
+        assert snapshot(store)[iid(0)][1] == b'{"v":1}'
+
+
+def test_a_version_1_store_migrates_to_the_id_map(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        MIGRATIONS[0](conn)
+        conn.execute("PRAGMA user_version = 1")
+        for n in range(3):
+            payload = b'{"n":%d}' % n
+            bh = base_hash(iid(n), NOW + n, 7, int(Op.INSERT), 0, payload).to_bytes(32, "big")
+            rid = int(T) << 56 | (n + 1)
+            conn.execute(
+                "INSERT INTO items (rowid, tier, item_id, ts, origin, op, priority, flags,"
+                " payload, fields, bhash) VALUES (?, ?, ?, ?, ?, ?, 2, 0, ?, NULL, ?)",
+                (rid, int(T), iid(n), to_db(NOW + n), to_db(7), 1, payload, bh),
+            )
+        conn.execute("UPDATE tiers SET seq = 3 WHERE tier = ?", (int(T),))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    with Store.open(path) as store:
+        assert store._tail[int(T)] == {}
+        assert [v for _s, v in snapshot(store).values()] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+        assert store.apply(T, [item(1, NOW + 50, payload=b"{}")], now_ns=NOW).applied == 1
+        assert snapshot(store)[iid(1)] == (4, b"{}")
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
+        assert "ids" in names and "items_by_id" not in names
+    finally:
+        conn.close()
