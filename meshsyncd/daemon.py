@@ -37,11 +37,14 @@ import trio
 import protocol as P
 from protocol import Item, Priority, Tier
 
+from . import __version__
 from .clock import HybridClock
-from .config import Config, ConfigError, PeerConfig, load_config
+from .config import Config, ConfigError, PeerConfig, load_config, parse_address
 from .control import ChangeFeed, ControlServer
 from .engine import AsyncEngine, Engine
 from .identity import Identity, node_id_text
+from .metrics import MeteredEngine, Metrics, Snapshot, tier_counts
+from .notify import Notifier
 from .session import DuplicateSession, Session, SessionClosed
 from .store import Store
 from .transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
@@ -93,6 +96,9 @@ class Daemon:
         self.engine: AsyncEngine
         self.ready = trio.Event()
         self.on_ready: Callable[[Daemon], None] | None = None
+        # service manager and metrics (docs/operations.md)
+        self.notifier = Notifier()
+        self.metrics = Metrics()
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -113,7 +119,9 @@ class Daemon:
         )
         try:
             clock = HybridClock(max_skew_ns=cfg.max_clock_skew_ns)
-            self.engine = AsyncEngine(Engine(store, node_id=self.node_id, clock=clock))
+            self.engine = MeteredEngine(
+                Engine(store, node_id=self.node_id, clock=clock), self.metrics
+            )
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 listeners = await trio.open_tcp_listeners(cfg.listen_port, host=cfg.listen_host)
@@ -124,6 +132,9 @@ class Daemon:
                     self._start_dialer(state)
                 nursery.start_soon(self._linger_loop)
                 nursery.start_soon(self._maintenance_loop)
+                if cfg.metrics_listen:
+                    host, port = parse_address(cfg.metrics_listen, "metrics.listen")
+                    await nursery.start(self.metrics.serve, host, port, self.metrics_snapshot)
                 self._write_pid()
                 log.info(
                     "daemon ready",
@@ -133,6 +144,9 @@ class Daemon:
                     incarnation=store.incarnation.hex(),
                 )
                 self.ready.set()
+                self.notifier.ready(self.describe())
+                nursery.start_soon(self.notifier.watchdog_loop)
+                nursery.start_soon(self.notifier.status_loop, self._describe_now)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
@@ -142,6 +156,7 @@ class Daemon:
 
     async def shutdown(self) -> None:
         """Say BYE to every peer (bounded), then stop everything."""
+        self.notifier.stopping()
         log.info("shutting down", sessions=len(self.sessions))
         with trio.move_on_after(SHUTDOWN_GRACE):
             async with trio.open_nursery() as nursery:
@@ -172,7 +187,17 @@ class Daemon:
     # -- reload -----------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Re-read the config; apply peer changes; keep the old config if the new one is bad."""
+        """Re-read the config; apply peer changes; keep the old config if the new one is bad.
+
+        Tells systemd RELOADING=1, then READY=1 whether the new config was taken or refused.
+        """
+        self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready(self.describe())
+
+    def _reload(self) -> bool:
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
@@ -343,7 +368,10 @@ class Daemon:
 
     def _on_remote(self, batch: P.Batch, peer: PeerConfig) -> None:
         source = peer.text
+        now_ns = time.time_ns()
         for item in batch.items:
+            if item.priority == Priority.URGENT:
+                self.metrics.observe_urgent_latency((now_ns - item.timestamp_ns) / 1e9)
             self.feed.publish(
                 {
                     "tier": item.tier.name,
@@ -428,6 +456,31 @@ class Daemon:
                 }
             rows.append(row)
         return rows
+
+    # -- service manager and metrics --------------------------------------------------------
+
+    def describe(self, stored: int | None = None) -> str:
+        """One line for ``systemctl status`` (STATUS=): peers connected, items, reloads."""
+        items = f"{stored} items stored, " if stored is not None else ""
+        return (
+            f"{len(self.sessions)}/{len(self.peers)} peers connected, {items}"
+            f"listening on {self.config.listen_host}:{self.listen_port}, reloads {self.reloads}"
+        )
+
+    async def _describe_now(self) -> str:
+        tiers = await self.engine.run(tier_counts, self.engine.engine.store)
+        return self.describe(sum(row["items"] for row in tiers.values()))
+
+    async def metrics_snapshot(self) -> Snapshot:
+        """State for a metrics scrape: tier counts (on the store's thread), the peers table."""
+        return {
+            "node": self.identity.text,
+            "version": __version__,
+            "reloads": self.reloads,
+            "refused_unknown": self.refused_unknown,
+            "tiers": await self.engine.run(tier_counts, self.engine.engine.store),
+            "peers": self.peers_table(),
+        }
 
 
 def short(node_id: bytes) -> int:
