@@ -6,10 +6,11 @@ scrapers and ``promtool`` agree with what we emit without us maintaining a seria
 
 Two kinds of metric (names and meanings are listed in ``docs/operations.md``):
 
-* Events the daemon reports as they happen: :meth:`Metrics.observe_apply` (apply latency of
-  a received batch), :meth:`Metrics.observe_urgent_latency` (write-to-arrival delay of an
-  URGENT item), :meth:`Metrics.observe_batch` (batch bytes on the wire and raw). These are
-  ordinary prometheus-client counters and histograms in a per-daemon registry.
+* Events reported as they happen: batches in and out with their raw size and the apply
+  latency (:class:`MeteredEngine`, through which every session's batches pass), and the
+  write-to-arrival delay of URGENT items (:meth:`Metrics.observe_urgent_latency`, from the
+  daemon's change hook). These are ordinary prometheus-client counters and histograms in a
+  per-daemon registry.
 * State the daemon already keeps (items and sequence per tier, the peers table with its
   counters and lag). A custom collector reads it from one ``snapshot`` mapping at scrape
   time, so the daemon needs no bookkeeping for them. Per-peer counters belong to the peer's
@@ -28,6 +29,7 @@ connection, with bounded request size, time and concurrency.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
@@ -39,14 +41,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 import protocol as P
+from protocol import Tier
 
-__all__ = ["Metrics", "Snapshot", "batch_raw_size"]
+from .engine import AsyncEngine, DeltaBatch, Engine
+from .store import ApplyResult, Store
+
+__all__ = ["MeteredEngine", "Metrics", "Snapshot", "batch_raw_size", "tier_counts"]
 
 Snapshot = Mapping[str, Any]
 """What the daemon's ``snapshot()`` returns; every key is optional::
 
     {"node": "6xziurmg...", "version": "0.1.0", "reloads": 2, "refused_unknown": 0,
-     "tiers": {"working": {"items": 10, "tombstones": 1, "seq": 42}, ...},
+     "tiers": {"working": {"items": 10, "seq": 42}, ...},
      "peers": [<rows of Daemon.peers_table()>]}
 """
 
@@ -76,6 +82,14 @@ def batch_raw_size(batch: P.Batch) -> int:
     return sum(P.ITEM_HEADER_SIZE + len(item.payload) for item in batch.items)
 
 
+def tier_counts(store: Store) -> dict[str, dict[str, int]]:
+    """Items stored (tombstones included) and last local sequence per tier.
+
+    Runs SQL on ``store``: call it on the store's writer thread (``AsyncEngine.run``).
+    """
+    return {t.name.lower(): {"items": store.count(t), "seq": store.tier_seq(t)} for t in Tier}
+
+
 class Metrics:
     """The daemon's metrics in one registry (a fresh one unless given, so tests can make many).
 
@@ -91,49 +105,49 @@ class Metrics:
             buckets=APPLY_BUCKETS,
             registry=self.registry,
         )
-        self.applied_items = Counter(
-            "meshsyncd_applied_items",
-            "Items in received batches that were applied.",
-            registry=self.registry,
-        )
         self.urgent_latency = Histogram(
             "meshsyncd_urgent_propagation_seconds",
             "Delay from an URGENT item's timestamp at its writer to its arrival here.",
             buckets=URGENT_BUCKETS,
             registry=self.registry,
         )
-        self.batch_bytes = Counter(
-            "meshsyncd_batch_bytes",
-            "Delta batch bytes by direction and form (wire: as sent; raw: uncompressed).",
-            ["direction", "form"],
-            registry=self.registry,
-        )
         self.batches = Counter(
             "meshsyncd_batches",
-            "Delta batches by direction (all peers, since start).",
+            "Delta batches applied (in) and produced for pulls (out), all peers, since start.",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.batch_items = Counter(
+            "meshsyncd_batch_items",
+            "Items in those batches.",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.batch_raw_bytes = Counter(
+            "meshsyncd_batch_raw_bytes",
+            "Raw size of those batches: item headers and payloads before batch compression.",
             ["direction"],
             registry=self.registry,
         )
         for direction in ("in", "out"):
-            self.batches.labels(direction)
-            for form in ("wire", "raw"):
-                self.batch_bytes.labels(direction, form)
+            for family in (self.batches, self.batch_items, self.batch_raw_bytes):
+                family.labels(direction)
         self.registry.register(_StateCollector(self))
 
     # -- events -----------------------------------------------------------------------------
 
-    def observe_apply(self, seconds: float, items: int) -> None:
-        """A received batch of ``items`` was applied in ``seconds``."""
+    def observe_apply(self, seconds: float) -> None:
+        """A received batch was applied (and its cursor advanced) ``seconds`` after it was
+        handed to the engine."""
         self.apply_seconds.observe(max(0.0, seconds))
-        self.applied_items.inc(max(0, items))
 
     def observe_urgent_latency(self, seconds: float) -> None:
         """An URGENT item arrived ``seconds`` after its writer stamped it (clock skew included,
         so a negative delay is recorded as zero)."""
         self.urgent_latency.observe(max(0.0, seconds))
 
-    def observe_batch(self, direction: str, *, wire_bytes: int, raw_bytes: int) -> None:
-        """A batch went ``"in"`` or ``"out"``: its body on the wire and its raw item bytes.
+    def observe_batch(self, direction: str, batch: P.Batch) -> None:
+        """A batch was applied here (``"in"``) or produced for a peer's pull (``"out"``).
 
         Raises:
             ValueError: ``direction`` is not ``"in"`` or ``"out"``.
@@ -141,8 +155,8 @@ class Metrics:
         if direction not in ("in", "out"):
             raise ValueError(f'direction must be "in" or "out", not {direction!r}')
         self.batches.labels(direction).inc()
-        self.batch_bytes.labels(direction, "wire").inc(max(0, wire_bytes))
-        self.batch_bytes.labels(direction, "raw").inc(max(0, raw_bytes))
+        self.batch_items.labels(direction).inc(len(batch.items))
+        self.batch_raw_bytes.labels(direction).inc(batch_raw_size(batch))
 
     # -- state ------------------------------------------------------------------------------
 
@@ -224,6 +238,34 @@ class Metrics:
             await trio.aclose_forcefully(stream)
 
 
+class MeteredEngine(AsyncEngine):
+    """An :class:`AsyncEngine` that reports batch sizes and apply latency to ``metrics``.
+
+    Why a subclass: every batch a session applies or produces passes through these two
+    calls, so the daemon gets the counts without the session knowing about metrics.
+    """
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        super().__init__(engine)
+        self.metrics = metrics
+
+    async def create_delta_batch(
+        self, tier: Tier, peer: int, after_seq: int, max_items: int = 1000, max_bytes: int = 1 << 20
+    ) -> DeltaBatch:
+        delta = await super().create_delta_batch(tier, peer, after_seq, max_items, max_bytes)
+        self.metrics.observe_batch("out", delta.batch)
+        return delta
+
+    async def apply_sync_batch(
+        self, batch: P.Batch, *, to_seq: int | None = None, peer: int | None = None
+    ) -> ApplyResult:
+        started = time.perf_counter()
+        result = await super().apply_sync_batch(batch, to_seq=to_seq, peer=peer)
+        self.metrics.observe_apply(time.perf_counter() - started)
+        self.metrics.observe_batch("in", batch)
+        return result
+
+
 class _StateCollector(Collector):
     """Gauges and per-peer counters read from the last snapshot at collect time."""
 
@@ -256,18 +298,16 @@ class _StateCollector(Collector):
 
 
 def _tier_metrics(tiers: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
-    items = GaugeMetricFamily("meshsyncd_items", "Live items per tier.", labels=["tier"])
-    tombs = GaugeMetricFamily(
-        "meshsyncd_tombstones", "Tombstones (deleted items) kept per tier.", labels=["tier"]
+    items = GaugeMetricFamily(
+        "meshsyncd_items", "Items stored per tier (tombstones included).", labels=["tier"]
     )
     seq = GaugeMetricFamily(
         "meshsyncd_local_seq", "Last local sequence number per tier.", labels=["tier"]
     )
     for tier, row in sorted(tiers.items()):
         items.add_metric([tier], float(row.get("items", 0)))
-        tombs.add_metric([tier], float(row.get("tombstones", 0)))
         seq.add_metric([tier], float(row.get("seq", 0)))
-    yield from (items, tombs, seq)
+    yield from (items, seq)
 
 
 def _peer_metrics(rows: list[Mapping[str, Any]]) -> Iterator[Metric]:

@@ -21,10 +21,11 @@ extra key), then ``READY=1`` when the reload is done; ``STOPPING=1`` at shutdown
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -45,7 +46,6 @@ class Notifier:
         env = os.environ if environ is None else environ
         self.address = _address(env.get("NOTIFY_SOCKET", ""))
         self._watchdog = _watchdog_interval(env)
-        self._sock: socket.socket | None = None
         self.sent = 0
         self.failures = 0
         self.last_error = ""
@@ -97,10 +97,11 @@ class Notifier:
             return False
         data = "\n".join(lines).encode("utf-8", "replace")
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.setblocking(False)
-            self._sock.sendto(data, self.address)
+            # A socket per message, like libsystemd: nothing to close at shutdown, and a
+            # restarted service manager is reached afresh. Cheap at our rate (seconds apart).
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)
+                sock.sendto(data, self.address)
         except OSError as exc:
             self.failures += 1
             error = f"{type(exc).__name__}: {exc}"
@@ -110,12 +111,6 @@ class Notifier:
             return False
         self.sent += 1
         return True
-
-    def close(self) -> None:
-        """Close the datagram socket (a later send opens a new one)."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
     def statistics(self) -> dict[str, Any]:
         """Counters for logs and tests: datagrams sent, failures, the last error."""
@@ -142,16 +137,21 @@ class Notifier:
             self.watchdog_ping()
             await trio.sleep(interval)
 
-    async def status_loop(self, describe: Callable[[], str], every: float = 5.0) -> None:
+    async def status_loop(
+        self, describe: Callable[[], str | Awaitable[str]], every: float = 5.0
+    ) -> None:
         """Send ``STATUS=describe()`` every ``every`` seconds when it changed, until cancelled.
 
-        ``describe`` runs on the event loop, so it must be cheap (read counters, no I/O).
+        ``describe`` may be a coroutine function (to read the store off the loop); a plain
+        function runs on the event loop, so it must be cheap (read counters, no I/O).
         """
         if self.address is None:
             return
         last = None
         while True:
             text = describe()
+            if inspect.isawaitable(text):
+                text = await text
             if text != last and self.status(text):
                 last = text
             await trio.sleep(every)
