@@ -445,49 +445,66 @@ class Session:
             ):
                 await self._poke[tier].wait()
 
+    def _request_pull(
+        self, tier: Tier, after: int
+    ) -> tuple[int, trio.MemoryReceiveChannel[P.BatchFrame]]:
+        """Send one PULL; the answer is exactly one BATCH (SPEC.md section 4)."""
+        request_id = next(self._request_ids)
+        send, recv = trio.open_memory_channel[P.BatchFrame](1)
+        self._waiting[request_id] = send
+        pull = P.Pull(
+            request_id=request_id,
+            tier=tier,
+            after_seq=after,
+            max_items=self.chunk_items,
+            max_bytes=self.chunk_bytes,
+        )
+        self._queue_urgent(self._frame(pull))
+        return request_id, recv
+
     async def _pull_round(self, tier: Tier) -> None:
+        """Pull a tier up to the peer's current sequence, one chunk per request.
+
+        Flow control: the next PULL goes out as soon as a BATCH arrives and before it is
+        applied, so the peer prepares chunk k+1 while we apply chunk k, yet never more
+        than two chunks are in flight. An urgent PUSH therefore queues behind at most that
+        much bulk, in socket buffers included, instead of behind a whole transfer.
+        """
         engine = self.engine.engine
         peer = self.peer_short
-        while True:
-            cursor = await self.engine.run(engine.store.cursor, peer, tier)
-            request_id = next(self._request_ids)
-            send, recv = trio.open_memory_channel[P.BatchFrame](1)
-            self._waiting[request_id] = send
-            try:
-                pull = P.Pull(
-                    request_id=request_id,
-                    tier=tier,
-                    after_seq=cursor,
-                    max_items=self.chunk_items,
-                    max_bytes=self.chunk_bytes,
-                )
-                self._queue_urgent(self._frame(pull))
-                last = cursor
-                while True:
-                    frame = await recv.receive()
-                    if frame.tier != tier or frame.from_seq != last:
-                        raise P.BadFieldError(
-                            f"BATCH for tier {frame.tier} from {frame.from_seq}, expected tier "
-                            f"{tier} from {last}",
-                            field="batch_frame",
-                        )
-                    batch = await trio.to_thread.run_sync(frame.decode)
-                    if frame.to_seq > last or batch.items:
-                        result = await self.engine.apply_sync_batch(
-                            batch, to_seq=frame.to_seq, peer=peer
-                        )
-                        self._count_in(batch, result)
-                    last = frame.to_seq
-                    self.cursors[tier] = last
-                    if not frame.more:
-                        self.remote_seq[tier] = max(self.remote_seq.get(tier, 0), last)
-                        break
-            finally:
-                del self._waiting[request_id]
-            if last > cursor:
-                ack = P.Ack(request_id=request_id, tier=tier, seq=last)
-                self._queue_urgent(self._frame(ack))
-            return
+        cursor = await self.engine.run(engine.store.cursor, peer, tier)
+        last = cursor
+        request_id, recv = self._request_pull(tier, cursor)
+        pending = [request_id]
+        try:
+            while True:
+                frame = await recv.receive()
+                if frame.tier != tier or frame.from_seq != last or frame.request_id != request_id:
+                    raise P.BadFieldError(
+                        f"BATCH for tier {frame.tier} from {frame.from_seq}, expected tier "
+                        f"{tier} from {last}",
+                        field="batch_frame",
+                    )
+                if frame.more:  # ask for the next chunk before applying this one
+                    request_id, recv = self._request_pull(tier, frame.to_seq)
+                    pending.append(request_id)
+                batch = await trio.to_thread.run_sync(frame.decode)
+                if frame.to_seq > last or batch.items:
+                    result = await self.engine.apply_sync_batch(
+                        batch, to_seq=frame.to_seq, peer=peer
+                    )
+                    self._count_in(batch, result)
+                last = frame.to_seq
+                self.cursors[tier] = last
+                if not frame.more:
+                    self.remote_seq[tier] = max(self.remote_seq.get(tier, 0), last)
+                    break
+        finally:
+            for rid in pending:
+                self._waiting.pop(rid, None)
+        if last > cursor:
+            ack = P.Ack(request_id=request_id, tier=tier, seq=last)
+            self._queue_urgent(self._frame(ack))
 
     def _count_in(self, batch: P.Batch, result: Any) -> None:
         self.stats.batches_in += 1
@@ -541,19 +558,14 @@ class Session:
             self.log.warning("pull refused: tier not given to peer", tier=pull.tier.name)
             await self._answer_empty(pull.request_id, pull.tier, pull.after_seq)
             return
-        after = pull.after_seq
-        while True:
-            delta = await self.engine.create_delta_batch(
-                pull.tier,
-                self.peer_short,
-                after,
-                min(pull.max_items, self.chunk_items),
-                min(pull.max_bytes, self.chunk_bytes),
-            )
-            await self._send_delta(pull.request_id, delta)
-            if not delta.more:
-                return
-            after = delta.to_seq
+        delta = await self.engine.create_delta_batch(
+            pull.tier,
+            self.peer_short,
+            pull.after_seq,
+            min(pull.max_items, self.chunk_items),
+            min(pull.max_bytes, self.chunk_bytes),
+        )
+        await self._send_delta(pull.request_id, delta)
 
     async def _send_delta(self, request_id: int, delta: Any) -> None:
         data = await trio.to_thread.run_sync(P.pack_batch, delta.batch)
