@@ -18,7 +18,6 @@ from typing import Final
 from .constants import MAX_FRAME
 from .errors import (
     BadMagicError,
-    LimitError,
     LocalProtocolError,
     ProtocolError,
     SessionStateError,
@@ -67,6 +66,7 @@ class ConnectionClosed:
     """The peer ended the stream cleanly at a frame boundary."""
 
 
+_FIRST_FRAMES = frozenset({Hello.TYPE, Error.TYPE, Bye.TYPE})
 _DATA_FRAMES: tuple[type[Frame], ...] = (Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest)
 
 # The whole session state machine: (state, frame class) -> next state. Absent = not allowed.
@@ -155,15 +155,24 @@ class Connection:
         try:
             head = read_frame_header(buf, pos, max_frame=self.max_frame)
         except ProtocolError as exc:
-            if self.their_state is State.IDLE and isinstance(exc, LimitError):
+            if self.their_state is State.IDLE:
                 raise BadMagicError(
-                    f"not a meshsyncd peer: first frame {exc.reason}",
-                    field="frame.length",
-                    offset=base,
+                    f"not a meshsyncd peer: first frame: {exc.reason}",
+                    field=exc.field,
+                    offset=base + (pos if exc.offset is None else exc.offset) - pos,
                 ) from None
             raise type(exc)(
-                exc.reason, field=exc.field, offset=base + (exc.offset or 0) - pos
+                exc.reason,
+                field=exc.field,
+                offset=base + (pos if exc.offset is None else exc.offset) - pos,
             ) from None
+        if head is not None and self.their_state is State.IDLE and head[0] not in _FIRST_FRAMES:
+            # The type byte alone decides: refuse before buffering the body.
+            raise BadMagicError(
+                f"not a meshsyncd peer: first frame has type {head[0]:#04x}, expected HELLO",
+                field="frame.type",
+                offset=base + 4,
+            )
         if head is None or len(buf) - pos < 4 + head[1]:
             if self._eof:
                 if self.buffered == 0:
@@ -174,20 +183,6 @@ class Connection:
                 )
             return NEED_DATA
         ftype, length = head
-        if (
-            self.their_state is State.IDLE
-            and ftype != Hello.TYPE
-            and ftype
-            not in (
-                Error.TYPE,
-                Bye.TYPE,
-            )
-        ):
-            raise BadMagicError(
-                f"not a meshsyncd peer: first frame has type {ftype:#04x}, expected HELLO",
-                field="frame.type",
-                offset=base + 4,
-            )
         body = bytes(buf[pos + 5 : pos + 4 + length])
         event = decode_body(ftype, body, base + 5)
         nxt = _TRANSITIONS.get((self.their_state, type(event)))

@@ -51,6 +51,7 @@ _FIELDS = struct.Struct(">16sQQBBBBHHII")
 _HEAD44 = struct.Struct(">16sQQBBBBHHI")
 _CRC = struct.Struct(">I")
 _U64_MAX = (1 << 64) - 1
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 frame magic 0xFD2FB528, little-endian
 
 # (version<<24 | tier<<16 | op<<8 | priority) -> (tier, op, priority, payload needs a check)
 _VTOP: dict[int, tuple[Tier, Op, Priority, bool]] = {
@@ -157,6 +158,8 @@ def inflate(data: Buffer, limit: int, field: str, offset: int | None) -> bytes:
         CompressionError: not one well-formed zstd frame with a declared content size.
         LimitError: the declared size is above ``limit``.
     """
+    if bytes(data[:4]) != _ZSTD_MAGIC:  # also refuses skippable frames (no content)
+        raise CompressionError("not a zstd frame", field=field, offset=offset)
     try:
         size = zstandard.frame_content_size(data)
     except zstandard.ZstdError:

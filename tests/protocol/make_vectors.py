@@ -277,6 +277,12 @@ def bad_vectors() -> dict[str, tuple[str, bytes, dict[str, Any], str]]:
             {"class": "LimitError", "field": "item.payload", "offset": 48},
             "compressed payload declaring 1 MiB + 1 inflated bytes",
         ),
+        "bad-item-zstd-skippable": (
+            "item",
+            _item_raw(P.Op.INSERT, P.PAYLOAD_ZSTD, bytes.fromhex("502a4d1800000000")),
+            {"class": "CompressionError", "field": "item.payload", "offset": 48},
+            "a zstd skippable frame is not a compressed payload (it would be a second empty form)",
+        ),
         "bad-batch-magic": (
             "batch",
             patch(small, 0, b"MSBX"),

@@ -175,3 +175,20 @@ def test_any_bytes_any_split_same_outcome(data: bytes, step: int) -> None:
     whole = run([data] if data else [])
     pieces = run([data[i : i + step] for i in range(0, len(data), step)])
     assert whole == pieces
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"\x00\x00\x00\x05\xee",  # unknown type
+        b"\x00\x00\x00\x00\x01",  # zero length
+        b"\x00\x10\x00\x00\x02",  # a PULL declaring 1 MiB: refused before any body arrives
+    ],
+)
+def test_bad_first_frame_header_is_not_a_peer(first: bytes) -> None:
+    conn = P.Connection()
+    conn.receive_data(first)
+    with pytest.raises(P.BadMagicError, match="not a meshsyncd peer") as info:
+        conn.next_event()
+    assert info.value.offset in (0, 4)
+    assert conn.buffered == len(first)
