@@ -31,7 +31,7 @@ seeds=fuzz/corpus/$target
 mkdir -p "$work" "$seeds" fuzz/crashes
 
 echo "fuzz: $target for ${seconds}s (max_len $max_len) with $PY" >&2
-"$PY" "fuzz/fuzz_$target.py" \
+"$PY" fuzz/entry.py "$target" \
     -max_total_time="$seconds" \
     -rss_limit_mb=2048 \
     -timeout=30 \
@@ -44,6 +44,6 @@ echo "fuzz: $target for ${seconds}s (max_len $max_len) with $PY" >&2
 
 if [ "${MERGE:-1}" != 0 ]; then
     echo "fuzz: merging new coverage from $work into $seeds" >&2
-    "$PY" "fuzz/fuzz_$target.py" -merge=1 -rss_limit_mb=2048 -timeout=30 \
+    "$PY" fuzz/entry.py "$target" -merge=1 -rss_limit_mb=2048 -timeout=30 \
         -max_len="$max_len" "$seeds" "$work"
 fi
