@@ -32,6 +32,7 @@ from meshsyncd.client import Client, ClientError
 from meshsyncd.engine import Engine
 from meshsyncd.identity import parse_node_id
 from meshsyncd.store import Store
+from meshsyncd.store.rows import to_db
 
 EXE = str(Path(sys.executable).with_name("meshsyncd"))
 TIERS = ("working", "episodic", "semantic")
@@ -284,6 +285,19 @@ def integrity_check(path: Path) -> str:
     finally:
         conn.close()
     return "; ".join(str(r[0]) for r in rows)
+
+
+def committed_cursors(path: Path, peer: FaultNode) -> dict[str, int]:
+    """A stopped node's committed cursors on ``peer``'s sequences, read-only from its store."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT tier, applied FROM cursors WHERE peer = ?", (to_db(peer.origin),)
+        ).fetchall()
+    finally:
+        conn.close()
+    found = {P.Tier(t).name.lower(): int(applied) for t, applied in rows}
+    return {t: found.get(t, 0) for t in TIERS}
 
 
 def preload(
