@@ -44,13 +44,14 @@ from typing import Any, NamedTuple
 
 from protocol import Item, Op, Tier
 
+from .idfilter import IdFilter
 from .maintenance import DAY_NS, Conflict, MaintenanceMixin
 from .rows import (
     BIAS,
     MOD,
     Key,
     Row,
-    base_hash,
+    base_digest,
     decode_fields,
     encode_fields,
     fields_hash,
@@ -76,7 +77,7 @@ DEFAULT_RETENTION_NS: Mapping[Tier, int | None] = {
 PAGE_SIZE = 8192  # bytes; applies to new files only
 SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
-_IN_CHUNK = 900
+_IN_CHUNK = 512  # parameters per IN list (padded to a power of two, see _padded)
 _INSERT = (
     "INSERT INTO items (rowid, tier, item_id, ts, origin, op, priority, flags, payload,"
     " fields, bhash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -96,6 +97,17 @@ class Existing(NamedTuple):
     hash: int
     bhash: int
     rid: int
+
+
+def _padded(values: list[Any]) -> list[Any]:
+    """``values`` repeated up to a power-of-two length (an IN list ignores repeats).
+
+    Why: every distinct statement text is compiled and kept in the connection's statement
+    cache; IN lists of every length from 1 to 512 would fill it with large programs (several
+    MiB) and recompile on most batches. Ten lengths stay cached.
+    """
+    size = 1 << (len(values) - 1).bit_length()
+    return values + values[: size - len(values)] if size > len(values) else values
 
 
 def _collect(cursor: Iterable[tuple[Any, ...]], out: dict[bytes, Existing]) -> None:
@@ -147,7 +159,7 @@ class Store(MaintenanceMixin):
         conflict_limit: int = 10_000,
         local_synchronous: str = "FULL",
         replicated_synchronous: str = "NORMAL",
-        cache_kib: int = 16_384,
+        cache_kib: int = 8_192,
         tail_limit: int = 50_000,
         fault: Callable[[str], None] | None = None,
     ) -> None:
@@ -165,6 +177,8 @@ class Store(MaintenanceMixin):
             # only: the page size of an existing WAL database is fixed).
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
+            # 8 MiB: with new rows appended and ids looked up through the filter, the hot set
+            # is the b-tree interiors and the last pages, not a random index.
             conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
             conn.execute("PRAGMA temp_store = MEMORY")
             self._sync_mode = ""
@@ -177,6 +191,8 @@ class Store(MaintenanceMixin):
             self._load_buckets()
             self._tail: dict[int, dict[bytes, int]] = {}
             self._load_tail()
+            self._filters: dict[int, IdFilter] = {}
+            self._load_filters()
         except BaseException:
             conn.close()
             raise
@@ -208,8 +224,10 @@ class Store(MaintenanceMixin):
 
     def _load_buckets(self) -> None:
         self._buckets = {int(t): [0] * 256 for t in Tier}
-        for tier, bucket, digest in self._conn.execute("SELECT tier, bucket, digest FROM buckets"):
-            self._buckets[tier][bucket] = int.from_bytes(digest, "big")
+        for tier, blob in self._conn.execute("SELECT tier, buckets FROM digests"):
+            self._buckets[tier] = [
+                int.from_bytes(blob[i : i + 32], "big") for i in range(0, 256 * 32, 32)
+            ]
 
     def _load_tail(self) -> None:
         """Rebuild the id -> rowid map of the rows above each tier's ``merged`` mark."""
@@ -222,14 +240,43 @@ class Store(MaintenanceMixin):
                 )
             )
 
+    def _load_filters(self) -> None:
+        """Load each tier's id filter; build it from ``ids`` where none was saved yet."""
+        saved = {t: (n, b) for t, n, b in self._conn.execute("SELECT * FROM filters")}
+        self._filters = {}
+        for tier in Tier:
+            t = int(tier)
+            if t in saved:
+                self._filters[t] = IdFilter(bytearray(saved[t][1]), saved[t][0])
+            else:
+                self._filters[t] = self._build_filter(t)
+
+    def _build_filter(self, t: int) -> IdFilter:
+        n = self._conn.execute("SELECT count(*) FROM ids WHERE tier = ?", (t,)).fetchone()[0]
+        fresh = IdFilter.for_capacity(2 * n)
+        fresh.add_all(
+            r[0] for r in self._conn.execute("SELECT item_id FROM ids WHERE tier = ?", (t,))
+        )
+        return fresh
+
     def _fold_tail(self, t: int) -> None:
         """Write the tier's tail map into ``ids`` (in id order) and move the mark up."""
         tail = self._tail[t]
+        order = sorted(tail)
+        # A generator, not a list: 10^5 live tuples would make the GC walk them repeatedly.
         self._conn.executemany(
             "INSERT OR REPLACE INTO ids (tier, item_id, rid) VALUES (?, ?, ?)",
-            [(t, iid, tail[iid]) for iid in sorted(tail)],
+            ((t, iid, tail[iid]) for iid in order),
         )
         self._conn.execute("UPDATE tiers SET merged = ? WHERE tier = ?", (self._seq[t], t))
+        idf = self._filters[t]
+        idf.add_all(order)
+        if idf.count > idf.capacity:
+            idf = self._filters[t] = self._build_filter(t)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO filters (tier, count, bits) VALUES (?, ?, ?)",
+            (t, idf.count, idf.bits),
+        )
         self._tail[t] = {}
 
     def _begin(self, synchronous: str) -> None:
@@ -247,41 +294,43 @@ class Store(MaintenanceMixin):
         self._seq = dict(self._conn.execute("SELECT tier, seq FROM tiers").fetchall())
         self._load_buckets()
         self._load_tail()
+        self._load_filters()
 
     def _existing(self, tier: int, ids: Iterable[bytes]) -> dict[bytes, Existing]:
         """Current rows (without payload) of ``ids``: row, full hash, base hash, rowid."""
         tail = self._tail[tier]
+        idf = self._filters[tier]
         by_rid: list[int] = []
         by_id: list[bytes] = []
         for iid in ids:
             rid = tail.get(iid)
-            if rid is None:
-                by_id.append(iid)
-            else:
+            if rid is not None:
                 by_rid.append(rid)
+            elif iid in idf:
+                by_id.append(iid)
         out: dict[bytes, Existing] = {}
         execute = self._conn.execute
         for start in range(0, len(by_id), _IN_CHUNK):
-            chunk = by_id[start : start + _IN_CHUNK]
+            chunk = _padded(by_id[start : start + _IN_CHUNK])
             sql = (
                 f"SELECT {_KEY_COLS} FROM ids JOIN items ON items.rowid = ids.rid"
                 f" WHERE ids.tier = ? AND ids.item_id IN ({','.join('?' * len(chunk))})"
             )
             _collect(execute(sql, (tier, *chunk)), out)
         for start in range(0, len(by_rid), _IN_CHUNK):
-            rids = by_rid[start : start + _IN_CHUNK]
+            rids = _padded(by_rid[start : start + _IN_CHUNK])
             sql = f"SELECT {_KEY_COLS} FROM items WHERE rowid IN ({','.join('?' * len(rids))})"
             _collect(execute(sql, rids), out)
         return out
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
         buckets = self._buckets[tier]
-        rows = []
         for bucket, delta in deltas.items():
-            value = (buckets[bucket] + delta) % MOD
-            buckets[bucket] = value
-            rows.append((tier, bucket, value.to_bytes(32, "big")))
-        self._conn.executemany("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", rows)
+            buckets[bucket] = (buckets[bucket] + delta) % MOD
+        self._conn.execute(
+            "INSERT OR REPLACE INTO digests (tier, buckets) VALUES (?, ?)",
+            (tier, b"".join([value.to_bytes(32, "big") for value in buckets])),
+        )
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -343,23 +392,28 @@ class Store(MaintenanceMixin):
         if not todo:
             return ApplyResult(0, 0)
         existing = self._existing(t, dict.fromkeys(item.item_id for item in todo))
-        rows: dict[bytes, Row] = {}
+        # A new item's first whole-value version *is* its row: it stays an Item (no Row, no
+        # fold) unless another version of the same id follows in the batch.
+        rows: dict[bytes, Row | Item] = {}
         losers: list[tuple[Key, Key]] = []
         conflicts: list[tuple[Any, ...]] = []
         applied = 0
+        merge = Op.MERGE
         for item in todo:
-            iid = item.item_id
-            row = rows.get(iid)
-            if row is None:
+            iid = item[0]
+            cur = rows.get(iid)
+            if cur is None:
                 old = existing.get(iid)
-                if old is None and item.op != Op.MERGE:
-                    # Fast path: first version of a new item is simply the base.
-                    rows[iid] = Row(
-                        iid, item[1], item[2], item[4], item[5], item[6], item[7], {}, True
-                    )
+                if old is None and item[4] != merge:
+                    rows[iid] = item
                     applied += 1
                     continue
                 row = old.row if old is not None else Row(iid)
+                rows[iid] = row
+            elif isinstance(cur, Row):
+                row = cur
+            else:
+                row = Row(iid, cur[1], cur[2], int(cur[4]), int(cur[5]), cur[6], cur[7], {}, True)
                 rows[iid] = row
             if row.fold(item, losers):
                 applied += 1
@@ -378,7 +432,22 @@ class Store(MaintenanceMixin):
         deltas: dict[int, int] = {}
         top = t << SEQ_BITS
         tail = self._tail[t]
-        for iid, row in rows.items():
+        for iid, entry in rows.items():
+            if not isinstance(entry, Row):
+                seq += 1
+                rid = top | seq
+                tail[iid] = rid
+                _, ts, origin, _, op_e, prio_e, flags, payload = entry
+                # Plain ints: sqlite3 binds an IntEnum through its adapter lookup (~1 us each).
+                op, prio = int(op_e), int(prio_e)
+                bhb = base_digest(iid, ts, origin, op, flags, payload)
+                insert.append(
+                    (rid, t, iid, ts - BIAS, origin - BIAS, op, prio, flags, payload, None, bhb)
+                )
+                b = iid[0]
+                deltas[b] = deltas.get(b, 0) + int.from_bytes(bhb, "big")
+                continue
+            row = entry
             if not (row.base_changed or row.fields_changed):
                 continue
             seq += 1
@@ -387,43 +456,15 @@ class Store(MaintenanceMixin):
             old = existing.get(iid)
             ftext = encode_fields(row.fields)
             if old is None or row.base_changed:
-                payload = row.payload
-                assert payload is not None
-                bh = base_hash(iid, row.ts, row.origin, row.op, row.flags, payload)
-                ts, origin = row.ts - BIAS, row.origin - BIAS
-                bhb = bh.to_bytes(32, "big")
+                body = row.payload
+                assert body is not None
+                bhb = base_digest(iid, row.ts, row.origin, row.op, row.flags, body)
+                cols = (row.ts - BIAS, row.origin - BIAS, row.op, row.priority, row.flags, body)
                 if old is None:
-                    insert.append(
-                        (
-                            rid,
-                            t,
-                            iid,
-                            ts,
-                            origin,
-                            row.op,
-                            row.priority,
-                            row.flags,
-                            payload,
-                            ftext,
-                            bhb,
-                        )
-                    )
+                    insert.append((rid, t, iid, *cols, ftext, bhb))
                 else:
-                    move.append(
-                        (
-                            rid,
-                            ts,
-                            origin,
-                            row.op,
-                            row.priority,
-                            row.flags,
-                            payload,
-                            ftext,
-                            bhb,
-                            old.rid,
-                        )
-                    )
-                new_hash = bh + fields_hash(iid, ftext)
+                    move.append((rid, *cols, ftext, bhb, old.rid))
+                new_hash = int.from_bytes(bhb, "big") + fields_hash(iid, ftext)
             else:
                 update.append((rid, ftext, old.rid))
                 new_hash = old.bhash + fields_hash(iid, ftext)

@@ -17,6 +17,7 @@ from typing import Any
 
 from protocol import Tier
 
+from .idfilter import IdFilter
 from .rows import MOD, Row, decode_fields, from_db, to_db
 
 __all__ = ["ReadMixin"]
@@ -40,13 +41,14 @@ class ReadMixin:
     _buckets: dict[int, list[int]]
     _seq: dict[int, int]
     _tail: dict[int, dict[bytes, int]]
+    _filters: dict[int, IdFilter]
 
     # -- items ------------------------------------------------------------------------------
 
     def _locate(self, t: int, item_id: bytes) -> int | None:
         """The rowid of the row of ``item_id`` in tier ``t``, ``None`` if there is none."""
         rid = self._tail[t].get(item_id)
-        if rid is None:
+        if rid is None and item_id in self._filters[t]:
             rec = self._conn.execute(
                 "SELECT rid FROM ids WHERE tier = ? AND item_id = ?", (t, item_id)
             ).fetchone()

@@ -39,6 +39,7 @@ __all__ = [
     "MOD",
     "NO_BASE",
     "Row",
+    "base_digest",
     "base_hash",
     "fields_hash",
     "from_db",
@@ -65,13 +66,18 @@ def from_db(value: int) -> int:
     return value + BIAS
 
 
-def base_hash(item_id: bytes, ts: int, origin: int, op: int, flags: int, payload: bytes) -> int:
+def base_digest(item_id: bytes, ts: int, origin: int, op: int, flags: int, payload: bytes) -> bytes:
     """Hash of a row's base version (wire payload, so compressed forms hash as sent)."""
     h = hashlib.blake2b(
         _BASE_HEAD.pack(item_id, ts, origin, op, flags, len(payload)), digest_size=32
     )
     h.update(payload)
-    return int.from_bytes(h.digest(), "big")
+    return h.digest()
+
+
+def base_hash(item_id: bytes, ts: int, origin: int, op: int, flags: int, payload: bytes) -> int:
+    """:func:`base_digest` as an integer (the form the digests add up)."""
+    return int.from_bytes(base_digest(item_id, ts, origin, op, flags, payload), "big")
 
 
 def fields_hash(item_id: bytes, fields_text: str | None) -> int:

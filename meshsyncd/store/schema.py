@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 2; version 1 differed only where noted):
+Layout (version 3; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -26,11 +26,18 @@ Layout (version 2; version 1 differed only where noted):
     synchronously maintained index on ``items`` cost one WAL frame per new item on a large
     store; folding the ids in bulk touches each leaf page once per pass instead. An
     ``ids`` entry whose row moved into the tail is stale and shadowed by the tail map.
+``filters``
+    (version 3) Per tier, a Bloom filter of the ids in ``ids`` (``idfilter.py``) and the
+    number of ids added to it, saved whenever the tail is folded into ``ids``. A store
+    without a saved filter builds it from ``ids`` when it opens.
 ``tiers``
     Per tier: the last sequence number handed out (never reused, even when the row holding
     it is purged) and (version 2) ``merged``, the sequence up to which ``ids`` is complete.
-``buckets``
-    Per tier, 256 bucket digests (sum of row hashes mod 2**256, bucket = item_id[0]).
+``digests``
+    (version 3) Per tier, the 256 bucket digests (sum of row hashes mod 2**256, bucket =
+    item_id[0]) as one 8 KiB blob of 32-byte big-endian values: a batch of random ids
+    changes nearly every bucket, and one row write costs far less than 256. Versions 1
+    and 2 had a ``buckets`` table with one row per (tier, bucket).
 ``meta``
     ``incarnation`` (16 random bytes made at creation) and ``clock_hwm``.
 ``cursors``
@@ -116,7 +123,23 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE tiers SET merged = seq")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE digests (tier INTEGER PRIMARY KEY, buckets BLOB NOT NULL)")
+    for tier in range(3):
+        values = [bytes(32)] * 256
+        for bucket, digest in conn.execute(
+            "SELECT bucket, digest FROM buckets WHERE tier = ?", (tier,)
+        ):
+            values[bucket] = bytes(digest)
+        conn.execute("INSERT INTO digests VALUES (?, ?)", (tier, b"".join(values)))
+    conn.execute("DROP TABLE buckets")
+    conn.execute(
+        "CREATE TABLE filters (tier INTEGER PRIMARY KEY, count INTEGER NOT NULL,"
+        " bits BLOB NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

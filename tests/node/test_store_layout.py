@@ -1,4 +1,4 @@
-"""Store layout: the two-level id map (tail map + ``ids`` table) and the v1 -> v2 migration.
+"""Store layout: the two-level id map (tail map + ``ids`` table), migrations from version 1.
 
 A tiny ``tail_limit`` forces the tail to be folded into ``ids`` every few changes, so every
 read path meets rows on both levels, rows that moved from one level to the other (stale
@@ -7,12 +7,14 @@ read path meets rows on both levels, rows that moved from one level to the other
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from meshsyncd.store import SCHEMA_VERSION, Store
+from meshsyncd.store import SCHEMA_VERSION, Store, idfilter
+from meshsyncd.store.idfilter import IdFilter
 from meshsyncd.store.rows import base_hash, to_db
 from meshsyncd.store.schema import MIGRATIONS
 from protocol import Item, Op, Tier
@@ -133,8 +135,40 @@ def test_a_version_1_store_migrates_to_the_id_map(tmp_path: Path) -> None:
         assert snapshot(store)[iid(1)] == (4, b"{}")
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
-        assert "ids" in names and "items_by_id" not in names
+        assert {"ids", "digests", "filters"} <= names
+        assert not {"items_by_id", "buckets"} & names
     finally:
         conn.close()
+
+
+def test_id_filter_has_no_false_negatives_and_few_false_positives() -> None:
+    rnd = random.Random(4)
+    members = [rnd.randbytes(16) for _ in range(5000)]
+    idf = IdFilter.for_capacity(5000)
+    idf.add_all(members)
+    assert all(m in idf for m in members)
+    # Structured ids (a counter in the last bytes) spread too.
+    counted = [n.to_bytes(16, "big") for n in range(5000)]
+    idf2 = IdFilter.for_capacity(5000)
+    idf2.add_all(counted)
+    assert all(m in idf2 for m in counted)
+    for f in (idf, idf2):
+        strangers = sum(rnd.randbytes(16) in f for _ in range(20_000))
+        assert strangers < 20_000 * 0.02
+
+
+def test_filter_is_rebuilt_larger_and_survives_reopening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(idfilter, "MIN_CAPACITY", 1)
+    with Store.open(tmp_path / "s.db", tail_limit=3) as store:
+        for n in range(40):
+            store.apply(T, [item(n, NOW + n)], now_ns=NOW)
+        idf = store._filters[int(T)]
+        assert idf.capacity >= 30 and all(iid(n) in idf for n in range(36))
+        before = snapshot(store)
+    with Store.open(tmp_path / "s.db", tail_limit=3) as store:
+        assert store._filters[int(T)].bits == idf.bits
+        assert snapshot(store) == before
