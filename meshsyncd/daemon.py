@@ -314,8 +314,7 @@ class Daemon:
                 if state is not None:
                     state.state = "disconnected"
                     state.ended.set()
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+            await _close_gracefully(stream)
 
     def _on_open(self, session: Session) -> None:
         """Register a session whose HELLO arrived; collapse duplicates (see module doc)."""
@@ -481,6 +480,20 @@ class Daemon:
             "tiers": await self.engine.run(tier_counts, self.engine.engine.store),
             "peers": self.peers_table(),
         }
+
+
+async def _close_gracefully(stream: trio.abc.Stream) -> None:
+    """TLS close_notify first (bounded), so a final ERROR or BYE reaches the peer.
+
+    Closing a socket with unread input makes the kernel send RST, and an RST can make the
+    peer drop what it has received but not yet read: our last frame, the one explaining why.
+    """
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(1):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.aclose()
+                return
+        await trio.aclose_forcefully(stream)
 
 
 def short(node_id: bytes) -> int:
