@@ -39,6 +39,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -263,16 +264,18 @@ class Store(MaintenanceMixin):
         """Write the tier's tail map into ``ids`` (in id order) and move the mark up."""
         tail = self._tail[t]
         order = sorted(tail)
-        # A generator, not a list: 10^5 live tuples would make the GC walk them repeatedly.
+        # An iterator, not a list: 10^5 live tuples would make the GC walk them repeatedly.
         self._conn.executemany(
             "INSERT OR REPLACE INTO ids (tier, item_id, rid) VALUES (?, ?, ?)",
-            ((t, iid, tail[iid]) for iid in order),
+            zip(repeat(t), order, map(tail.__getitem__, order)),
         )
         self._conn.execute("UPDATE tiers SET merged = ? WHERE tier = ?", (self._seq[t], t))
         idf = self._filters[t]
-        idf.add_all(order)
-        if idf.count > idf.capacity:
+        if idf.count + len(order) > idf.capacity:
+            # ``ids`` already holds the tail: the rebuild covers it, at twice the size.
             idf = self._filters[t] = self._build_filter(t)
+        else:
+            idf.add_all(order)
         self._conn.execute(
             "INSERT OR REPLACE INTO filters (tier, count, bits) VALUES (?, ?, ?)",
             (t, idf.count, idf.bits),

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 __all__ = ["BITS_PER_ID", "IdFilter"]
 
 BITS_PER_ID = 8  # 3% false positives when full, far fewer right after a rebuild
-MIN_CAPACITY = 1 << 15
+MIN_CAPACITY = 1 << 17  # 128 KiB: small stores never rebuild
 _MUL = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd 128-bit constant (golden ratio digits)
 _MASK128 = (1 << 128) - 1
 
