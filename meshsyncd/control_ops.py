@@ -137,7 +137,7 @@ async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
         op = Op.INSERT if found is None or found[1].deleted else Op.UPDATE
         return engine.write(tier, item_id, op, value, priority=prio)
 
-    item = await daemon.engine.run(work, daemon.engine.engine)
+    item = await daemon.engine.run(work, daemon.engine.engine, urgent=prio >= Priority.HIGH)
     return _local_write(daemon, item)
 
 
@@ -153,7 +153,8 @@ async def op_delete(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
     item_id = _target(p, allow_new=False)
     item = await daemon.engine.run(
-        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio)
+        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio),
+        urgent=prio >= Priority.HIGH,
     )
     return _local_write(daemon, item)
 
@@ -168,7 +169,8 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
     if size > MAX_PAYLOAD:
         raise ControlError("too_large", f"fields are {size} bytes; the limit is {MAX_PAYLOAD}")
     item = await daemon.engine.run(
-        lambda: daemon.engine.engine.merge(tier, item_id, fields, priority=prio)
+        lambda: daemon.engine.engine.merge(tier, item_id, fields, priority=prio),
+        urgent=prio >= Priority.HIGH,
     )
     return _local_write(daemon, item)
 

@@ -387,14 +387,20 @@ class AsyncEngine:
         self.engine = engine
         self.worker = worker or SerialWorker()
 
-    async def run(self, fn: Any, *args: Any) -> Any:
-        """Run any callable that touches the engine, serialised with every other call."""
-        return await self.worker.run(fn, *args)
+    async def run(self, fn: Any, *args: Any, urgent: bool = False) -> Any:
+        """Run any callable that touches the engine, serialised with every other call.
+
+        ``urgent`` calls (URGENT/HIGH writes) go ahead of queued normal ones.
+        """
+        return await self.worker.run(fn, *args, urgent=urgent)
 
     async def write(
         self, tier: Tier, item_id: bytes, op: Op, payload: bytes = b"", **kw: Any
     ) -> Item:
-        return await self.worker.run(lambda: self.engine.write(tier, item_id, op, payload, **kw))
+        urgent = kw.get("priority", Priority.NORMAL) >= Priority.HIGH
+        return await self.worker.run(
+            lambda: self.engine.write(tier, item_id, op, payload, **kw), urgent=urgent
+        )
 
     async def create_delta_batch(
         self, tier: Tier, peer: int, after_seq: int, max_items: int = 1000, max_bytes: int = 1 << 20
@@ -406,8 +412,10 @@ class AsyncEngine:
     async def apply_sync_batch(
         self, batch: Batch, *, to_seq: int | None = None, peer: int | None = None
     ) -> ApplyResult:
+        # A live push carrying URGENT/HIGH items jumps the queue of bulk applies.
+        urgent = to_seq is None and any(i.priority >= Priority.HIGH for i in batch.items)
         return await self.worker.run(
-            lambda: self.engine.apply_sync_batch(batch, to_seq=to_seq, peer=peer)
+            lambda: self.engine.apply_sync_batch(batch, to_seq=to_seq, peer=peer), urgent=urgent
         )
 
     async def observe_peer(self, peer: int, incarnation: bytes) -> bool:

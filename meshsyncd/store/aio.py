@@ -10,6 +10,8 @@ returns, so a cancelled task can never leave a transaction half-open behind it.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,24 +22,76 @@ from protocol import Item, Tier
 from .core import ApplyResult, Store
 from .rows import Row
 
-__all__ = ["AsyncStore", "SerialWorker"]
+__all__ = ["AsyncStore", "SerialWorker", "WorkerStatistics"]
 
 T = TypeVar("T")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """Calls running (0 or 1) and waiting, urgent and normal."""
+
+    borrowed_tokens: int
+    tasks_waiting: int
+    urgent_waiting: int
+    urgent_runs: int
+
+
 class SerialWorker:
-    """Runs blocking callables on worker threads strictly one at a time."""
+    """Runs blocking callables on worker threads strictly one at a time, urgent ones first.
+
+    Why a priority: an URGENT write or push must not queue behind a backlog of bulk
+    applies (DESIGN.md "Priorities"). Queued urgent calls run before queued normal ones;
+    a call already running always finishes first (a transaction is never interrupted).
+    """
 
     def __init__(self) -> None:
-        self._limiter = trio.CapacityLimiter(1)
+        self._busy = False
+        self._urgent: collections.deque[trio.Event] = collections.deque()
+        self._normal: collections.deque[trio.Event] = collections.deque()
+        self._urgent_runs = 0
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
         """Run ``fn(*args)`` on a worker thread; re-raise whatever it raises."""
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        await self._acquire(urgent)
+        try:
+            if urgent:
+                self._urgent_runs += 1
+            return await trio.to_thread.run_sync(fn, *args)
+        finally:
+            self._release()
 
-    def statistics(self) -> trio.CapacityLimiterStatistics:
-        """How many calls are running (0 or 1) and waiting."""
-        return self._limiter.statistics()
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._busy:
+            self._busy = True
+            await trio.lowlevel.checkpoint()
+            return
+        turn = trio.Event()
+        queue = self._urgent if urgent else self._normal
+        queue.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():  # the worker was handed to us as we were cancelled
+                self._release()
+            else:
+                queue.remove(turn)
+            raise
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            if queue:
+                queue.popleft().set()  # ownership passes on; _busy stays True
+                return
+        self._busy = False
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            borrowed_tokens=int(self._busy),
+            tasks_waiting=len(self._urgent) + len(self._normal),
+            urgent_waiting=len(self._urgent),
+            urgent_runs=self._urgent_runs,
+        )
 
 
 class AsyncStore:
