@@ -415,7 +415,11 @@ class Session:
         self.remote_seq[digest.tier] = digest.seq
         self.cursors.setdefault(digest.tier, cursor)
         if digest.seq > cursor:
-            self._poke[digest.tier].set()
+            self._poke[digest.tier].set()  # the pull round ACKs when it is done
+        else:
+            # Already there: say so, or a sync barrier on the other side would wait for an
+            # ACK that no pull round is going to send.
+            self._queue_urgent(self._frame(P.Ack(request_id=0, tier=digest.tier, seq=cursor)))
 
     async def _pinger(self) -> None:
         """Keepalive: measure RTT, and end a session whose peer has gone silent.

@@ -7,9 +7,13 @@ module installs the peers table as ``commands.node.show_peers_hook``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +166,10 @@ def sync(client: Client, as_json: bool, now: bool, peers: tuple[str, ...], timeo
     """
     if not now:
         raise Fail("sync needs --now (the only mode: sync now and wait)", 2)
-    result = client.sync(list(peers) or None, parse_duration(timeout))
+    seconds = parse_duration(timeout)
+    show = not as_json and sys.stderr.isatty()
+    with _progress(client.path, enabled=show):
+        result = client.sync(list(peers) or None, seconds)
     failed = result.get("failed", [])
     if as_json:
         emit_json(result)
@@ -175,6 +182,41 @@ def sync(client: Client, as_json: bool, now: bool, peers: tuple[str, ...], timeo
             click.echo("no connected peers")
     if failed:
         raise Fail(f"sync did not complete with: {', '.join(failed)}", 1)
+
+
+@contextlib.contextmanager
+def _progress(path: Path, *, enabled: bool) -> Iterator[None]:
+    """On a terminal, show items pulled and the remaining lag while a long sync runs.
+
+    A full resync of a large tier can take minutes; a silent command looks hung. The
+    progress line comes from a second control connection polling the peers table.
+    """
+    if not enabled:
+        yield
+        return
+    done = threading.Event()
+
+    def poll() -> None:
+        with contextlib.suppress(ClientError, OSError), Client(path, timeout=5) as watcher:
+            while not done.wait(0.5):
+                rows = watcher.peers()
+                got = sum(int(r.get("items_in") or 0) for r in rows)
+                lag = sum(
+                    int(v)
+                    for r in rows
+                    for v in (r.get("lag") or {}).values()
+                    if isinstance(v, int)
+                )
+                click.echo(f"\rsync: {got:,} items in, {lag:,} behind   ", err=True, nl=False)
+
+    thread = threading.Thread(target=poll, name="sync-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(2)
+        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
 
 
 def _fmt_ms(value: Any) -> str:

@@ -179,3 +179,29 @@ async def test_peer_clock_far_ahead_is_refused_at_hello(tmp_path: Path) -> None:
         assert a.clock.refused == 1
     finally:
         a.store.close()
+
+
+async def test_sync_barrier_completes_when_the_peer_is_already_up_to_date(tmp_path: Path) -> None:
+    """A new session to a peer that is already caught up: no pull happens, yet it ACKs."""
+    a, b = _engine(tmp_path / "a.db", 1), _engine(tmp_path / "b.db", 2)
+    try:
+        a.write(Tier.EPISODIC, b"e" * 16, Op.INSERT, b'{"x": 1}')
+
+        async def first(sa: Session, sb: Session) -> None:
+            await sa._hello_seen.wait()
+            await sb._hello_seen.wait()
+            await sb.wait_synced()
+
+        async def second(sa: Session, sb: Session) -> None:
+            await sa._hello_seen.wait()
+            await sb._hello_seen.wait()
+            await sb.wait_synced()  # finds nothing new: no pull round ACKs anything
+            with trio.fail_after(5):
+                seqs = await sa.announce()
+                await sa.wait_acked(seqs)
+
+        await _run_pair(a, b, first, pull_interval=3600)
+        await _run_pair(a, b, second, pull_interval=3600)
+    finally:
+        a.store.close()
+        b.store.close()
