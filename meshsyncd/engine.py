@@ -394,13 +394,28 @@ class AsyncEngine:
         """
         return await self.worker.run(fn, *args, urgent=urgent)
 
+    async def maintain(self) -> None:
+        """Run due store upkeep (a fold step) as its own normal-priority worker call.
+
+        Why a separate call: the step costs about one batch apply, and a call already
+        running always finishes first; between two calls a queued urgent write goes ahead
+        (DESIGN.md "Priorities"). The check reads the store's state from the trio thread
+        without the worker: a stale answer only shifts a step to the next call.
+        """
+        store = self.engine.store
+        if store.needs_maintenance:
+            await self.worker.run(store.maintenance_step)
+
     async def write(
         self, tier: Tier, item_id: bytes, op: Op, payload: bytes = b"", **kw: Any
     ) -> Item:
         urgent = kw.get("priority", Priority.NORMAL) >= Priority.HIGH
-        return await self.worker.run(
+        item = await self.worker.run(
             lambda: self.engine.write(tier, item_id, op, payload, **kw), urgent=urgent
         )
+        if not urgent:  # an urgent write is acknowledged (and pushed) without waiting
+            await self.maintain()
+        return item
 
     async def create_delta_batch(
         self, tier: Tier, peer: int, after_seq: int, max_items: int = 1000, max_bytes: int = 1 << 20
@@ -414,9 +429,12 @@ class AsyncEngine:
     ) -> ApplyResult:
         # A live push carrying URGENT/HIGH items jumps the queue of bulk applies.
         urgent = to_seq is None and any(i.priority >= Priority.HIGH for i in batch.items)
-        return await self.worker.run(
+        result = await self.worker.run(
             lambda: self.engine.apply_sync_batch(batch, to_seq=to_seq, peer=peer), urgent=urgent
         )
+        if to_seq is not None:  # bulk (a pull) pays for the upkeep; live pushes never wait
+            await self.maintain()
+        return result
 
     async def observe_peer(self, peer: int, incarnation: bytes) -> bool:
         return await self.worker.run(self.engine.observe_peer, peer, incarnation)

@@ -15,14 +15,17 @@ change (only MERGE fields did) are updated in place without reading their payloa
 
 Sequence numbers are per tier and live in the rowid (``tier << 56 | seq``, see
 ``schema.py``), so every changed row is written at the end of the table. Finding a row by id
-goes through two levels: the in-memory *tail* map (id -> rowid of every row above the tier's
-``merged`` mark, rebuilt from those rows on open and after a rollback) and the ``ids`` table
-for everything below it. When the tail outgrows ``tail_limit`` it is written into ``ids``
-in id order, in the transaction of the batch that filled it, and the mark moves up. This is
-what keeps a batch of new random ids from dirtying one random index page per item (the cost
-that dominates a synchronously indexed table of a million rows); the price is a bounded map
-in memory (``tail_limit`` entries per tier, about 120 bytes each) and one sorted pass over
-``ids`` per ``tail_limit`` changes.
+goes through two levels: the in-memory *tail* map (id -> rowid of every row above the mark
+of its id's bucket, rebuilt from those rows on open and after a rollback) and the ``ids``
+table for everything below it. When the tail grows past ``tail_limit`` it is written into
+``ids`` in id order, a run of buckets (first id byte) per step, and those buckets' marks
+move up (``fold.py``). This is what keeps a batch of new random ids from dirtying one random
+index page per item (the cost that dominates a synchronously indexed table of a million
+rows); the price is a bounded map in memory (``tail_limit`` entries per tier, at most 1.25
+times that, ~120 bytes each) and one sorted pass over ``ids`` per ``tail_limit`` changes,
+cut into steps of about one batch's cost that the async engine runs as separate worker
+calls. WAL checkpoints run beside the writer on their own thread and connection
+(``checkpoint.py``), not inside a commit.
 
 Durability: local writes commit with ``synchronous=FULL`` (acknowledged means on disk);
 replicated batches default to ``NORMAL``, which in WAL mode can lose the last transactions
@@ -39,13 +42,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from protocol import Item, Op, Tier
 
-from .idfilter import IdFilter
+from .checkpoint import Checkpointer
+from .fold import FoldMixin
 from .maintenance import DAY_NS, Conflict, MaintenanceMixin
 from .rows import (
     BIAS,
@@ -140,7 +143,7 @@ class StoredItem:
     fields: Mapping[str, tuple[int, int, Any]]
 
 
-class Store(MaintenanceMixin):
+class Store(FoldMixin, MaintenanceMixin):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
@@ -162,6 +165,8 @@ class Store(MaintenanceMixin):
         replicated_synchronous: str = "NORMAL",
         cache_kib: int = 8_192,
         tail_limit: int = 50_000,
+        fold_entries: int | None = None,
+        checkpointer: bool = True,
         fault: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
@@ -171,6 +176,8 @@ class Store(MaintenanceMixin):
         self.replicated_synchronous = replicated_synchronous.upper()
         self.fault = fault
         self.tail_limit = tail_limit
+        # ~1/32 of the tail per step: at the default limit one step costs about one batch.
+        self.fold_entries = max(1, tail_limit // 32) if fold_entries is None else fold_entries
         self.stats = {"applied": 0, "stale": 0, "expired": 0, "conflicts": 0}
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -190,10 +197,11 @@ class Store(MaintenanceMixin):
             self._seq = dict(conn.execute("SELECT tier, seq FROM tiers").fetchall())
             self._buckets: dict[int, list[int]] = {}
             self._load_buckets()
-            self._tail: dict[int, dict[bytes, int]] = {}
             self._load_tail()
-            self._filters: dict[int, IdFilter] = {}
-            self._load_filters()
+            self._checkpointer: Checkpointer | None = None
+            if checkpointer:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
+                self._checkpointer = Checkpointer(self.path)
         except BaseException:
             conn.close()
             raise
@@ -205,6 +213,8 @@ class Store(MaintenanceMixin):
 
     def close(self) -> None:
         """Close the connection; uncommitted work cannot exist between calls."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -230,58 +240,6 @@ class Store(MaintenanceMixin):
                 int.from_bytes(blob[i : i + 32], "big") for i in range(0, 256 * 32, 32)
             ]
 
-    def _load_tail(self) -> None:
-        """Rebuild the id -> rowid map of the rows above each tier's ``merged`` mark."""
-        self._tail = {}
-        for tier, merged in self._conn.execute("SELECT tier, merged FROM tiers").fetchall():
-            self._tail[tier] = dict(
-                self._conn.execute(
-                    "SELECT item_id, rowid FROM items WHERE rowid > ? AND rowid <= ?",
-                    ((tier << SEQ_BITS) | merged, (tier << SEQ_BITS) | SEQ_MASK),
-                )
-            )
-
-    def _load_filters(self) -> None:
-        """Load each tier's id filter; build it from ``ids`` where none was saved yet."""
-        saved = {t: (n, b) for t, n, b in self._conn.execute("SELECT * FROM filters")}
-        self._filters = {}
-        for tier in Tier:
-            t = int(tier)
-            if t in saved:
-                self._filters[t] = IdFilter(bytearray(saved[t][1]), saved[t][0])
-            else:
-                self._filters[t] = self._build_filter(t)
-
-    def _build_filter(self, t: int) -> IdFilter:
-        n = self._conn.execute("SELECT count(*) FROM ids WHERE tier = ?", (t,)).fetchone()[0]
-        fresh = IdFilter.for_capacity(2 * n)
-        fresh.add_all(
-            r[0] for r in self._conn.execute("SELECT item_id FROM ids WHERE tier = ?", (t,))
-        )
-        return fresh
-
-    def _fold_tail(self, t: int) -> None:
-        """Write the tier's tail map into ``ids`` (in id order) and move the mark up."""
-        tail = self._tail[t]
-        order = sorted(tail)
-        # An iterator, not a list: 10^5 live tuples would make the GC walk them repeatedly.
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO ids (tier, item_id, rid) VALUES (?, ?, ?)",
-            zip(repeat(t), order, map(tail.__getitem__, order)),
-        )
-        self._conn.execute("UPDATE tiers SET merged = ? WHERE tier = ?", (self._seq[t], t))
-        idf = self._filters[t]
-        if idf.count + len(order) > idf.capacity:
-            # ``ids`` already holds the tail: the rebuild covers it, at twice the size.
-            idf = self._filters[t] = self._build_filter(t)
-        else:
-            idf.add_all(order)
-        self._conn.execute(
-            "INSERT OR REPLACE INTO filters (tier, count, bits) VALUES (?, ?, ?)",
-            (t, idf.count, idf.bits),
-        )
-        self._tail[t] = {}
-
     def _begin(self, synchronous: str) -> None:
         self._set_sync(synchronous)
         self._conn.execute("BEGIN IMMEDIATE")
@@ -290,6 +248,8 @@ class Store(MaintenanceMixin):
         if self.fault is not None:
             self.fault("before_commit")
         self._conn.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:
@@ -297,7 +257,6 @@ class Store(MaintenanceMixin):
         self._seq = dict(self._conn.execute("SELECT tier, seq FROM tiers").fetchall())
         self._load_buckets()
         self._load_tail()
-        self._load_filters()
 
     def _existing(self, tier: int, ids: Iterable[bytes]) -> dict[bytes, Existing]:
         """Current rows (without payload) of ``ids``: row, full hash, base hash, rowid."""
@@ -435,11 +394,13 @@ class Store(MaintenanceMixin):
         deltas: dict[int, int] = {}
         top = t << SEQ_BITS
         tail = self._tail[t]
+        pending = self._pending[t]
         for iid, entry in rows.items():
             if not isinstance(entry, Row):
                 seq += 1
                 rid = top | seq
                 tail[iid] = rid
+                pending[iid[0]].append(iid)
                 _, ts, origin, _, op_e, prio_e, flags, payload = entry
                 # Plain ints: sqlite3 binds an IntEnum through its adapter lookup (~1 us each).
                 op, prio = int(op_e), int(prio_e)
@@ -456,6 +417,7 @@ class Store(MaintenanceMixin):
             seq += 1
             rid = top | seq
             tail[iid] = rid
+            pending[iid[0]].append(iid)
             old = existing.get(iid)
             ftext = encode_fields(row.fields)
             if old is None or row.base_changed:
@@ -482,8 +444,8 @@ class Store(MaintenanceMixin):
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq
-        if len(tail) > self.tail_limit:
-            self._fold_tail(t)
+        if len(tail) > self.hard_limit:
+            self._fold_inline(t)
         if deltas:
             self._write_buckets(t, deltas)
         if conflicts:

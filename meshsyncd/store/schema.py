@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 3; older versions differed only where noted):
+Layout (version 4; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -18,21 +18,26 @@ Layout (version 3; older versions differed only where noted):
     fields only". ``fields`` is the canonical JSON of the MERGE field versions; ``bhash``
     the base hash. Version 1 also had a unique index ``items_by_id (tier, item_id)``.
 ``ids``
-    (version 2) The id -> rowid map of every row whose sequence is at most the tier's
-    ``merged`` mark, clustered on (tier, item_id). Rows above the mark (the *tail*) are
-    mapped by an in-memory dict the store rebuilds from the tail on open; it is written
-    into ``ids`` in one sorted pass when it grows past a bound (see ``core.py``). Why: a
+    (version 2) The id -> rowid map of every row whose sequence is at most its bucket's
+    mark (``tiers.marks``), clustered on (tier, item_id). Rows above the mark (the *tail*)
+    are mapped by an in-memory dict the store rebuilds from the tail on open; it is written
+    into ``ids`` in sorted steps, a run of buckets at a time (see ``fold.py``). Why: a
     b-tree keyed by random 128-bit ids dirties one random page per inserted id, so a
     synchronously maintained index on ``items`` cost one WAL frame per new item on a large
     store; folding the ids in bulk touches each leaf page once per pass instead. An
     ``ids`` entry whose row moved into the tail is stale and shadowed by the tail map.
 ``filters``
     (version 3) Per tier, a Bloom filter of the ids in ``ids`` (``idfilter.py``) and the
-    number of ids added to it, saved whenever the tail is folded into ``ids``. A store
-    without a saved filter builds it from ``ids`` when it opens.
+    number of ids added to it, saved once per round of fold steps; (version 4) ``upto``, the
+    lowest bucket mark when it was saved: on open, the ids of rows between ``upto`` and
+    their bucket's mark are added to it. A store without a saved filter builds it from
+    ``ids`` when it opens.
 ``tiers``
     Per tier: the last sequence number handed out (never reused, even when the row holding
-    it is purged) and (version 2) ``merged``, the sequence up to which ``ids`` is complete.
+    it is purged); (version 2) ``merged``, the sequence up to which ``ids`` is complete for
+    every bucket; (version 4) ``marks``, 256 big-endian u64 marks, one per first byte of
+    ``item_id`` (bucket): ``ids`` holds every row of the bucket at or below its mark. NULL
+    means every bucket is at ``merged``.
 ``digests``
     (version 3) Per tier, the 256 bucket digests (sum of row hashes mod 2**256, bucket =
     item_id[0]) as one 8 KiB blob of 32-byte big-endian values: a batch of random ids
@@ -139,7 +144,17 @@ def _v3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: sqlite3.Connection) -> None:
+    # NULL marks: every bucket at ``merged``, which is what a version 3 store had. A filter
+    # saved by version 3 covered ``ids`` up to the tier's mark at the time.
+    conn.execute("ALTER TABLE tiers ADD COLUMN marks BLOB")
+    conn.execute("ALTER TABLE filters ADD COLUMN upto INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        "UPDATE filters SET upto = (SELECT merged FROM tiers WHERE tiers.tier = filters.tier)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

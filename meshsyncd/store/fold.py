@@ -1,0 +1,198 @@
+"""Folding the in-memory tail map into the ``ids`` table, one key range at a time.
+
+Theory of operation (``core.py`` explains the two levels, ``schema.py`` the tables): the
+key space of a tier is cut into 256 *buckets* by the first byte of the item id, and each
+bucket has its own *mark*: ``ids`` holds every row of the bucket whose sequence is at most
+the mark. The tail map holds the rows above their bucket's mark. A *fold step* takes the
+next run of buckets (round-robin), writes their tail entries into ``ids`` in id order, moves
+their marks to the tier's current sequence and drops the entries from the tail, in one
+transaction. The marks are persisted with the step (one 2 KiB blob per tier), so after a
+crash at any instant the tail rebuilt on open (rows above their bucket's mark) and ``ids``
+describe the same rows as before the crash.
+
+Why in steps: folding the whole tail at once rewrites nearly every leaf page of ``ids``
+(on a store of a million items, ~30 MB and ~0.5 s) inside one call on the single writer
+thread, and an urgent write queued behind it waits that long (DESIGN.md "Priorities"). A
+step covers about ``fold_entries`` tail entries, so it touches the same share of ``ids``
+leaf pages as the fold used to spend per batch: the total work is unchanged, but it comes in
+pieces about the size of one batch apply, and the async engine runs each piece as its own
+worker call so an urgent call can go between. :meth:`FoldMixin.maintenance_step` runs one
+step when a tier's tail is above ``tail_limit``; an apply that finds the tail above 1.25
+times that folds inline (callers that never run maintenance still have a bounded map, and
+memory stays what it was with the one-pass fold).
+
+The Bloom filter (``idfilter.py``) gains a bucket's ids when the bucket is folded, in
+memory; it is saved when the round-robin wraps around, with ``upto``, the lowest mark at
+that moment. Every id written into ``ids`` after the save belongs to a row above ``upto``,
+so on open the store adds the ids of the rows between ``upto`` and their bucket's mark to
+the saved filter; the filter never misses an id that is in ``ids``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from itertools import repeat
+
+from .idfilter import IdFilter
+
+__all__ = ["BUCKETS", "FoldMixin"]
+
+BUCKETS = 256
+SEQ_BITS = 56
+SEQ_MASK = (1 << SEQ_BITS) - 1
+
+
+def _pack_marks(marks: list[int]) -> bytes:
+    return b"".join(m.to_bytes(8, "big") for m in marks)
+
+
+def _unpack_marks(blob: bytes | None, merged: int) -> list[int]:
+    if blob is None:
+        return [merged] * BUCKETS
+    return [int.from_bytes(blob[i : i + 8], "big") for i in range(0, 8 * BUCKETS, 8)]
+
+
+class FoldMixin:
+    """The tail map, the per-bucket marks and the id filters of a store (module docstring)."""
+
+    _conn: sqlite3.Connection
+    _seq: dict[int, int]
+    tail_limit: int
+    fold_entries: int
+
+    def _begin(self, synchronous: str) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    replicated_synchronous: str
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load_tail(self) -> None:
+        """Rebuild the tail maps, marks and filters from the file (open, rollback)."""
+        self._tail: dict[int, dict[bytes, int]] = {}
+        self._pending: dict[int, list[list[bytes]]] = {}
+        self._marks: dict[int, list[int]] = {}
+        self._next_bucket: dict[int, int] = {}
+        self._filters: dict[int, IdFilter] = {}
+        saved = {t: (n, b, u) for t, n, b, u in self._conn.execute("SELECT * FROM filters")}
+        tiers = self._conn.execute("SELECT tier, merged, marks FROM tiers").fetchall()
+        for t, merged, blob in tiers:
+            marks = self._marks[t] = _unpack_marks(blob, merged)
+            self._next_bucket[t] = 0
+            tail: dict[bytes, int] = {}
+            pending: list[list[bytes]] = [[] for _ in range(BUCKETS)]
+            if t in saved:
+                count, bits, upto = saved[t]
+                idf = IdFilter(bytearray(bits), count)
+            else:
+                idf, upto = self._build_filter(t), SEQ_MASK
+            missed: list[bytes] = []
+            low = (t << SEQ_BITS) | min(upto, *marks)
+            for iid, rid in self._conn.execute(
+                "SELECT item_id, rowid FROM items WHERE rowid > ? AND rowid <= ?",
+                (low, (t << SEQ_BITS) | SEQ_MASK),
+            ):
+                if rid & SEQ_MASK > marks[iid[0]]:
+                    tail[iid] = rid
+                    pending[iid[0]].append(iid)
+                elif rid & SEQ_MASK > upto:
+                    missed.append(iid)  # folded after the filter was saved
+            idf.add_all(missed)
+            self._tail[t], self._pending[t], self._filters[t] = tail, pending, idf
+
+    def _build_filter(self, t: int) -> IdFilter:
+        n = self._conn.execute("SELECT count(*) FROM ids WHERE tier = ?", (t,)).fetchone()[0]
+        fresh = IdFilter.for_capacity(2 * n)
+        fresh.add_all(
+            r[0] for r in self._conn.execute("SELECT item_id FROM ids WHERE tier = ?", (t,))
+        )
+        return fresh
+
+    # -- folding ----------------------------------------------------------------------------
+
+    def _note_tail(self, t: int, iid: bytes, rid: int) -> None:
+        """Record that ``iid`` now lives at ``rid`` in the tail (slow path, few callers)."""
+        self._tail[t][iid] = rid
+        self._pending[t][iid[0]].append(iid)
+
+    @property
+    def needs_maintenance(self) -> bool:
+        """True when a tier's tail is above ``tail_limit`` (a fold step is due)."""
+        return any(len(tail) > self.tail_limit for tail in self._tail.values())
+
+    def maintenance_step(self) -> bool:
+        """Fold one run of buckets of the fullest tier if its tail is above ``tail_limit``.
+
+        Its own short transaction; returns whether it did anything. Cheap to call when
+        nothing is due.
+
+        Raises:
+            sqlite3.Error: the disk failed; nothing was folded.
+        """
+        t, tail = max(self._tail.items(), key=lambda kv: len(kv[1]))
+        if len(tail) <= self.tail_limit:
+            return False
+        self._begin(self.replicated_synchronous)
+        try:
+            self._fold_step(t)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return True
+
+    @property
+    def hard_limit(self) -> int:
+        """Tail size above which an apply folds inline: 1.25 x ``tail_limit``."""
+        return self.tail_limit + self.tail_limit // 4
+
+    def _fold_inline(self, t: int) -> None:
+        """Inside an apply: fold while the tail is above :attr:`hard_limit`."""
+        while len(self._tail[t]) > self.hard_limit:
+            self._fold_step(t)
+
+    def _fold_step(self, t: int) -> None:
+        """Fold the next buckets holding about ``fold_entries`` tail entries (in a txn)."""
+        tail, pending, marks = self._tail[t], self._pending[t], self._marks[t]
+        start = b = self._next_bucket[t]
+        want = max(1, self.fold_entries)
+        ids: list[bytes] = []
+        wrapped = False
+        while True:
+            ids.extend(pending[b])
+            pending[b] = []
+            marks[b] = self._seq[t]
+            b = (b + 1) % BUCKETS
+            wrapped = b == 0
+            if len(ids) >= want or wrapped or b == start:
+                break
+        self._next_bucket[t] = b
+        order = sorted({i for i in ids if i in tail})
+        rids = [tail.pop(i) for i in order]
+        # Iterators, not lists of tuples: many live tuples would make the GC walk them.
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO ids (tier, item_id, rid) VALUES (?, ?, ?)",
+            zip(repeat(t), order, rids),
+        )
+        self._conn.execute(
+            "UPDATE tiers SET merged = ?, marks = ? WHERE tier = ?",
+            (min(marks), _pack_marks(marks), t),
+        )
+        idf = self._filters[t]
+        if idf.count + len(order) > idf.capacity:
+            # ``ids`` already holds this step's ids: the rebuild covers them, at twice the size.
+            idf = self._filters[t] = self._build_filter(t)
+            wrapped = True
+        else:
+            idf.add_all(order)
+        if wrapped:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO filters (tier, count, bits, upto) VALUES (?, ?, ?, ?)",
+                (t, idf.count, idf.bits, min(marks)),
+            )
