@@ -63,8 +63,10 @@ class SerialWorker:
 
     async def _acquire(self, urgent: bool) -> None:
         if not self._busy:
+            # Raise a pending cancellation *before* taking the worker: a cancel delivered
+            # after taking it would leave it taken for ever (every later call would hang).
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._busy = True
-            await trio.lowlevel.checkpoint()
             return
         turn = trio.Event()
         queue = self._urgent if urgent else self._normal

@@ -56,3 +56,12 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_worker_usable() -> No
         assert worker.statistics().tasks_waiting == 0
         gate.set()
     assert await worker.run(lambda: 42) == 42
+
+
+async def test_a_call_cancelled_as_it_takes_an_idle_worker_does_not_keep_it() -> None:
+    worker = SerialWorker()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await worker.run(lambda: None)
+    with trio.fail_after(5):
+        assert await worker.run(lambda: 7) == 7
