@@ -61,6 +61,21 @@ class SessionClosed(Exception):
 
 _TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
+INLINE_DECODE_BYTES = 16 * 1024
+
+
+async def _decode(frame: P.BatchFrame | P.Push) -> P.Batch:
+    """Parse a batch: small ones (a live push) inline, large ones on a worker thread.
+
+    A thread hop costs more than decoding a few dozen items; a 1000-item chunk would hold
+    the event loop for a millisecond or more, so it goes to a thread.
+    """
+    if len(frame.batch) <= INLINE_DECODE_BYTES:
+        await trio.lowlevel.checkpoint()
+        return frame.decode()
+    return await trio.to_thread.run_sync(frame.decode)
+
+
 # How a session may end without it being a bug in this node.
 _ENDINGS = (
     SessionClosed,
@@ -492,7 +507,7 @@ class Session:
                 if frame.more:  # ask for the next chunk before applying this one
                     request_id, recv = self._request_pull(tier, frame.to_seq)
                     pending.append(request_id)
-                batch = await trio.to_thread.run_sync(frame.decode)
+                batch = await _decode(frame)
                 if frame.to_seq > last or batch.items:
                     result = await self.engine.apply_sync_batch(
                         batch, to_seq=frame.to_seq, peer=peer
@@ -523,7 +538,7 @@ class Session:
             self.stats.rejected += 1
             self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
             return
-        batch = await trio.to_thread.run_sync(push.decode)
+        batch = await _decode(push)
         result = await self.engine.apply_sync_batch(batch, peer=self.peer_short)
         self._count_in(batch, result)
 
