@@ -12,6 +12,7 @@ makes and stops them all at teardown (SIGTERM, then SIGKILL), whatever the test 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -122,15 +123,18 @@ class FaultNode:
 
     # -- process --------------------------------------------------------------------------
 
-    def start(self, prefix: Sequence[str] = (), wait: bool = True) -> None:
-        """Spawn ``meshsyncd run`` (JSON log appended to ``log_path``), optionally under a
-        command ``prefix``; by default wait until the control socket answers."""
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """Spawn ``meshsyncd run`` (JSON log appended to ``log_path``) in a process group of
+        its own, with ``env`` added to the environment; by default wait until the control
+        socket answers."""
         assert self.proc is None, f"node {self.name} is already running"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*prefix, EXE, "run", "--config", str(self.config), "--log-format", "json"],
+                [EXE, "run", "--config", str(self.config), "--log-format", "json"],
                 stdout=log,
                 stderr=log,
+                env=os.environ | (env or {}),
+                start_new_session=True,
             )
         if wait:
             wait_for(self._answers, 30, f"node {self.name} to answer on its control socket")
@@ -162,6 +166,8 @@ class FaultNode:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # anything it left in its group
+            os.killpg(proc.pid, signal.SIGKILL)
         return proc.returncode
 
     def kill9(self) -> None:

@@ -272,9 +272,14 @@ def test_hostile_peer_input(scene: Scene, case: Case) -> None:
     seen = len(a.log_events(case.event, peer=who))
     a_rss = a.rss_kib()
     answers = trio.run(case.attack, scene)
+    # The ERROR frame saying why is checked where it is sent; that it always arrives is
+    # test_slow_peer.py::test_error_frame_reaches_a_peer_behind_bulk_data (a known race:
+    # the session's writer cancelled mid-send breaks the TLS stream for the ERROR).
+    errors = [f for f in answers if isinstance(f, P.Error)]
     if case.error_frame:
-        errors = [f for f in answers if isinstance(f, P.Error)]
-        assert errors and errors[0].code in (P.ErrorCode.PROTOCOL, P.ErrorCode.LIMIT), answers
+        assert all(e.code in (P.ErrorCode.PROTOCOL, P.ErrorCode.LIMIT) for e in errors), errors
+    else:
+        assert not errors, errors
     wait_for(
         lambda: len(a.log_events(case.event, peer=who)) > seen,
         10,
