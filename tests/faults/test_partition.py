@@ -14,63 +14,13 @@ import itertools
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from faultnodes import FaultNode, Fleet, converged, wait_for
+from ledger import Expect
 from proxy import FaultProxy
 
 from meshsyncd.client import ClientError
-
-
-@dataclass
-class Expect:
-    """Acknowledged writes per (tier, key) and the value the conflict order makes win."""
-
-    writes: dict[tuple[str, str], list[tuple[tuple[int, int], str | None]]] = field(
-        default_factory=dict
-    )
-    merges: dict[tuple[str, str], dict[str, tuple[tuple[int, int], Any]]] = field(
-        default_factory=dict
-    )
-
-    @staticmethod
-    def _key(result: dict[str, Any]) -> tuple[int, int]:
-        return (int(result["timestamp_ns"]), int(result["origin"], 16))
-
-    def put(self, node: FaultNode, tier: str, key: str, value: str, priority: str) -> None:
-        with node.client() as c:
-            r = c.put(value, tier=tier, key=key, priority=priority)
-        self.writes.setdefault((tier, key), []).append((self._key(r), value))
-
-    def delete(self, node: FaultNode, tier: str, key: str) -> None:
-        with node.client() as c:
-            r = c.delete(tier=tier, key=key, priority="high")
-        self.writes.setdefault((tier, key), []).append((self._key(r), None))
-
-    def merge(self, node: FaultNode, tier: str, key: str, fields: dict[str, Any]) -> None:
-        with node.client() as c:
-            r = c.merge(fields, tier=tier, key=key, priority="normal")
-        got = self.merges.setdefault((tier, key), {})
-        for name, value in fields.items():
-            if name not in got or self._key(r) > got[name][0]:
-                got[name] = (self._key(r), value)
-
-    def check(self, node: FaultNode) -> None:
-        with node.client() as c:
-            for (tier, key), versions in self.writes.items():
-                _, want = max(versions)
-                try:
-                    have: str | None = c.get(tier=tier, key=key)["value"]
-                except ClientError as exc:
-                    assert exc.code == "not_found", exc
-                    have = None
-                assert have == want, f"{node.name}: {tier}/{key} is {have!r}, expected {want!r}"
-            for (tier, key), fields in self.merges.items():
-                obj = json.loads(c.get(tier=tier, key=key)["value"])
-                want_obj = {name: v for name, (_, v) in fields.items()}
-                assert obj == want_obj, f"{node.name}: merged {tier}/{key} is {obj}"
 
 
 def _proxied_mesh(

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import struct
 import time
 
+import pytest
 import trio
-from evilpeer import EvilPeer
+from evilpeer import EvilPeer, read_until_closed
 from faultnodes import Fleet, preload, wait_for
 
 import protocol as P
@@ -123,3 +126,44 @@ def _has(cl: object, key: str) -> bool:
         return True
     except ClientError:
         return False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the ERROR frame is lost when the session's writer is cancelled inside "
+    "SSLStream.send_all (trio marks the TLS stream BROKEN), so Session._send_error's "
+    "BrokenResourceError is swallowed and the peer only sees EOF",
+)
+def test_error_frame_reaches_a_peer_behind_bulk_data(fleet: Fleet) -> None:
+    """A peer with bulk data in flight (the sender's writer is blocked in ``send_all``)
+    sends a bad frame: it must still be told why, after the data already on its way."""
+    a = fleet.node("a")
+    peer = EvilPeer(fleet.node("s"), a)
+    raw = ITEM_BYTES * 3 // 4
+    preload(a, 2_000, payload=lambda n: base64.b64encode(os.urandom(raw)))
+    a.start()
+
+    async def attack() -> list[P.Frame]:
+        stream = await peer.connect()
+        stream.transport_stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        async with stream:
+            conn = P.Connection()
+            data = peer.hello(conn)
+            for i in range(18):  # ~18 chunks of 256 KiB: more than the socket buffers hold
+                pull = P.Pull(
+                    request_id=i + 1,
+                    tier=P.Tier.EPISODIC,
+                    after_seq=0,
+                    max_items=P.MAX_BATCH_ITEMS,
+                    max_bytes=P.MAX_BATCH_RAW,
+                )
+                data += conn.send(pull)
+            await stream.send_all(data)
+            await trio.sleep(1.0)  # a's writer is now blocked on our full receive window
+            await stream.send_all(struct.pack(">IB", 1, 0x7F))  # unknown frame type
+            return await read_until_closed(stream, conn, 20)
+
+    frames = trio.run(attack)
+    wait_for(lambda: bool(a.log_events("protocol error", peer=peer.me.short)), 10, "a's log")
+    errors = [f for f in frames if isinstance(f, P.Error)]
+    assert errors and errors[0].code == P.ErrorCode.PROTOCOL, [type(f).__name__ for f in frames]
