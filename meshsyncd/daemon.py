@@ -55,6 +55,8 @@ NORMAL_LINGER = 0.02
 BACKOFF_MIN = 0.25
 BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 3.0
+STABLE_SESSION = 10.0  # a session that lasted this long resets the redial backoff
+STORE_CLOSE_TIMEOUT = 15.0
 MAINTENANCE_EVERY = 300.0
 
 log: Any = structlog.get_logger("meshsyncd.daemon")
@@ -150,7 +152,13 @@ class Daemon:
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
-                await self.engine.run(store.close) if hasattr(self, "engine") else store.close()
+                if hasattr(self, "engine"):
+                    with trio.move_on_after(STORE_CLOSE_TIMEOUT) as closing:
+                        await self.engine.run(store.close)
+                    if closing.cancelled_caught:  # SQLite's WAL keeps the data safe anyway
+                        log.error("store did not close in time; exiting without closing it")
+                else:
+                    store.close()
             self._remove_pid()
             log.info("daemon stopped", node=self.identity.text)
 
@@ -261,8 +269,19 @@ class Daemon:
                     with trio.move_on_after(delay):
                         await state.wake.wait()
                     continue
-                await self._run_session(stream, peer, initiator=True)
-                await trio.sleep(random.uniform(0.05, 0.25))
+                session = await self._run_session(stream, peer, initiator=True)
+                lasted = time.time() - session.opened_at if session.opened_at else 0.0
+                if lasted >= STABLE_SESSION:
+                    state.backoff = BACKOFF_MIN
+                    await trio.sleep(random.uniform(0.05, 0.25))
+                else:
+                    # Refused at HELLO (clock skew, wrong id), a protocol error, or a link
+                    # that keeps dying: back off like a failed dial, not a redial storm.
+                    delay = state.backoff * random.uniform(0.5, 1.5)
+                    state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+                    state.wake = trio.Event()
+                    with trio.move_on_after(delay):
+                        await state.wake.wait()
 
     async def _inbound(self, tcp: trio.SocketStream) -> None:
         try:
@@ -286,7 +305,7 @@ class Daemon:
 
     async def _run_session(
         self, stream: trio.abc.Stream, peer: PeerConfig, *, initiator: bool
-    ) -> None:
+    ) -> Session:
         session = Session(
             self.engine,
             stream,
@@ -315,6 +334,7 @@ class Daemon:
                     state.state = "disconnected"
                     state.ended.set()
             await _close_gracefully(stream)
+        return session
 
     def _on_open(self, session: Session) -> None:
         """Register a session whose HELLO arrived; collapse duplicates (see module doc)."""
@@ -338,7 +358,6 @@ class Daemon:
         if state is not None:
             state.state = "connected"
             state.connects += 1
-            state.backoff = BACKOFF_MIN
             state.last_error = ""
         log.info("peer connected", peer=node_id_text(pid)[:16], inbound=not session.initiator)
 

@@ -45,6 +45,8 @@ CHUNK_ITEMS = 1000
 CHUNK_BYTES = 256 * 1024
 READ_SIZE = 65536
 DEAD_AFTER_PINGS = 3
+# How long the last ERROR/BYE may wait behind the chunk being written to a slow peer.
+FINAL_FLUSH_TIMEOUT = 5.0
 
 
 class DuplicateSession(Exception):
@@ -62,6 +64,22 @@ class SessionClosed(Exception):
 _TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 INLINE_DECODE_BYTES = 16 * 1024
+
+
+def _last_word(exc: BaseException) -> P.Frame | None:
+    """The frame that tells the peer why we end the session, if the protocol has one."""
+    if isinstance(exc, P.RemoteProtocolError):
+        return P.Error(code=P.ErrorCode.PROTOCOL, text=_text(str(exc)))
+    if isinstance(exc, ClockSkewError):
+        return P.Error(code=P.ErrorCode.CLOCK_SKEW, text=_text(str(exc)))
+    if isinstance(exc, DuplicateSession):
+        return P.Bye(code=P.ByeCode.DUPLICATE, text="duplicate connection")
+    return None
+
+
+def _text(message: str) -> str:
+    """Cut a message to MAX_TEXT bytes of UTF-8 without splitting a character."""
+    return message.encode("utf-8")[: P.MAX_TEXT].decode("utf-8", errors="ignore")
 
 
 async def _decode(frame: P.BatchFrame | P.Push) -> P.Batch:
@@ -166,8 +184,10 @@ class Session:
         self._hello_seen = trio.Event()
         self._running = False
         self._last_rx = 0.0
-        self._bye: bytes | None = None
-        self._bye_sent = trio.Event()
+        self._failure: BaseException | None = None  # how the session is ending
+        self._nursery: trio.Nursery
+        self._final: bytes | None = None  # the last ERROR/BYE, sent through the writer
+        self._final_sent = trio.Event()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -251,18 +271,15 @@ class Session:
 
         Safe to call from another task while the session runs, or after it ended.
         """
-        bye: bytes | None = None
-        if self.conn.our_state is not P.State.CLOSED:
-            bye = self.conn.send(P.Bye(code=code, text=text))
-        with trio.move_on_after(1), contextlib.suppress(*_TRANSPORT_GONE):
-            if bye is not None and self._running:
-                self._bye = bye
-                self._queue_urgent(bye)
-                await self._bye_sent.wait()
-            elif bye is not None:
-                await self.stream.send_all(bye)
+        bye = P.Bye(code=code, text=text)
         if self._running:
+            if self._failure is None:
+                self._failure = SessionClosed(f"closed by this node: {text or code}")
+            await self._say_last(bye)
             self._nursery.cancel_scope.cancel()
+        elif self.conn.our_state is not P.State.CLOSED:
+            with trio.move_on_after(1), contextlib.suppress(*_TRANSPORT_GONE):
+                await self.stream.send_all(self.conn.send(bye))
         await trio.aclose_forcefully(self.stream)
 
     async def run(self) -> None:
@@ -278,7 +295,6 @@ class Session:
             capabilities=int(P.Capability.ZSTD | P.Capability.MERGE | P.Capability.PUSH),
             timestamp_ns=time.time_ns(),
         )
-        self._failure: BaseException | None = None
         try:
             await self.stream.send_all(self.conn.send(hello))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -294,45 +310,53 @@ class Session:
         await self._finish(self._failure)
 
     async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
-        """Run one session task; an expected way for a session to end stops all of them.
+        """Run one session task; the first expected ending stops all of them.
 
-        Anything else is a bug and propagates (crashing loudly, as STYLE.md asks).
+        The first ending sends the peer its explanation (ERROR or BYE) through the writer
+        before anything is cancelled: cancelling the writer in the middle of a frame would
+        break the TLS stream and lose exactly that explanation. Anything else is a bug and
+        propagates (crashing loudly, as STYLE.md asks).
         """
         try:
             await task()
         except _ENDINGS as exc:
-            if self._failure is None:
-                self._failure = exc
+            if self._failure is not None:
+                return  # the first ending is already closing the session
+            self._failure = exc
+            if isinstance(exc, P.RemoteProtocolError):
+                self.log.warning("protocol error", error=str(exc))
+            elif isinstance(exc, ClockSkewError):
+                self.log.warning("clock skew refused", error=str(exc))
+            last = _last_word(exc)
+            if last is not None:
+                await self._say_last(last)
             self._nursery.cancel_scope.cancel()
 
+    async def _say_last(self, frame: P.Frame) -> None:
+        """Queue a final ERROR/BYE behind at most the frame being written; wait (bounded)."""
+        if self.conn.our_state is P.State.CLOSED:
+            return
+        data = self.conn.send(frame)
+        self._final = data
+        self._queue_urgent(data)
+        with trio.move_on_after(FINAL_FLUSH_TIMEOUT):
+            await self._final_sent.wait()
+
     async def _finish(self, exc: BaseException | None) -> None:
-        """Tell the peer why we close (where the protocol says to) and raise SessionClosed."""
+        """Turn how the session ended into one SessionClosed with a reason."""
         if isinstance(exc, SessionClosed):
             raise exc
         if isinstance(exc, P.RemoteProtocolError):
-            self.log.warning("protocol error", error=str(exc))
-            await self._send_error(P.ErrorCode.PROTOCOL, str(exc))
             raise SessionClosed(f"protocol error: {exc}") from exc
         if isinstance(exc, ClockSkewError):
-            self.log.warning("clock skew refused", error=str(exc))
-            await self._send_error(P.ErrorCode.CLOCK_SKEW, str(exc))
             raise SessionClosed(f"clock skew: {exc}") from exc
         if isinstance(exc, DuplicateSession):
-            await self.close(P.ByeCode.DUPLICATE, "duplicate connection")
             raise SessionClosed("duplicate connection, the other one is kept") from exc
         if exc is not None:
             raise SessionClosed(f"connection lost: {type(exc).__name__}") from exc
         raise SessionClosed("session ended")
 
     # -- tasks ------------------------------------------------------------------------------
-
-    async def _send_error(self, code: int, text: str) -> None:
-        with trio.move_on_after(1):
-            try:
-                data = self.conn.send(P.Error(code=code, text=text[: P.MAX_TEXT]))
-                await self.stream.send_all(data)
-            except (P.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
     async def _writer(self) -> None:
         """Urgent frames first, then one bulk chunk at a time; nothing is ever lost here."""
@@ -347,8 +371,8 @@ class Session:
                     await self._wake.wait()
                     continue
             await self.stream.send_all(data)
-            if data is self._bye:
-                self._bye_sent.set()
+            if data is self._final:
+                self._final_sent.set()
 
     async def _send_bulk(self, frame: P.Frame) -> None:
         await self._bulk_send.send(self._frame(frame))
@@ -408,13 +432,13 @@ class Session:
             )
         self.peer_hello = hello
         self.log = self.log.bind(peer=node_id_text(hello.node_id)[:16])
-        if self.on_open is not None:
-            self.on_open(self)  # may raise DuplicateSession
-        self.opened_at = time.time()
         self.stats.clock_offset_ms = (hello.timestamp_ns - time.time_ns()) / 1e6
         # A peer whose clock runs ahead would drag our HLC into the future with its first
         # batch; refuse it at HELLO with a reason naming it (ClockSkewError ends the session).
         self.engine.engine.clock.check(hello.timestamp_ns, peer=short_id(hello.node_id))
+        if self.on_open is not None:
+            self.on_open(self)  # may raise DuplicateSession
+        self.opened_at = time.time()
         reset = await self.engine.observe_peer(self.peer_short, hello.incarnation)
         self.log.info("session open", incarnation=hello.incarnation.hex(), cursors_reset=reset)
         self._hello_seen.set()

@@ -121,12 +121,6 @@ def test_hello_stamped_an_hour_ahead_gets_clock_skew_error(fleet: Fleet) -> None
     assert a.alive
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a refused session does not back off: the dialer redials 0.05-0.25 s after "
-    "a session ends and _on_open resets the backoff before the HELLO clock check, so a "
-    "skewed peer is re-refused ~12 times a second per node, forever",
-)
 def test_refused_skewed_node_is_not_redialled_in_a_storm(fleet: Fleet) -> None:
     why = _faketime_works()
     if why is not None:

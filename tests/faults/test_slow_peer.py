@@ -128,12 +128,6 @@ def _has(cl: object, key: str) -> bool:
         return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the ERROR frame is lost when the session's writer is cancelled inside "
-    "SSLStream.send_all (trio marks the TLS stream BROKEN), so Session._send_error's "
-    "BrokenResourceError is swallowed and the peer only sees EOF",
-)
 def test_error_frame_reaches_a_peer_behind_bulk_data(fleet: Fleet) -> None:
     """A peer with bulk data in flight (the sender's writer is blocked in ``send_all``)
     sends a bad frame: it must still be told why, after the data already on its way."""
