@@ -37,10 +37,8 @@ from typing import Any
 
 import click
 
-import protocol as P
-
 from ..client import Client, ClientError
-from ..nodeproc import Node, NodeError
+from ..nodeproc import Node, NodeError, preload
 from . import bench
 from .codec import make_items
 
@@ -75,36 +73,15 @@ def _two_nodes() -> Iterator[tuple[Node, Node]]:
 
 
 def _preload(node: Node, count: int) -> int:
-    """Write ``count`` EPISODIC items into ``node``'s store while it is stopped.
-
-    Returns the raw item bytes (48-byte header + payload, summed).
-    """
-    from ..engine import Engine
-    from ..identity import parse_node_id
-    from ..store import Store
-
+    """``count`` EPISODIC agent-memory items (codec bench shapes) into a stopped ``node``."""
     shapes = make_items(count, seed=7)  # random ids, agent-memory JSON payloads
-    raw = 0
-    store = Store.open(node.store_path)
-    try:
-        engine = Engine(store, node_id=parse_node_id(node.node_id))
-        for start in range(0, count, 1000):
-            items = [
-                P.Item(
-                    item_id=shape.item_id,
-                    timestamp_ns=engine.clock.now(),
-                    origin=engine.origin,
-                    tier=P.Tier.EPISODIC,
-                    op=P.Op.INSERT,
-                    payload=shape.payload,
-                )
-                for shape in shapes[start : start + 1000]
-            ]
-            raw += sum(it.wire_size for it in items)
-            store.apply(P.Tier.EPISODIC, items, local=True, clock_hwm=engine.clock.last)
-    finally:
-        store.close()
-    return raw
+    return preload(
+        node.store_path,
+        node.node_id,
+        count,
+        payload=lambda n: shapes[n].payload,
+        item_id=lambda n: shapes[n].item_id,
+    )
 
 
 def _row(node: Node, other: Node) -> dict[str, Any]:

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import protocol as P
+from meshsyncd import nodeproc
 from meshsyncd.client import Client, ClientError
-from meshsyncd.engine import Engine
 from meshsyncd.identity import parse_node_id
-from meshsyncd.store import Store
 from meshsyncd.store.rows import to_db
 
 EXE = str(Path(sys.executable).with_name("meshsyncd"))
@@ -315,22 +314,4 @@ def preload(
 ) -> None:
     """Write ``count`` items of ``tier`` straight into a stopped node's store as its own
     local writes, 1000 per transaction (much faster than the control socket)."""
-    make = payload or (lambda n: json.dumps({"n": n, "text": "bulk " * 36}).encode())
-    store = Store.open(node.store_path)
-    try:
-        engine = Engine(store, node_id=parse_node_id(node.node_id))
-        for start in range(0, count, 1000):
-            items = [
-                P.Item(
-                    item_id=os.urandom(16),
-                    timestamp_ns=engine.clock.now(),
-                    origin=engine.origin,
-                    tier=tier,
-                    op=P.Op.INSERT,
-                    payload=make(start + i),
-                )
-                for i in range(min(1000, count - start))
-            ]
-            store.apply(tier, items, local=True, clock_hwm=engine.clock.last)
-    finally:
-        store.close()
+    nodeproc.preload(node.store_path, node.node_id, count, tier=tier, payload=payload)

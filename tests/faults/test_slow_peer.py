@@ -22,7 +22,6 @@ import socket
 import struct
 import time
 
-import pytest
 import trio
 from evilpeer import EvilPeer, read_until_closed
 from faultnodes import Fleet, preload, wait_for

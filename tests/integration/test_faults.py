@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
@@ -11,32 +9,14 @@ import trio
 from meshnodes import mesh, wait_for
 
 import protocol as P
-from meshsyncd.engine import Engine
 from meshsyncd.identity import load_identity, parse_node_id, save_peer_cert
-from meshsyncd.store import Store
+from meshsyncd.nodeproc import preload
 from meshsyncd.transport import TrustStore, dial_tls
 
 
 def _preload(config: Path, node_id: str, count: int) -> None:
-    """Write ``count`` EPISODIC items straight into a stopped node's store, 1000 per txn."""
-    store = Store.open(config.parent / "store.db")
-    try:
-        engine = Engine(store, node_id=parse_node_id(node_id))
-        for start in range(0, count, 1000):
-            items = [
-                P.Item(
-                    item_id=os.urandom(16),
-                    timestamp_ns=engine.clock.now(),
-                    origin=engine.origin,
-                    tier=P.Tier.EPISODIC,
-                    op=P.Op.INSERT,
-                    payload=json.dumps({"n": start + i, "text": "bulk " * 36}).encode(),
-                )
-                for i in range(1000)
-            ]
-            store.apply(P.Tier.EPISODIC, items, local=True, clock_hwm=engine.clock.last)
-    finally:
-        store.close()
+    """Write ``count`` EPISODIC items straight into a stopped node's store."""
+    preload(config.parent / "store.db", node_id, count)
 
 
 def test_urgent_write_overtakes_a_bulk_transfer(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ sd_notify messages, and the environment variables pointing at it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,10 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from meshnodes import Node, cli, free_port, mesh, wait_for
 
-import protocol as P
-from meshsyncd.engine import Engine
-from meshsyncd.identity import parse_node_id
-from meshsyncd.store import Store
+from meshsyncd import nodeproc
 
 __all__ = [
     "UNIT",
@@ -106,21 +102,4 @@ def stop_timeout() -> float:
 
 def preload(node: Node, count: int) -> None:
     """Write ``count`` EPISODIC items straight into a stopped node's store, 1000 per txn."""
-    store = Store.open(node.config.parent / "store.db")
-    try:
-        engine = Engine(store, node_id=parse_node_id(node.node_id))
-        for start in range(0, count, 1000):
-            items = [
-                P.Item(
-                    item_id=os.urandom(16),
-                    timestamp_ns=engine.clock.now(),
-                    origin=engine.origin,
-                    tier=P.Tier.EPISODIC,
-                    op=P.Op.INSERT,
-                    payload=json.dumps({"n": start + i, "text": "bulk " * 36}).encode(),
-                )
-                for i in range(min(1000, count - start))
-            ]
-            store.apply(P.Tier.EPISODIC, items, local=True, clock_hwm=engine.clock.last)
-    finally:
-        store.close()
+    nodeproc.preload(node.config.parent / "store.db", node.node_id, count)
