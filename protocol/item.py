@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -51,6 +52,7 @@ _FIELDS = struct.Struct(">16sQQBBBBHHII")
 _HEAD44 = struct.Struct(">16sQQBBBBHHI")
 _CRC = struct.Struct(">I")
 _U64_MAX = (1 << 64) - 1
+_local = threading.local()
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 frame magic 0xFD2FB528, little-endian
 
 # (version<<24 | tier<<16 | op<<8 | priority) -> (tier, op, priority, payload needs a check)
@@ -172,22 +174,25 @@ def inflate(data: Buffer, limit: int, field: str, offset: int | None) -> bytes:
         raise LimitError(
             f"zstd frame declares {size} bytes, limit is {limit}", field=field, offset=offset
         )
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+    # One-shot: the output buffer is exactly the declared size, checked above; a frame that
+    # holds more, less, or is followed by anything is refused by libzstd itself.
     try:
-        out = dobj.decompress(data)
+        out = _decompressor().decompress(data, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise CompressionError(f"corrupt zstd frame ({exc})", field=field, offset=offset) from None
-    if not dobj.eof:
-        raise CompressionError("zstd frame is truncated", field=field, offset=offset)
-    if dobj.unused_data:
-        raise CompressionError(
-            f"{len(dobj.unused_data)} bytes after the zstd frame", field=field, offset=offset
-        )
     if len(out) != size:
         raise CompressionError(
             f"zstd frame inflated to {len(out)} bytes, declared {size}", field=field, offset=offset
         )
     return out
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One decompression context per thread: contexts are not thread-safe, and costly."""
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
 
 
 def _check_payload(op: int, flags: int, payload: bytes, field: str, offset: int | None) -> None:
