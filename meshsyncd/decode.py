@@ -271,6 +271,13 @@ def decode(source: str, as_hex: bool, as_json: bool, kind: str) -> None:
     """Dump items, batches or frames from FILE (or stdin) field by field.
 
     Malformed input prints one line naming the field and offset and exits with status 2.
+
+    \b
+    Examples:
+      meshsyncd decode protocol/vectors/frame-hello.bin
+      meshsyncd decode --json protocol/vectors/batch-zstd.bin
+      xxd -p capture.bin | meshsyncd decode --hex -
+      meshsyncd decode --kind item suspicious.bin
     """
     try:
         if source == "-":

@@ -271,7 +271,18 @@ def run_scenario(
 def apply_cmd(
     as_json: bool, items: int, preload: int, workdir: str | None, cache_dir: str | None, only: str
 ) -> None:
-    """Apply sync batches into a fresh and a 1M-item store, next to a bare upsert."""
+    """Apply sync batches into a fresh and a 1M-item store, next to a bare upsert.
+
+    100,000 items in batches of 1000 (about 200-byte JSON payloads), with LWW, cursor,
+    digests and conflict log, against a bare executemany LWW upsert measured in the same
+    run; prints items/s, the ratio and the process's peak memory.
+
+    \b
+    Examples:
+      meshsyncd bench apply
+      meshsyncd bench apply --cache-dir /var/tmp/msbench   # reuse the 1M-item store
+      meshsyncd bench apply --only fresh --json
+    """
     cache = Path(cache_dir) if cache_dir else None
     with tempfile.TemporaryDirectory(prefix="meshsyncd-bench-", dir=workdir) as tmp:
         results = []
