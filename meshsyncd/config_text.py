@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .fsutil import fsync_dir
+
 __all__ = ["append_table", "atomic_write", "new_config", "peer_table", "remove_peer_table"]
 
 _PEERS_HEADER = re.compile(r"\s*\[\[\s*peers\s*\]\]\s*(#.*)?")
@@ -142,13 +144,4 @@ def atomic_write(path: Path, text: str, *, exclusive: bool) -> None:
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

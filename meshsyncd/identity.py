@@ -41,6 +41,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.x509.oid import NameOID
 
+from .fsutil import fsync_dir
+
 __all__ = [
     "CERT_FILE",
     "KEY_FILE",
@@ -195,7 +197,7 @@ def create_identity(directory: Path) -> Identity:
     except BaseException:
         key_path.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return Identity(node_id=node_id, key_path=key_path, cert_path=cert_path)
 
 
@@ -264,7 +266,7 @@ def save_peer_cert(directory: Path, der: bytes, expected: bytes) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise IdentityError(f"{path}: cannot write: {exc.strerror}") from None
-    _fsync_dir(peers)
+    fsync_dir(peers)
     return path
 
 
@@ -369,16 +371,3 @@ def _write_exclusive(path: Path, data: bytes, mode: int) -> None:
         path.unlink(missing_ok=True)
         raise IdentityError(f"{path}: cannot write: {exc.strerror}") from None
     os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
