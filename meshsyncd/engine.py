@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -280,18 +280,44 @@ class Engine:
                 applied and the cursor did not move.
             sqlite3.Error: the disk failed; nothing was applied.
         """
+        result, _ = self.apply_sync_part(batch, to_seq=to_seq, peer=peer)
+        return result
+
+    def apply_sync_part(
+        self,
+        batch: Batch,
+        *,
+        to_seq: int | None = None,
+        peer: int | None = None,
+        start: int = 0,
+        yield_to: Callable[[], bool] | None = None,
+    ) -> tuple[ApplyResult, int]:
+        """:meth:`apply_sync_batch` from item ``start`` on, stopping early if ``yield_to()``.
+
+        Returns the result and the index of the first item not yet applied
+        (``len(batch.items)`` when the batch and its cursor are committed); see
+        :meth:`Store.apply_until` for why a prefix may commit alone.
+
+        Raises:
+            ClockSkewError: an item is stamped too far ahead of our wall clock; nothing was
+                applied and the cursor did not move.
+            sqlite3.Error: the disk failed; nothing of this call was applied.
+        """
         sender = batch.source if peer is None else peer
-        if batch.items:
-            newest = max(item.timestamp_ns for item in batch.items)
+        items = batch.items
+        if items and start == 0:
+            newest = max(item.timestamp_ns for item in items)
             self.clock.observe(newest, peer=sender)
-        return self.store.apply(
+        result, done = self.store.apply_until(
             batch.tier,
-            batch.items,
+            items[start:] if start else items,
+            yield_to=yield_to,
             peer=sender if to_seq is not None else None,
             to_seq=to_seq,
             clock_hwm=self.clock.last,
             now_ns=self.clock.wall(),
         )
+        return result, start + done
 
     def answer_replicate(
         self,
@@ -427,14 +453,30 @@ class AsyncEngine:
     async def apply_sync_batch(
         self, batch: Batch, *, to_seq: int | None = None, peer: int | None = None
     ) -> ApplyResult:
-        # A live push carrying URGENT/HIGH items jumps the queue of bulk applies.
-        urgent = to_seq is None and any(i.priority >= Priority.HIGH for i in batch.items)
-        result = await self.worker.run(
-            lambda: self.engine.apply_sync_batch(batch, to_seq=to_seq, peer=peer), urgent=urgent
-        )
-        if to_seq is not None:  # bulk (a pull) pays for the upkeep; live pushes never wait
-            await self.maintain()
-        return result
+        if to_seq is None:
+            # A live push carrying URGENT/HIGH items jumps the queue of bulk applies.
+            urgent = any(i.priority >= Priority.HIGH for i in batch.items)
+            return await self.worker.run(
+                lambda: self.engine.apply_sync_batch(batch, peer=peer), urgent=urgent
+            )
+        # A pull's batch gives way to queued urgent calls between slices (each gap commits
+        # what is folded so far, without the cursor), so an urgent push waits for one slice
+        # of a chunk, not the whole of it.
+        applied = conflicts = done = 0
+        total = len(batch.items)
+        yield_to = self.worker.urgent_waiting
+        while True:
+            part, done = await self.worker.run(
+                lambda s=done: self.engine.apply_sync_part(
+                    batch, to_seq=to_seq, peer=peer, start=s, yield_to=yield_to
+                )
+            )
+            applied += part.applied
+            conflicts += part.conflicts
+            if done >= total:
+                break
+        await self.maintain()  # bulk (a pull) pays for the upkeep; live pushes never wait
+        return ApplyResult(applied, conflicts)
 
     async def observe_peer(self, peer: int, incarnation: bytes) -> bool:
         return await self.worker.run(self.engine.observe_peer, peer, incarnation)

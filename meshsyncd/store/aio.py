@@ -87,6 +87,14 @@ class SerialWorker:
                 return
         self._busy = False
 
+    def urgent_waiting(self) -> bool:
+        """Whether an urgent call is queued; safe to ask from the running call's thread.
+
+        A long call (a bulk apply) polls this between slices and ends early when it is
+        true, so the urgent call runs next (reading a deque's length is atomic).
+        """
+        return bool(self._urgent)
+
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
             borrowed_tokens=int(self._busy),

@@ -189,3 +189,10 @@ class ReadMixin:
             "SELECT value FROM meta WHERE name = 'clock_hwm'"
         ).fetchone()[0]
         return from_db(value)
+
+    def clock_lease(self) -> int:
+        """The persisted clock lease (0 for a new store); see ``engine.py``."""
+        value: int = self._conn.execute(
+            "SELECT value FROM meta WHERE name = 'clock_lease'"
+        ).fetchone()[0]
+        return from_db(value)

@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 4; older versions differed only where noted):
+Layout (version 5; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -44,7 +44,9 @@ Layout (version 4; older versions differed only where noted):
     changes nearly every bucket, and one row write costs far less than 256. Versions 1
     and 2 had a ``buckets`` table with one row per (tier, bucket).
 ``meta``
-    ``incarnation`` (16 random bytes made at creation) and ``clock_hwm``.
+    ``incarnation`` (16 random bytes made at creation) and ``clock_hwm``; (version 5)
+    ``clock_lease``: every timestamp this node may have pushed before committing it is
+    below the lease, so a restart waits for (or starts its clock at) the lease.
 ``cursors``
     The sync vectors: for (peer, tier), the highest sequence *of that peer* applied here
     (``applied``) and the highest sequence *of ours* the peer acknowledged (``acked``, for
@@ -154,7 +156,12 @@ def _v4(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: sqlite3.Connection) -> None:
+    # No timestamp has ever left a version 4 node before its commit: the lease starts at 0.
+    conn.execute("INSERT INTO meta VALUES ('clock_lease', ?)", (-(1 << 63),))  # biased 0
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from conftest import Node, pull
@@ -195,3 +196,78 @@ async def test_async_engine_serialises_calls_off_the_trio_thread(make_node: Make
     assert await ab.observe_peer(1, a.engine.incarnation) is False
     got = await ab.get(T, bytes([3]) * 16)
     assert got is not None and got.value == b"3"
+
+
+async def test_an_urgent_push_goes_between_slices_of_a_pulled_batch(make_node: MakeNode) -> None:
+    """The bulk batch commits its first slice alone, the push runs, then the rest and cursor."""
+    import threading
+
+    import trio
+    import trio.testing
+
+    from meshsyncd.engine import AsyncEngine
+    from meshsyncd.store.core import APPLY_SLICE
+    from protocol import Batch, Item, Priority
+
+    a, b = make_node(1), make_node(2)
+    for i in range(3 * APPLY_SLICE):
+        a.engine.add(T, b"%d" % i)
+    delta = a.engine.create_delta_batch(T, 2, 0, max_items=4 * APPLY_SLICE)
+    assert len(delta.batch.items) == 3 * APPLY_SLICE and not delta.more
+    ab = AsyncEngine(b.engine)
+    store = b.store
+    started, go = threading.Event(), threading.Event()
+    fold = store._apply_locked
+
+    def first_slice_waits(*args: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            go.wait(5)
+        return fold(*args)
+
+    store._apply_locked = first_slice_waits  # type: ignore[method-assign]
+    urgent = Item(
+        item_id=b"u" * 16,
+        timestamp_ns=a.wall.ns + 10**6,
+        origin=1,
+        tier=T,
+        op=Op.INSERT,
+        priority=Priority.URGENT,
+        payload=b"now",
+    )
+    seen: dict[str, int] = {}
+
+    async def push() -> None:
+        await ab.apply_sync_batch(Batch(batch_id=Batch.new_id(), source=1, tier=T, items=(urgent,)))
+        # Runs on the trio thread between the bulk's worker calls: the bulk is mid-way.
+        seen["rows"], seen["cursor"] = store.count(T), store.cursor(1, T)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: ab.apply_sync_batch(delta.batch, to_seq=delta.to_seq, peer=1))
+        await trio.to_thread.run_sync(started.wait, 5)
+        nursery.start_soon(push)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ab.worker.statistics().urgent_waiting == 1
+        go.set()
+    assert seen == {"rows": APPLY_SLICE + 1, "cursor": 0}
+    assert store.count(T) == 3 * APPLY_SLICE + 1
+    assert store.cursor(1, T) == delta.to_seq
+
+
+def test_a_prefix_committed_without_its_cursor_is_pulled_again(make_node: MakeNode) -> None:
+    """A restart after a preempted slice: the next pull resends the batch; nothing is lost."""
+    from meshsyncd.store.core import APPLY_SLICE
+
+    a, b = make_node(1), make_node(2)
+    for i in range(2 * APPLY_SLICE + 7):
+        a.engine.add(T, b"%d" % i)
+    delta = a.engine.create_delta_batch(T, 2, 0, max_items=4 * APPLY_SLICE)
+    result, done = b.engine.apply_sync_part(
+        delta.batch, to_seq=delta.to_seq, peer=1, yield_to=lambda: True
+    )
+    assert (result.applied, done) == (APPLY_SLICE, APPLY_SLICE)
+    b.restart()
+    assert b.store.cursor(1, T) == 0 and b.store.count(T) == APPLY_SLICE
+    pull(b, a, T)
+    assert b.store.cursor(1, T) == delta.to_seq
+    assert b.engine.digest(T) == a.engine.digest(T)
