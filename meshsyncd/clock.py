@@ -10,11 +10,16 @@ and counted: accepting it would drag every later local write into the future.
 
 The clock itself is pure state. Durability is the store's job: the engine writes ``last``
 into the same SQLite transaction as every write that used it, and seeds the clock with that
-high-water mark on open, so a restart never hands out a timestamp twice.
+high-water mark on open, so a restart never hands out a timestamp twice (the engine's clock
+lease extends this to writes pushed before their commit).
+
+Thread-safe: urgent local writes are stamped on the trio thread while the store's worker
+thread observes remote timestamps, so every read-modify-write of ``last`` holds a lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -47,11 +52,10 @@ class ClockSkewError(Exception):
 class HybridClock:
     """Strictly increasing hybrid-logical-clock readings in nanoseconds since the epoch.
 
-    ``wall`` is injectable so tests can step time backwards deterministically. Not
-    thread-safe: the engine owns one clock and drives it from its single writer.
+    ``wall`` is injectable so tests can step time backwards deterministically.
     """
 
-    __slots__ = ("_last", "max_skew_ns", "refused", "wall")
+    __slots__ = ("_last", "_lock", "max_skew_ns", "refused", "wall")
 
     def __init__(
         self,
@@ -61,6 +65,7 @@ class HybridClock:
         max_skew_ns: int = DEFAULT_MAX_SKEW_NS,
     ) -> None:
         self.wall = wall
+        self._lock = threading.Lock()
         self._last = last
         self.max_skew_ns = max_skew_ns
         self.refused = 0
@@ -77,10 +82,12 @@ class HybridClock:
             OverflowError: the clock reached 2**64 - 1 (only a hostile timestamp can do that,
                 and :meth:`observe` refuses those).
         """
-        ts = max(self.wall(), self._last + 1)
-        if ts > _U64_MAX:
-            raise OverflowError("hybrid logical clock exhausted the u64 range")
-        self._last = ts
+        wall = self.wall()
+        with self._lock:
+            ts = max(wall, self._last + 1)
+            if ts > _U64_MAX:
+                raise OverflowError("hybrid logical clock exhausted the u64 range")
+            self._last = ts
         return ts
 
     def check(self, remote_ns: int, *, peer: int) -> None:
@@ -106,10 +113,12 @@ class HybridClock:
             ClockSkewError: see :meth:`check`; the clock is unchanged in that case.
         """
         self.check(remote_ns, peer=peer)
-        if remote_ns > self._last:
-            self._last = remote_ns
+        with self._lock:
+            if remote_ns > self._last:
+                self._last = remote_ns
 
     def advance_to(self, high_water: int) -> None:
         """Seed the clock from a persisted high-water mark (never moves it backwards)."""
-        if high_water > self._last:
-            self._last = high_water
+        with self._lock:
+            if high_water > self._last:
+                self._last = high_water

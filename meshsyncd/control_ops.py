@@ -30,7 +30,7 @@ from .control_proto import (
     parse_priority,
     parse_tier,
 )
-from .engine import Engine
+from .engine import Engine, merge_payload
 from .feed import change_event
 from .store import Store, StoredItem
 from .store.rows import from_db
@@ -116,10 +116,11 @@ def _stored(found: StoredItem, *, with_value: bool = True) -> dict[str, Any]:
     return out
 
 
-def _local_write(daemon: DaemonView, item: Item) -> dict[str, Any]:
-    """Tell watchers and peers about a write we just made, and describe it."""
+def _local_write(daemon: DaemonView, item: Item, *, announced: bool = False) -> dict[str, Any]:
+    """Tell watchers (and peers, unless done) about a write we just made; describe it."""
+    if not announced:
+        daemon.on_local_write(item)
     daemon.feed.publish(change_event(item, "local"))
-    daemon.on_local_write(item)
     return _written(item)
 
 
@@ -128,9 +129,15 @@ def _local_write(daemon: DaemonView, item: Item) -> dict[str, Any]:
 
 async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
+    fresh = p.get("item_id") is None and p.get("key") is None
     item_id = _target(p, allow_new=True)
     value = decode_value(p)
     assert value is not None
+    if fresh:  # a new random id: INSERT without asking the store, so it may go out early
+        item = await daemon.engine.write_early(
+            tier, item_id, Op.INSERT, value, priority=prio, announce=daemon.on_local_write
+        )
+        return _local_write(daemon, item, announced=True)
 
     def work(engine: Engine) -> Item:
         found = engine.store.get_row(tier, item_id)
@@ -168,11 +175,15 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
     size = len(json.dumps(fields, separators=(",", ":")).encode())
     if size > MAX_PAYLOAD:
         raise ControlError("too_large", f"fields are {size} bytes; the limit is {MAX_PAYLOAD}")
-    item = await daemon.engine.run(
-        lambda: daemon.engine.engine.merge(tier, item_id, fields, priority=prio),
-        urgent=prio >= Priority.HIGH,
+    item = await daemon.engine.write_early(
+        tier,
+        item_id,
+        Op.MERGE,
+        merge_payload(fields),
+        priority=prio,
+        announce=daemon.on_local_write,
     )
-    return _local_write(daemon, item)
+    return _local_write(daemon, item, announced=True)
 
 
 async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:

@@ -124,6 +124,12 @@ class Daemon:
             self.engine = MeteredEngine(
                 Engine(store, node_id=self.node_id, clock=clock), self.metrics
             )
+            wait = self.engine.engine.lease_wait_s()
+            if wait:
+                # Restarted within a second of an urgent write that may have been pushed
+                # before it committed: let the wall clock pass it (engine.py, clock lease).
+                log.info("waiting for the clock lease", seconds=round(wait, 3))
+                await trio.sleep(wait)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 listeners = await trio.open_tcp_listeners(cfg.listen_port, host=cfg.listen_host)

@@ -5,6 +5,18 @@ Theory of operation (DESIGN.md "Delta sync", SPEC.md section 4 PULL/BATCH/REPLIC
 * A local write is stamped by the hybrid logical clock, folded into the store in its own
   ``synchronous=FULL`` transaction together with the clock's high-water mark, and only then
   returned (acknowledged). The returned :class:`protocol.Item` is what the daemon pushes.
+* Early push (:meth:`AsyncEngine.write_early`): an URGENT/HIGH write may go to peers while
+  its own transaction is still committing, so a peer one hop away reads it about one fsync
+  sooner. What makes that safe is the *clock lease*: every local write commits
+  ``clock_lease = timestamp + LEASE_NS`` along with its row (URGENT and HIGH writes, the
+  only ones that can go early, do), and a write is sent early
+  only if its timestamp is below the lease already on disk. A node that crashes between
+  the send and the commit therefore finds a lease above every timestamp it may have sent,
+  and its clock starts above it (the daemon first waits, at most ``LEASE_NS``, for the wall
+  clock to pass it), so a timestamp that left the node is never handed out again. The
+  first urgent write after ``LEASE_NS`` without urgent writes renews the lease the slow way
+  (commit, then push). A write that fails to commit after it was sent may still exist on
+  peers: the writer got an error, not a promise that nothing happened.
 * :meth:`Engine.create_delta_batch` answers a PULL: the tier's rows with local sequence above
   the peer's cursor, in sequence order, each row expanded into the versions that reproduce it
   exactly on the receiver (its base write plus one MERGE per surviving field key, see
@@ -52,6 +64,20 @@ __all__ = ["AsyncEngine", "DeltaBatch", "Engine", "ItemNotFoundError", "TierView
 
 T = TypeVar("T")
 ALL_ITEMS = bytes(16)
+# How far ahead of a committed local write its clock lease reaches (see the module doc):
+# longer keeps more urgent writes on the early path, shorter bounds the wait after a crash.
+LEASE_NS = 1_000_000_000
+# Payloads above this are stamped on the worker: building them is not free on the loop.
+EARLY_MAX_PAYLOAD = 16 * 1024
+
+
+def merge_payload(fields: Mapping[str, Any]) -> bytes:
+    """The canonical MERGE payload for ``fields``.
+
+    Raises:
+        TypeError: a field value is not JSON-serialisable.
+    """
+    return json.dumps(dict(fields), sort_keys=True, separators=(",", ":")).encode()
 
 
 class ItemNotFoundError(KeyError):
@@ -104,6 +130,10 @@ class Engine:
         self.store = store
         self.origin = short_id(node_id)
         self.clock = clock or HybridClock()
+        # The lease on disk bounds every timestamp that may have been pushed before its
+        # commit; no stamp of this run may be at or below it (see stamp()).
+        self.lease = store.clock_lease()
+        self._floor = self.lease
         self.clock.advance_to(store.clock_hwm())
 
     @property
@@ -133,6 +163,25 @@ class Engine:
                 object, DELETE with a payload, REPLICATE).
             sqlite3.Error: the disk failed; the write did not happen.
         """
+        item = self.stamp(tier, item_id, op, payload, priority=priority, compress=compress)
+        self.commit(item)
+        return item
+
+    def stamp(
+        self,
+        tier: Tier,
+        item_id: bytes,
+        op: Op,
+        payload: bytes = b"",
+        *,
+        priority: Priority = Priority.NORMAL,
+        compress: bool = False,
+    ) -> Item:
+        """A new local version, stamped but not stored (thread-safe; see :meth:`write`).
+
+        Raises:
+            LocalProtocolError: the version is invalid.
+        """
         if op == Op.REPLICATE:
             raise LocalProtocolError("REPLICATE is a request, not a write", field="item.op")
         flags = 0
@@ -140,7 +189,10 @@ class Engine:
             packed = zstandard.ZstdCompressor(write_content_size=True).compress(payload)
             if len(packed) < len(payload):
                 payload, flags = packed, PAYLOAD_ZSTD
-        item = Item(
+        # A no-op once the wall clock has passed the lease found at open (the daemon waits
+        # for that); otherwise the clock starts above it rather than reuse a timestamp.
+        self.clock.advance_to(self._floor)
+        return Item(
             item_id=item_id,
             timestamp_ns=self.clock.now(),
             origin=self.origin,
@@ -150,10 +202,42 @@ class Engine:
             flags=flags,
             payload=payload,
         )
+
+    def commit(self, item: Item) -> None:
+        """Store a stamped local version durably; an URGENT/HIGH one renews the clock lease.
+
+        Only urgent writes can be sent early, so only they keep the lease ahead: a node
+        whose last urgent write is older than ``LEASE_NS`` restarts without waiting.
+
+        Raises:
+            sqlite3.Error: the disk failed; the write did not happen here.
+        """
+        lease = item.timestamp_ns + LEASE_NS if item.priority >= Priority.HIGH else 0
         self.store.apply(
-            Tier(tier), [item], local=True, clock_hwm=self.clock.last, now_ns=self.clock.wall()
+            Tier(item.tier),
+            [item],
+            local=True,
+            clock_hwm=self.clock.last,
+            clock_lease=lease,
+            now_ns=self.clock.wall(),
         )
-        return item
+        self.lease = max(self.lease, lease)
+
+    def may_send_early(self, item: Item) -> bool:
+        """Whether ``item`` may reach peers before its commit: the lease on disk covers it."""
+        return item.timestamp_ns < self.lease
+
+    def lease_wait_s(self) -> float:
+        """Seconds until the wall clock passes the lease (0 when it has, or is far off).
+
+        A restart within ``LEASE_NS`` of the last local write waits this long before
+        stamping anything, rather than starting its clock ahead of the wall clock (which
+        peers would see as skew). A lease further ahead than twice that means the wall
+        clock stepped back a long way; then the clock simply starts at the lease, as after
+        any step back, instead of stalling the daemon.
+        """
+        ahead = self._floor - self.clock.wall()
+        return ahead / 1e9 if 0 < ahead <= 2 * LEASE_NS else 0.0
 
     def _require_live(self, tier: Tier, item_id: bytes) -> None:
         found = self.store.get_row(tier, item_id)
@@ -212,8 +296,7 @@ class Engine:
         Raises:
             TypeError: a field value is not JSON-serialisable.
         """
-        payload = json.dumps(dict(fields), sort_keys=True, separators=(",", ":")).encode()
-        return self.write(tier, item_id, Op.MERGE, payload, priority=priority)
+        return self.write(tier, item_id, Op.MERGE, merge_payload(fields), priority=priority)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -441,6 +524,41 @@ class AsyncEngine:
         )
         if not urgent:  # an urgent write is acknowledged (and pushed) without waiting
             await self.maintain()
+        return item
+
+    async def write_early(
+        self,
+        tier: Tier,
+        item_id: bytes,
+        op: Op,
+        payload: bytes = b"",
+        *,
+        priority: Priority = Priority.NORMAL,
+        announce: Callable[[Item], None],
+    ) -> Item:
+        """A local write whose ``announce`` (the daemon's push) runs as soon as is safe.
+
+        ``announce`` runs exactly once: before the commit for an URGENT/HIGH write with a
+        small payload whose timestamp the clock lease covers (see the module doc), else
+        after the commit. ``op`` must not depend on the stored state (INSERT of a new id,
+        MERGE): the version is stamped before the store is consulted.
+
+        Raises:
+            LocalProtocolError: the version is invalid; nothing was announced.
+            sqlite3.Error: the disk failed; an early announcement may have gone out.
+        """
+        engine = self.engine
+        if priority >= Priority.HIGH and len(payload) <= EARLY_MAX_PAYLOAD:
+            item = engine.stamp(tier, item_id, op, payload, priority=priority)
+            early = engine.may_send_early(item)
+            if early:
+                announce(item)
+            await self.worker.run(engine.commit, item, urgent=True)
+            if not early:
+                announce(item)
+            return item
+        item = await self.write(tier, item_id, op, payload, priority=priority)
+        announce(item)
         return item
 
     async def create_delta_batch(

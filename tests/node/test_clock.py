@@ -64,3 +64,48 @@ def test_received_timestamps_are_persisted_too(make_node: Callable[..., Node]) -
     b.restart()
     assert b.engine.clock.last >= item.timestamp_ns
     assert b.engine.add(Tier.SEMANTIC, b"w").timestamp_ns > item.timestamp_ns
+
+
+def test_urgent_writes_keep_a_lease_that_a_restart_never_stamps_below(
+    make_node: Callable[..., Node],
+) -> None:
+    """An urgent version sent before its commit: after a crash, no stamp reuses it."""
+    from meshsyncd.engine import LEASE_NS
+    from protocol import Op, Priority
+
+    wall = Wall()
+    node = make_node(1, wall=wall)
+    engine = node.engine
+    normal = engine.add(Tier.WORKING, b"n")
+    assert not engine.may_send_early(normal)  # no urgent write yet: no lease
+    first = engine.add(Tier.WORKING, b"a", priority=Priority.URGENT)
+    assert engine.lease == first.timestamp_ns + LEASE_NS
+    wall.ns += 1000
+    sent = engine.stamp(Tier.WORKING, b"s" * 16, Op.INSERT, b"s", priority=Priority.URGENT)
+    assert engine.may_send_early(sent)
+    # Crash before ``sent`` commits; restart with the wall clock where it was (or behind it).
+    wall.ns -= 5000
+    node.restart()
+    engine = node.engine
+    assert engine.store.get_row(Tier.WORKING, b"s" * 16) is None
+    assert 0 < engine.lease_wait_s() <= 2 * LEASE_NS / 1e9
+    after = engine.stamp(Tier.WORKING, b"t" * 16, Op.INSERT, b"t")
+    assert after.timestamp_ns > sent.timestamp_ns
+    # Once the wall clock has passed the lease (the daemon waits for that), no jump at all.
+    wall.ns = first.timestamp_ns + LEASE_NS + 10
+    node.restart()
+    assert node.engine.lease_wait_s() == 0
+    assert node.engine.stamp(Tier.WORKING, b"u" * 16, Op.INSERT, b"u").timestamp_ns == wall.ns
+
+
+def test_a_wall_clock_far_behind_the_lease_does_not_wait(make_node: Callable[..., Node]) -> None:
+    from meshsyncd.engine import LEASE_NS
+    from protocol import Priority
+
+    wall = Wall()
+    node = make_node(1, wall=wall)
+    first = node.engine.add(Tier.WORKING, b"a", priority=Priority.HIGH)
+    wall.ns -= 3600 * 10**9  # stepped back an hour across the restart
+    node.restart()
+    assert node.engine.lease_wait_s() == 0
+    assert node.engine.add(Tier.WORKING, b"b").timestamp_ns == first.timestamp_ns + LEASE_NS + 1

@@ -271,3 +271,49 @@ def test_a_prefix_committed_without_its_cursor_is_pulled_again(make_node: MakeNo
     pull(b, a, T)
     assert b.store.cursor(1, T) == delta.to_seq
     assert b.engine.digest(T) == a.engine.digest(T)
+
+
+async def test_write_early_announces_before_the_commit_only_under_the_lease(
+    make_node: MakeNode,
+) -> None:
+    from meshsyncd.engine import AsyncEngine
+    from protocol import Priority
+
+    node = make_node(1)
+    ae = AsyncEngine(node.engine)
+    store = node.store
+    events: list[tuple[str, bytes]] = []
+
+    def fault(point: str) -> None:
+        events.append(("commit", b""))
+
+    def announce(item: Item) -> None:
+        events.append(("announce", item.item_id))
+
+    store.fault = fault
+    urgent = Priority.URGENT
+    one = await ae.write_early(T, b"1" * 16, Op.INSERT, b"1", priority=urgent, announce=announce)
+    two = await ae.write_early(T, b"2" * 16, Op.INSERT, b"2", priority=urgent, announce=announce)
+    low = await ae.write_early(
+        T, b"3" * 16, Op.MERGE, b"{}", priority=Priority.LOW, announce=announce
+    )
+    assert events == [
+        ("commit", b""),  # no lease yet: the first urgent write commits, then goes out
+        ("announce", one.item_id),
+        ("announce", two.item_id),  # under the lease the first one renewed: out first
+        ("commit", b""),
+        ("commit", b""),  # a LOW write is never early
+        ("announce", low.item_id),
+    ]
+
+    def broken(point: str) -> None:
+        raise OSError("disk gone")
+
+    store.fault = broken
+    events.clear()
+    with pytest.raises(OSError):
+        await ae.write_early(T, b"4" * 16, Op.INSERT, b"4", priority=urgent, announce=announce)
+    assert events == [("announce", b"4" * 16)]  # sent early; the writer got the error
+    store.fault = None
+    assert node.engine.get(T, b"4" * 16) is None
+    assert node.engine.get(T, two.item_id) is not None
