@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import trio
 import zstandard
 
 from protocol import (
@@ -553,6 +554,9 @@ class AsyncEngine:
             early = engine.may_send_early(item)
             if early:
                 announce(item)
+                # Let the session writers put the push on the wire before the commit's
+                # thread starts competing with them for the GIL.
+                await trio.lowlevel.checkpoint()
             await self.worker.run(engine.commit, item, urgent=True)
             if not early:
                 announce(item)

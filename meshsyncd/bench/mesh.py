@@ -21,6 +21,7 @@ The clock starts before the ``put`` on A, so A's own durable write is part of th
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import re
@@ -284,6 +285,24 @@ def _sample(a_client: Client, watcher: _Watcher, i: int) -> tuple[float, float] 
     return (arrived - t0) * 1e3, (acked - t0) * 1e3
 
 
+@contextlib.contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """Keep this process's cyclic GC out of the samples it times.
+
+    The watcher thread stamps arrivals; a full collection in this process (~30 ms with
+    everything imported) would hold the GIL and add itself to whichever sample it hit.
+    The nodes are separate processes and keep their own GC settings.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def _percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile (no interpolation: a reported p99 is a measured sample)."""
     ordered = sorted(values)
@@ -334,7 +353,7 @@ def run_latency_bench(
         bulk_acks: list[float] = []
         bulk_lost = after_bulk = rounds = 0
         watcher: _Watcher | None = None
-        with a.client() as ac:
+        with a.client() as ac, _no_gc_pauses():
             while len(bulk_lat) < samples and rounds < MAX_BULK_ROUNDS:
                 rounds += 1
                 if watcher is None:
