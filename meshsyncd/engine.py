@@ -505,16 +505,19 @@ class AsyncEngine:
         return await self.worker.run(fn, *args, urgent=urgent)
 
     async def maintain(self) -> None:
-        """Run due store upkeep (a fold step) as its own normal-priority worker call.
+        """Run due store upkeep (fold steps), each step its own normal-priority worker call.
 
-        Why a separate call: the step costs about one batch apply, and a call already
-        running always finishes first; between two calls a queued urgent write goes ahead
-        (DESIGN.md "Priorities"). The check reads the store's state from the trio thread
-        without the worker: a stale answer only shifts a step to the next call.
+        Why separate calls: a step costs about one apply slice, and a call already running
+        always finishes first; between two calls a queued urgent write goes ahead
+        (DESIGN.md "Priorities"). Steps run until the tail is back under its limit, so the
+        upkeep keeps pace with the applies that called it. The check reads the store's
+        state from the trio thread without the worker: a stale answer only shifts a step
+        to the next call.
         """
         store = self.engine.store
-        if store.needs_maintenance:
-            await self.worker.run(store.maintenance_step)
+        while store.needs_maintenance:
+            if not await self.worker.run(store.maintenance_step):
+                break
 
     async def write(
         self, tier: Tier, item_id: bytes, op: Op, payload: bytes = b"", **kw: Any

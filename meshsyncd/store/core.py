@@ -179,8 +179,10 @@ class Store(FoldMixin, MaintenanceMixin):
         self.replicated_synchronous = replicated_synchronous.upper()
         self.fault = fault
         self.tail_limit = tail_limit
-        # ~1/32 of the tail per step: at the default limit one step costs about one batch.
-        self.fold_entries = max(1, tail_limit // 32) if fold_entries is None else fold_entries
+        # ~1/128 of the tail per step: at the default limit one step costs about a quarter
+        # of a batch apply, the same as one apply slice; AsyncEngine.maintain runs as many
+        # steps as it takes, each its own worker call.
+        self.fold_entries = max(1, tail_limit // 128) if fold_entries is None else fold_entries
         self.stats = {"applied": 0, "stale": 0, "expired": 0, "conflicts": 0}
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:

@@ -15,11 +15,13 @@ Why in steps: folding the whole tail at once rewrites nearly every leaf page of 
 thread, and an urgent write queued behind it waits that long (DESIGN.md "Priorities"). A
 step covers about ``fold_entries`` tail entries, so it touches the same share of ``ids``
 leaf pages as the fold used to spend per batch: the total work is unchanged, but it comes in
-pieces about the size of one batch apply, and the async engine runs each piece as its own
-worker call so an urgent call can go between. :meth:`FoldMixin.maintenance_step` runs one
-step when a tier's tail is above ``tail_limit``; an apply that finds the tail above 1.25
-times that folds inline (callers that never run maintenance still have a bounded map, and
-memory stays what it was with the one-pass fold).
+pieces about the size of one apply slice (a quarter of a 1000-item batch; traced, steps of
+a whole batch's size were the longest waits of an urgent push during a bulk pull), and the
+async engine runs each piece as its own worker call so an urgent call can go between.
+:meth:`FoldMixin.maintenance_step` runs one step when a tier's tail is above
+``tail_limit``; an apply that finds the tail above 1.25 times that folds inline (callers
+that never run maintenance still have a bounded map, and memory stays what it was with the
+one-pass fold).
 
 The Bloom filter (``idfilter.py``) gains a bucket's ids when the bucket is folded, in
 memory; it is saved when the round-robin wraps around, with ``upto``, the lowest mark at
