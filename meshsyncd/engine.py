@@ -332,14 +332,18 @@ class Engine:
         tier = Tier(tier)
         max_items = min(max_items, MAX_BATCH_ITEMS)
         max_bytes = min(max_bytes, MAX_BATCH_RAW)
-        rows = self.store.rows_since(tier, after_seq, max_items)
+        rows = self.store.changes_since(tier, after_seq, max_items)
         items: list[Item] = []
         size = 0
         to_seq = after_seq
         cut = False
         for seq, row in rows:
-            versions = row.versions(tier)
-            extra = sum(ITEM_HEADER_SIZE + len(v.payload) for v in versions)
+            if isinstance(row, Item):  # one whole-value version: the common row
+                versions: list[Item] | tuple[Item] = (row,)
+                extra = ITEM_HEADER_SIZE + len(row[7])
+            else:
+                versions = row.versions(tier)
+                extra = sum(ITEM_HEADER_SIZE + len(v.payload) for v in versions)
             if items and (len(items) + len(versions) > max_items or size + extra > max_bytes):
                 cut = True
                 break

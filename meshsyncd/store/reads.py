@@ -15,10 +15,10 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from protocol import Tier
+from protocol import Item, Tier
 
 from .idfilter import IdFilter
-from .rows import MOD, Row, decode_fields, from_db, to_db
+from .rows import BIAS, MOD, NO_BASE, Row, decode_fields, from_db, to_db
 
 __all__ = ["ReadMixin"]
 
@@ -97,6 +97,36 @@ class ReadMixin:
             ((t << SEQ_BITS) | after_seq, (t << SEQ_BITS) | SEQ_MASK, limit),
         )
         return [_row(rec) for rec in cur]
+
+    def changes_since(self, tier: Tier, after_seq: int, limit: int) -> list[tuple[int, Item | Row]]:
+        """:meth:`rows_since` for a pull answer: a row that is exactly one whole-value
+        version (no MERGE fields; most rows) comes back as that :class:`Item`.
+
+        Why: building a ``Row`` and then its versions, with the item constructor's checks,
+        was most of the cost of a 1000-item chunk (~9 ms, on the writer thread and holding
+        the GIL). These versions were validated when they entered the store.
+
+        Raises:
+            ValueError: ``after_seq`` is negative or does not fit in 56 bits.
+        """
+        if not 0 <= after_seq <= SEQ_MASK:
+            raise ValueError(f"sequence {after_seq} out of range")
+        t = int(tier)
+        cur = self._conn.execute(
+            f"{_ROW_SQL} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+            ((t << SEQ_BITS) | after_seq, (t << SEQ_BITS) | SEQ_MASK, limit),
+        )
+        trusted = Item.trusted
+        out: list[tuple[int, Item | Row]] = []
+        append = out.append
+        for rec in cur:
+            rowid, iid, ts, origin, op, prio, flags, payload, ftext = rec
+            if ftext is None and op != NO_BASE:
+                item = trusted(iid, ts + BIAS, origin + BIAS, t, op, prio, flags, payload)
+                append((rowid & SEQ_MASK, item))
+            else:
+                append(_row(rec))
+        return out
 
     def iter_rows(self, tier: Tier, chunk: int = 1000) -> Iterator[tuple[int, Row]]:
         """Every row of ``tier`` in sequence order, read in chunks (bounded memory)."""

@@ -317,3 +317,32 @@ async def test_write_early_announces_before_the_commit_only_under_the_lease(
     store.fault = None
     assert node.engine.get(T, b"4" * 16) is None
     assert node.engine.get(T, two.item_id) is not None
+
+
+def test_pull_answers_build_the_same_versions_as_the_rows_give(make_node: MakeNode) -> None:
+    """The pull answer's fast path (trusted items for plain rows) equals Row.versions()."""
+    from meshsyncd.store import Row
+    from protocol import Priority
+
+    a = make_node(1)
+    e = a.engine
+    plain = e.add(T, b'{"p":1}', priority=Priority.HIGH)
+    packed = e.add(T, b"z" * 3000, compress=True)
+    merged = e.add(T, b'{"a":1}')
+    e.merge(T, merged.item_id, {"b": 2})
+    gone = e.add(T, b"x")
+    e.delete(T, gone.item_id)
+    only_merge = e.merge(T, b"m" * 16, {"c": 3})
+    fast = a.store.changes_since(T, 0, 100)
+    slow = a.store.rows_since(T, 0, 100)
+    assert [s for s, _ in fast] == [s for s, _ in slow]
+    for (_, f), (_, row) in zip(fast, slow, strict=True):
+        versions = row.versions(T)
+        if isinstance(f, Row):
+            assert f.versions(T) == versions and f.fields  # only rows with MERGE fields
+        else:
+            assert [f] == versions
+            assert [type(x) for x in f] == [type(x) for x in versions[0]]  # enums, not ints
+    kinds = {s: isinstance(f, Row) for s, f in fast}
+    assert list(kinds.values()).count(True) == 2  # the merged row and the MERGE-only row
+    assert plain.flags == 0 and packed.flags == 1 and only_merge.op == Op.MERGE
