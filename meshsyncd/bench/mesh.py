@@ -303,6 +303,29 @@ def _no_gc_pauses() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _floor(client: Client, samples: int) -> dict[str, Any]:
+    """The machine's floor: the cheapest control request to A, paced like the idle samples.
+
+    Why: an idle sample crosses three processes (this one to A, A to B, B back to this
+    one's watcher) after a 5 ms pause, and on a virtual machine whose idle vCPUs halt,
+    waking each one costs more than any of the work done. A ``peers`` request touches
+    no store and does no I/O beyond the socket, so its round trip after the same pause
+    is what one wake-up-and-answer costs here, measured in the same run.
+    """
+    times: list[float] = []
+    for _ in range(samples + WARMUP):
+        start = time.perf_counter()
+        client.peers()
+        times.append((time.perf_counter() - start) * 1e3)
+        time.sleep(0.005)
+    times = times[WARMUP:]
+    return {
+        "request": "peers (no store access), 5 ms apart like the idle samples",
+        "p50_ms": round(_percentile(times, 50), 3),
+        "p99_ms": round(_percentile(times, 99), 3),
+    }
+
+
 def _percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile (no interpolation: a reported p99 is a measured sample)."""
     ordered = sorted(values)
@@ -393,6 +416,7 @@ def run_latency_bench(
                     idle_lat.append(got[0])
                     idle_acks.append(got[1])
                 time.sleep(0.005)
+            floor = _floor(ac, samples)
     idle = _summary(idle_lat, idle_acks, idle_lost)
     bulk = _summary(bulk_lat, bulk_acks, bulk_lost) | {
         "bulk_items": bulk_items,
@@ -406,6 +430,7 @@ def run_latency_bench(
         "clock_starts": "before the put on A (A's durable write included)",
         "idle": idle,
         "bulk": bulk,
+        "floor": floor,
         "targets": {
             "idle_p50<=2ms": idle.get("p50_ms", math.inf) <= 2,
             "idle_p99<=10ms": idle.get("p99_ms", math.inf) <= 10,
@@ -498,5 +523,10 @@ def latency(as_json: bool, samples: int, bulk_items: int) -> None:
     click.echo(
         f"bulk: {bulk['bulk_items']:,}-item pull, {bulk['pull_rounds']} round(s), "
         f"{bulk['lost']} lost"
+    )
+    floor = figures["floor"]
+    click.echo(
+        f"floor: one control round trip to A ({floor['request']}): "
+        f"p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms"
     )
     _print_targets(figures["targets"])

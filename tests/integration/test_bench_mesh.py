@@ -55,3 +55,4 @@ def test_bench_latency_reports_percentiles() -> None:
     if bulk["n"]:  # a 3000-item pull may end before any sample lands inside it
         assert 0 < bulk["p50_ms"] <= bulk["p99_ms"]
     assert set(doc["targets"]) == {"idle_p50<=2ms", "idle_p99<=10ms", "bulk_p99<=25ms"}
+    assert 0 < doc["floor"]["p50_ms"] <= doc["floor"]["p99_ms"]
