@@ -32,10 +32,8 @@ from .clientcli import (
     when,
     written,
 )
-from .operator import conflicts, status, sync, vectors
 
-__all__ = ["COMMANDS", "conflicts", "delete", "get", "list_items", "merge", "put", "status"]
-__all__ += ["sync", "vectors", "watch"]
+__all__ = ["delete", "get", "list_items", "merge", "put", "watch"]
 
 
 @click.command(cls=OneLineCommand)
@@ -253,6 +251,3 @@ def watch(client: Client, as_json: bool, tier: str | None, count: int | None) ->
         return
     finally:
         events.close()
-
-
-COMMANDS = [status, put, get, delete, merge, list_items, vectors, conflicts, watch, sync]

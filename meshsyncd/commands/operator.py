@@ -282,3 +282,4 @@ def _show_peers(config_path: Path | None, as_json: bool) -> None:
 
 
 node.show_peers_hook = _show_peers
+peers = node.peers  # what the CLI runs as ``meshsyncd peers``: the group, hook installed

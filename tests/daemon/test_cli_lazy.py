@@ -1,0 +1,37 @@
+"""The CLI imports a command only when it runs: every table entry resolves, and ``put``
+starts without the daemon's heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from meshsyncd.cli import _COMMANDS, main
+
+
+def test_every_lazy_command_resolves_to_a_click_command_of_that_name() -> None:
+    ctx = click.Context(main)
+    assert main.list_commands(ctx) == sorted(_COMMANDS)
+    for name in _COMMANDS:
+        command = main.get_command(ctx, name)
+        assert isinstance(command, click.Command)
+        assert command.name == name
+
+
+def test_put_starts_without_trio_cryptography_or_the_engine() -> None:
+    probe = (
+        "import sys\n"
+        "from meshsyncd.cli import main\n"
+        "try:\n"
+        "    main(['put', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'trio', 'cryptography', 'structlog', 'meshsyncd.engine', 'sqlite3'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
