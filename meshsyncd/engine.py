@@ -559,14 +559,17 @@ class AsyncEngine:
         if priority >= Priority.HIGH and len(payload) <= EARLY_MAX_PAYLOAD:
             item = engine.stamp(tier, item_id, op, payload, priority=priority)
             early = engine.may_send_early(item)
-            if early:
+            if not early:
+                await self.worker.run(engine.commit, item, urgent=True)
                 announce(item)
+                return item
+            announce(item)
+            # Once the version has left, it is committed here too, cancelled or not.
+            with trio.CancelScope(shield=True):
                 # Let the session writers put the push on the wire before the commit's
                 # thread starts competing with them for the GIL.
                 await trio.lowlevel.checkpoint()
-            await self.worker.run(engine.commit, item, urgent=True)
-            if not early:
-                announce(item)
+                await self.worker.run(engine.commit, item, urgent=True)
             return item
         item = await self.write(tier, item_id, op, payload, priority=priority)
         announce(item)

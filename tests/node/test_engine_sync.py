@@ -346,3 +346,27 @@ def test_pull_answers_build_the_same_versions_as_the_rows_give(make_node: MakeNo
     kinds = {s: isinstance(f, Row) for s, f in fast}
     assert list(kinds.values()).count(True) == 2  # the merged row and the MERGE-only row
     assert plain.flags == 0 and packed.flags == 1 and only_merge.op == Op.MERGE
+
+
+async def test_an_early_pushed_write_commits_even_if_its_caller_is_cancelled(
+    make_node: MakeNode,
+) -> None:
+    import trio
+
+    from meshsyncd.engine import AsyncEngine
+    from protocol import Priority
+
+    node = make_node(1)
+    ae = AsyncEngine(node.engine)
+    urgent = Priority.URGENT
+    await ae.write_early(T, b"1" * 16, Op.INSERT, b"1", priority=urgent, announce=lambda i: None)
+    sent: list[Item] = []
+    with trio.CancelScope() as scope:
+
+        def announce(item: Item) -> None:
+            sent.append(item)
+            scope.cancel()  # e.g. the daemon stopping right after the push left
+
+        await ae.write_early(T, b"2" * 16, Op.INSERT, b"2", priority=urgent, announce=announce)
+    assert [i.item_id for i in sent] == [b"2" * 16]
+    assert node.engine.get(T, b"2" * 16) is not None
