@@ -370,3 +370,21 @@ async def test_an_early_pushed_write_commits_even_if_its_caller_is_cancelled(
         await ae.write_early(T, b"2" * 16, Op.INSERT, b"2", priority=urgent, announce=announce)
     assert [i.item_id for i in sent] == [b"2" * 16]
     assert node.engine.get(T, b"2" * 16) is not None
+
+
+def test_tally_in_slices_counts_rows_and_tombstones(make_node: MakeNode) -> None:
+    node = make_node(1)
+    e = node.engine
+    ids = [e.add(T, b"%d" % i).item_id for i in range(25)]
+    for iid in ids[:7]:
+        e.delete(T, iid)
+    e.merge(T, ids[0], {"back": True})  # a MERGE on a tombstone makes the item visible
+    e.add(Tier.WORKING, b"other tier")
+    rows = dead = after = 0
+    while True:
+        n, d, after = node.store.tally(T, after, 4)
+        rows, dead = rows + n, dead + d
+        if n < 4:
+            break
+    assert (rows, dead) == (node.store.count(T), 6)
+    assert after == node.store.tier_seq(T)
