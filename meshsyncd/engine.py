@@ -132,10 +132,11 @@ class Engine:
         self.origin = short_id(node_id)
         self.clock = clock or HybridClock()
         # The lease on disk bounds every timestamp that may have been pushed before its
-        # commit; no stamp of this run may be at or below it (see stamp()).
+        # commit: the clock starts above it, whoever reads it (the daemon first waits for
+        # the wall clock to pass it, see lease_wait_s, so it does not start ahead of peers).
         self.lease = store.clock_lease()
         self._floor = self.lease
-        self.clock.advance_to(store.clock_hwm())
+        self.clock.advance_to(max(store.clock_hwm(), self.lease))
 
     @property
     def incarnation(self) -> bytes:
@@ -190,9 +191,6 @@ class Engine:
             packed = zstandard.ZstdCompressor(write_content_size=True).compress(payload)
             if len(packed) < len(payload):
                 payload, flags = packed, PAYLOAD_ZSTD
-        # A no-op once the wall clock has passed the lease found at open (the daemon waits
-        # for that); otherwise the clock starts above it rather than reuse a timestamp.
-        self.clock.advance_to(self._floor)
         return Item(
             item_id=item_id,
             timestamp_ns=self.clock.now(),
@@ -571,7 +569,11 @@ class AsyncEngine:
                 await trio.lowlevel.checkpoint()
                 await self.worker.run(engine.commit, item, urgent=True)
             return item
-        item = await self.write(tier, item_id, op, payload, priority=priority)
+        # Acknowledged and announced without waiting for store upkeep (pulls pay for it).
+        urgent = priority >= Priority.HIGH
+        item = await self.worker.run(
+            lambda: engine.write(tier, item_id, op, payload, priority=priority), urgent=urgent
+        )
         announce(item)
         return item
 

@@ -281,5 +281,6 @@ def _show_peers(config_path: Path | None, as_json: bool) -> None:
         die(exc.message, 2 if exc.code in USAGE_CODES else 1)
 
 
-node.show_peers_hook = _show_peers
+if node.show_peers_hook is node._default_show_peers:  # leave a hook someone else set
+    node.show_peers_hook = _show_peers
 peers = node.peers  # what the CLI runs as ``meshsyncd peers``: the group, hook installed

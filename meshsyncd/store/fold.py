@@ -76,17 +76,19 @@ class FoldMixin:
     # -- loading ----------------------------------------------------------------------------
 
     def _load_tail(self) -> None:
-        """Rebuild the tail maps, marks and filters from the file (open, rollback)."""
-        self._tail: dict[int, dict[bytes, int]] = {}
-        self._pending: dict[int, list[list[bytes]]] = {}
-        self._marks: dict[int, list[int]] = {}
-        self._next_bucket: dict[int, int] = {}
-        self._filters: dict[int, IdFilter] = {}
+        """Rebuild the tail maps, marks and filters from the file (open, rollback).
+
+        Built aside and published at the end: the trio thread reads ``_tail`` without the
+        worker (``needs_maintenance``), and must never see a map being filled.
+        """
+        tails: dict[int, dict[bytes, int]] = {}
+        pendings: dict[int, list[list[bytes]]] = {}
+        all_marks: dict[int, list[int]] = {}
+        filters: dict[int, IdFilter] = {}
         saved = {t: (n, b, u) for t, n, b, u in self._conn.execute("SELECT * FROM filters")}
         tiers = self._conn.execute("SELECT tier, merged, marks FROM tiers").fetchall()
         for t, merged, blob in tiers:
-            marks = self._marks[t] = _unpack_marks(blob, merged)
-            self._next_bucket[t] = 0
+            marks = all_marks[t] = _unpack_marks(blob, merged)
             tail: dict[bytes, int] = {}
             pending: list[list[bytes]] = [[] for _ in range(BUCKETS)]
             if t in saved:
@@ -106,7 +108,10 @@ class FoldMixin:
                 elif rid & SEQ_MASK > upto:
                     missed.append(iid)  # folded after the filter was saved
             idf.add_all(missed)
-            self._tail[t], self._pending[t], self._filters[t] = tail, pending, idf
+            tails[t], pendings[t], filters[t] = tail, pending, idf
+        self._marks, self._next_bucket = all_marks, dict.fromkeys(all_marks, 0)
+        self._pending, self._filters = pendings, filters
+        self._tail = tails  # last: needs_maintenance reads it from another thread
 
     def _build_filter(self, t: int) -> IdFilter:
         n = self._conn.execute("SELECT count(*) FROM ids WHERE tier = ?", (t,)).fetchone()[0]

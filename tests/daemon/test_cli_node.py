@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import stat
@@ -186,7 +187,9 @@ def test_bad_config_file_is_named(node_dir: Path) -> None:
 
 
 def test_bare_peers_calls_the_hook(node_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The control-socket CLI installs its own hook on import; check the default one here.
+    # The control-socket CLI installs its own hook on import (the CLI imports it lazily,
+    # on the first ``peers``); import it now, then check the default one here.
+    importlib.import_module("meshsyncd.commands.operator")
     monkeypatch.setattr(node_commands, "show_peers_hook", node_commands._default_show_peers)
     assert_one_line_error(
         run("peers"), 1, "peers table needs the daemon's control socket (not available yet)"
