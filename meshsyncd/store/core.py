@@ -518,17 +518,19 @@ class Store(FoldMixin, MaintenanceMixin):
         if len(tail) > self.hard_limit:
             self._fold_inline(t)
         if conflicts:
-            self._log_conflicts(conflicts)
-        return ApplyResult(applied, len(conflicts))
+            return ApplyResult(applied, self._log_conflicts(conflicts))
+        return ApplyResult(applied, 0)
 
-    def _log_conflicts(self, conflicts: list[tuple[Any, ...]]) -> None:
-        self.stats["conflicts"] += len(conflicts)
-        self._conn.executemany(
-            "INSERT INTO conflicts (at_ns, tier, item_id, winner_ts, winner_origin, loser_ts,"
-            " loser_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    def _log_conflicts(self, conflicts: list[tuple[Any, ...]]) -> int:
+        """Log conflicts not logged before; return how many were new."""
+        new = self._conn.executemany(
+            "INSERT OR IGNORE INTO conflicts (at_ns, tier, item_id, winner_ts, winner_origin,"
+            " loser_ts, loser_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
             conflicts,
-        )
+        ).rowcount
+        self.stats["conflicts"] += new
         self._conn.execute(
             "DELETE FROM conflicts WHERE id <= (SELECT max(id) FROM conflicts) - ?",
             (self.conflict_limit,),
         )
+        return new

@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 5; older versions differed only where noted):
+Layout (version 6; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -54,7 +54,8 @@ Layout (version 5; older versions differed only where noted):
 ``peers``
     The last incarnation seen for each peer, to detect a recreated store.
 ``conflicts``
-    The bounded conflict log.
+    The bounded conflict log; (version 6) unique per (tier, item, winner key, loser key),
+    so the same loss seen twice (a resent batch) is logged once.
 """
 
 from __future__ import annotations
@@ -161,7 +162,20 @@ def _v5(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta VALUES ('clock_lease', ?)", (-(1 << 63),))  # biased 0
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: sqlite3.Connection) -> None:
+    # One entry per conflict: a batch applied in parts and then resent whole (or a push and
+    # a pull carrying the same versions) used to log the same loss again.
+    conn.execute(
+        "DELETE FROM conflicts WHERE id NOT IN (SELECT min(id) FROM conflicts"
+        " GROUP BY tier, item_id, winner_ts, winner_origin, loser_ts, loser_origin)"
+    )
+    conn.execute(
+        "CREATE UNIQUE INDEX conflicts_once ON conflicts"
+        " (tier, item_id, winner_ts, winner_origin, loser_ts, loser_origin)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -180,3 +180,34 @@ def test_tombstones_purged_only_after_every_peer_acked_and_grace(store: Store) -
     assert store.purge_tombstones([7, 8], now_ns=now) == 1
     assert store.get_row(T, IID) is None
     assert store.digest(T) == bytes(32)
+
+
+def test_the_same_loss_seen_twice_is_logged_once(store: Store) -> None:
+    store.apply(T, [v(10, 1, Op.INSERT, b"a")])
+    late = [v(9, 2, Op.UPDATE, b"old")]
+    assert store.apply(T, late) == (0, 1)
+    assert store.apply(T, late) == (0, 0)  # a resent batch: nothing new to log
+    assert len(store.conflicts(limit=10)) == 1
+    assert store.apply(T, [v(8, 3, Op.UPDATE, b"older")]) == (0, 1)  # a different loser
+    assert len(store.conflicts(limit=10)) == 2
+
+
+def test_version_5_conflict_logs_lose_their_duplicates(tmp_path: Path) -> None:
+    from meshsyncd.store.schema import MIGRATIONS
+
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for migration in MIGRATIONS[:5]:
+        migration(conn)
+    conn.execute("PRAGMA user_version = 5")
+    from meshsyncd.store.rows import to_db
+
+    row = (1, int(T), IID, to_db(10), to_db(1), to_db(9), to_db(2))
+    sql = "INSERT INTO conflicts (at_ns, tier, item_id, winner_ts, winner_origin, loser_ts,"
+    sql += " loser_origin) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    conn.executemany(sql, [row, row, (2, int(T), IID, to_db(10), to_db(1), to_db(8), to_db(3))])
+    conn.execute("COMMIT")
+    conn.close()
+    with Store.open(path) as migrated:
+        assert [c.loser for c in migrated.conflicts(limit=10)] == [(8, 3), (9, 2)]
