@@ -81,6 +81,16 @@ class ReadMixin:
         rec = self._conn.execute(f"{_ROW_SQL} WHERE rowid = ?", (rid,)).fetchone()
         return None if rec is None else _row(rec)
 
+    def _scan(self, tier: Tier, after_seq: int, limit: int) -> sqlite3.Cursor:
+        """Rows of ``tier`` above ``after_seq`` in sequence order: a rowid range scan."""
+        if not 0 <= after_seq <= SEQ_MASK:
+            raise ValueError(f"sequence {after_seq} out of range")
+        t = int(tier)
+        return self._conn.execute(
+            f"{_ROW_SQL} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+            ((t << SEQ_BITS) | after_seq, (t << SEQ_BITS) | SEQ_MASK, limit),
+        )
+
     def rows_since(self, tier: Tier, after_seq: int, limit: int) -> list[tuple[int, Row]]:
         """Up to ``limit`` rows of ``tier`` whose sequence is above ``after_seq``, in order.
 
@@ -89,14 +99,7 @@ class ReadMixin:
         Raises:
             ValueError: ``after_seq`` is negative or does not fit in 56 bits.
         """
-        if not 0 <= after_seq <= SEQ_MASK:
-            raise ValueError(f"sequence {after_seq} out of range")
-        t = int(tier)
-        cur = self._conn.execute(
-            f"{_ROW_SQL} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
-            ((t << SEQ_BITS) | after_seq, (t << SEQ_BITS) | SEQ_MASK, limit),
-        )
-        return [_row(rec) for rec in cur]
+        return [_row(rec) for rec in self._scan(tier, after_seq, limit)]
 
     def changes_since(self, tier: Tier, after_seq: int, limit: int) -> list[tuple[int, Item | Row]]:
         """:meth:`rows_since` for a pull answer: a row that is exactly one whole-value
@@ -109,13 +112,8 @@ class ReadMixin:
         Raises:
             ValueError: ``after_seq`` is negative or does not fit in 56 bits.
         """
-        if not 0 <= after_seq <= SEQ_MASK:
-            raise ValueError(f"sequence {after_seq} out of range")
         t = int(tier)
-        cur = self._conn.execute(
-            f"{_ROW_SQL} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
-            ((t << SEQ_BITS) | after_seq, (t << SEQ_BITS) | SEQ_MASK, limit),
-        )
+        cur = self._scan(tier, after_seq, limit)
         trusted = Item.trusted
         out: list[tuple[int, Item | Row]] = []
         append = out.append
