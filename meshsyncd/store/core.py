@@ -42,6 +42,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b as _blake2b
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,6 +52,7 @@ from .checkpoint import Checkpointer
 from .fold import FoldMixin
 from .maintenance import DAY_NS, Conflict, MaintenanceMixin
 from .rows import (
+    BASE_HEAD,
     BIAS,
     MOD,
     Key,
@@ -95,6 +97,7 @@ _MOVE = (
     " payload = ?, fields = ?, bhash = ? WHERE rowid = ?"
 )
 _UPDATE_FIELDS = "UPDATE items SET rowid = ?, fields = ? WHERE rowid = ?"
+_INT = tuple(range(256))  # IntEnum -> int by indexing (C speed, no Enum machinery)
 _KEY_COLS = "items.rowid, items.item_id, ts, origin, op, priority, flags, fields, bhash"
 
 
@@ -379,25 +382,23 @@ class Store(FoldMixin, MaintenanceMixin):
         try:
             applied = conflicts = 0
             done = 0
-            deltas: dict[int, int] = {}  # bucket digests: written once, not per slice
+            deltas = [0] * 256  # bucket digests: written once, not per slice
+            replicate = Op.REPLICATE
             while done < total:
                 end = min(total, done + APPLY_SLICE)
-                todo: list[Item] = []
-                for item in items[done:end]:
-                    if item.op == Op.REPLICATE:
-                        continue
-                    if cutoff is not None and item.timestamp_ns < cutoff:
-                        self.stats["expired"] += 1
-                        continue
-                    todo.append(item)
+                todo = [item for item in items[done:end] if item[4] != replicate]
+                if cutoff is not None:
+                    fresh = [item for item in todo if item[1] >= cutoff]
+                    self.stats["expired"] += len(todo) - len(fresh)
+                    todo = fresh
                 part = self._apply_locked(t, todo, now, deltas)
                 applied += part.applied
                 conflicts += part.conflicts
                 done = end
                 if done < total and yield_to is not None and yield_to():
                     break
-            if deltas:
-                self._write_buckets(t, deltas)
+            if any(deltas):
+                self._write_buckets(t, {b: d for b, d in enumerate(deltas) if d})
             if peer is not None and to_seq is not None and done == total:
                 self._conn.execute(
                     "INSERT INTO cursors (peer, tier, applied) VALUES (?, ?, ?)"
@@ -420,35 +421,61 @@ class Store(FoldMixin, MaintenanceMixin):
             raise
         return ApplyResult(applied, conflicts), done
 
-    def _apply_locked(
-        self, t: int, todo: list[Item], now: int, deltas: dict[int, int]
-    ) -> ApplyResult:
+    def _apply_locked(self, t: int, todo: list[Item], now: int, deltas: list[int]) -> ApplyResult:
+        """Fold one slice of ``todo`` into its rows, inside the caller's transaction.
+
+        Two paths. A whole-value version of an id that is neither stored nor repeated in
+        the slice *is* its row: it is inserted straight from the item, with no ``Row`` and
+        no fold (the common case of a pull: ~90% of items in the preloaded benchmark, all of
+        them in a fresh one). Everything else (a stored id, a MERGE, an id seen twice) goes
+        through ``Row.fold``, each id once with all its versions of the slice.
+        """
         if not todo:
             return ApplyResult(0, 0)
-        existing = self._existing(t, dict.fromkeys(item.item_id for item in todo))
-        # A new item's first whole-value version *is* its row: it stays an Item (no Row, no
-        # fold) unless another version of the same id follows in the batch.
-        rows: dict[bytes, Row | Item] = {}
+        ids = [item[0] for item in todo]
+        existing = self._existing(t, ids)
+        dups: set[bytes] = set()
+        if len(set(ids)) != len(ids):
+            seen: set[bytes] = set()
+            for iid in ids:
+                if iid in seen:
+                    dups.add(iid)
+                seen.add(iid)
+        rows: dict[bytes, Row] = {}
         losers: list[tuple[Key, Key]] = []
         conflicts: list[tuple[Any, ...]] = []
+        insert: list[tuple[Any, ...]] = []
         applied = 0
         merge = Op.MERGE
+        seq = self._seq[t]
+        top = t << SEQ_BITS
+        tail = self._tail[t]
+        pending = self._pending[t]
+        old_of = existing.get
+        pack = BASE_HEAD.pack
         for item in todo:
-            iid = item[0]
-            cur = rows.get(iid)
-            if cur is None:
-                old = existing.get(iid)
-                if old is None and item[4] != merge:
-                    rows[iid] = item
-                    applied += 1
-                    continue
-                row = old.row if old is not None else Row(iid)
-                rows[iid] = row
-            elif isinstance(cur, Row):
-                row = cur
-            else:
-                row = Row(iid, cur[1], cur[2], int(cur[4]), int(cur[5]), cur[6], cur[7], {}, True)
-                rows[iid] = row
+            iid, ts, origin, _, op, prio, flags, payload = item
+            if op != merge and iid not in dups and old_of(iid) is None:
+                # Plain ints: sqlite3 binds an IntEnum through its adapter lookup (~1 us).
+                opn, prn = _INT[op], _INT[prio]
+                seq += 1
+                rid = top | seq
+                tail[iid] = rid
+                pending[iid[0]].append(iid)
+                # Same bytes as rows.base_digest (header, then payload), in one call.
+                bhb = _blake2b(
+                    pack(iid, ts, origin, opn, flags, len(payload)) + payload, digest_size=32
+                ).digest()
+                insert.append(
+                    (rid, t, iid, ts - BIAS, origin - BIAS, opn, prn, flags, payload, None, bhb)
+                )
+                deltas[iid[0]] += int.from_bytes(bhb, "big")
+                applied += 1
+                continue
+            row = rows.get(iid)
+            if row is None:
+                old = old_of(iid)
+                row = rows[iid] = old.row if old is not None else Row(iid)
             if row.fold(item, losers):
                 applied += 1
             if losers:
@@ -459,37 +486,16 @@ class Store(FoldMixin, MaintenanceMixin):
                 losers.clear()
         self.stats["applied"] += applied
         self.stats["stale"] += len(todo) - applied
-        seq = self._seq[t]
-        insert: list[tuple[Any, ...]] = []
         move: list[tuple[Any, ...]] = []
         update: list[tuple[Any, ...]] = []
-        top = t << SEQ_BITS
-        tail = self._tail[t]
-        pending = self._pending[t]
-        for iid, entry in rows.items():
-            if not isinstance(entry, Row):
-                seq += 1
-                rid = top | seq
-                tail[iid] = rid
-                pending[iid[0]].append(iid)
-                _, ts, origin, _, op_e, prio_e, flags, payload = entry
-                # Plain ints: sqlite3 binds an IntEnum through its adapter lookup (~1 us each).
-                op, prio = int(op_e), int(prio_e)
-                bhb = base_digest(iid, ts, origin, op, flags, payload)
-                insert.append(
-                    (rid, t, iid, ts - BIAS, origin - BIAS, op, prio, flags, payload, None, bhb)
-                )
-                b = iid[0]
-                deltas[b] = deltas.get(b, 0) + int.from_bytes(bhb, "big")
-                continue
-            row = entry
+        for iid, row in rows.items():
             if not (row.base_changed or row.fields_changed):
                 continue
             seq += 1
             rid = top | seq
             tail[iid] = rid
             pending[iid[0]].append(iid)
-            old = existing.get(iid)
+            old = old_of(iid)
             ftext = encode_fields(row.fields)
             if old is None or row.base_changed:
                 body = row.payload
@@ -504,8 +510,7 @@ class Store(FoldMixin, MaintenanceMixin):
             else:
                 update.append((rid, ftext, old.rid))
                 new_hash = old.bhash + fields_hash(iid, ftext)
-            b = iid[0]
-            deltas[b] = deltas.get(b, 0) + new_hash - (old.hash if old is not None else 0)
+            deltas[iid[0]] += new_hash - (old.hash if old is not None else 0)
         if move:
             self._conn.executemany(_MOVE, move)
         if update:

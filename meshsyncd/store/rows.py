@@ -35,6 +35,7 @@ from typing import Any
 from protocol import PAYLOAD_ZSTD, Item, Op, Priority, Tier, inflate
 
 __all__ = [
+    "BASE_HEAD",
     "BIAS",
     "MOD",
     "NO_BASE",
@@ -49,7 +50,8 @@ __all__ = [
 BIAS = 1 << 63
 MOD = 1 << 256
 NO_BASE = 0  # op value stored for a row that has only MERGE fields
-_BASE_HEAD = struct.Struct(">16sQQBHI")
+# The base hash covers this header, then the payload.
+BASE_HEAD = struct.Struct(">16sQQBHI")
 _CANON: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}
 
 Key = tuple[int, int]
@@ -68,11 +70,8 @@ def from_db(value: int) -> int:
 
 def base_digest(item_id: bytes, ts: int, origin: int, op: int, flags: int, payload: bytes) -> bytes:
     """Hash of a row's base version (wire payload, so compressed forms hash as sent)."""
-    h = hashlib.blake2b(
-        _BASE_HEAD.pack(item_id, ts, origin, op, flags, len(payload)), digest_size=32
-    )
-    h.update(payload)
-    return h.digest()
+    head = BASE_HEAD.pack(item_id, ts, origin, op, flags, len(payload))
+    return hashlib.blake2b(head + payload, digest_size=32).digest()
 
 
 def base_hash(item_id: bytes, ts: int, origin: int, op: int, flags: int, payload: bytes) -> int:

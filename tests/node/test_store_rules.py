@@ -211,3 +211,32 @@ def test_version_5_conflict_logs_lose_their_duplicates(tmp_path: Path) -> None:
     conn.close()
     with Store.open(path) as migrated:
         assert [c.loser for c in migrated.conflicts(limit=10)] == [(8, 3), (9, 2)]
+
+
+def test_one_slice_mixing_new_repeated_stored_and_merged_ids(tmp_path: Path) -> None:
+    """The direct insert path and the fold path agree, whatever mix a slice carries."""
+    new, twice, stored, merged = (bytes([k]) * 16 for k in (1, 2, 3, 4))
+    first = [v(5, 1, Op.INSERT, b"s0", iid=stored)]
+    batch = [
+        v(10, 1, Op.INSERT, b"n", iid=new),
+        v(12, 2, Op.UPDATE, b"t-new", iid=twice),
+        v(11, 3, Op.UPDATE, b"t-old", iid=twice),  # loses to the version before it
+        v(13, 2, Op.UPDATE, b"s1", iid=stored),
+        v(14, 1, Op.INSERT, b'{"a":1}', iid=merged),
+        v(15, 2, Op.MERGE, b'{"b":2}', iid=merged),
+        v(16, 3, Op.MERGE, b'{"c":3}', iid=new),
+    ]
+    with Store.open(tmp_path / "a.db") as a, Store.open(tmp_path / "b.db") as b:
+        a.apply(T, first)
+        result = a.apply(T, batch)
+        for item in reversed(first + batch):
+            b.apply(T, [item])
+        assert result.applied == 6
+        assert a.digest(T) == b.digest(T) and a.bucket_digests(T) == b.bucket_digests(T)
+        for iid in (new, twice, stored, merged):
+            assert value(a, iid) == value(b, iid)
+        assert value(a, twice) == b"t-new"
+        assert value(a, stored) == b"s1"
+        assert json.loads(value(a, merged) or b"") == {"a": 1, "b": 2}
+        assert json.loads(value(a, new) or b"") == {"c": 3}
+        assert len(a.conflicts(tier=T)) == 2  # twice: 3 lost to 2; stored: 1 lost to 2
