@@ -18,7 +18,9 @@ Only the apply calls are timed; building the items is not. Both stores use the s
 size (the store's) and the same journal and synchronous settings; the bare table keeps a
 16 MiB page cache, twice the store's default, so the reference is never the one starved.
 
-``--cache-dir`` keeps the preloaded pair of files (keyed by schema version, size and seed)
+``--cache-dir`` keeps the preloaded pair of files (keyed by schema version, page size, tail
+limit, size and seed: a store preloaded with another tail limit would start the timed phase
+with a tail of another size)
 so that repeated runs skip the preload: they copy the files instead, which leaves them cold
 in SQLite's cache exactly like a freshly opened store.
 """
@@ -44,7 +46,7 @@ from protocol import Batch, Item, Op, Tier
 
 from ..engine import Engine
 from ..store import SCHEMA_VERSION, Store
-from ..store.core import PAGE_SIZE
+from ..store.core import PAGE_SIZE, TAIL_LIMIT
 from . import bench
 
 TIER = Tier.EPISODIC
@@ -192,7 +194,7 @@ def run_scenario(
     """Preload both stores with ``preload`` items, then time ``n`` items into each."""
     base_ns = time.time_ns() - 3600 * 10**9
     db, bare_db = workdir / f"{name}.db", workdir / f"{name}-bare.db"
-    key = f"preload-v{SCHEMA_VERSION}-p{PAGE_SIZE}-{preload}-{seed}"
+    key = f"preload-v{SCHEMA_VERSION}-p{PAGE_SIZE}-t{TAIL_LIMIT}-{preload}-{seed}"
     cached = cache is not None and preload > 0 and (cache / f"{key}.json").exists()
     if cached:
         assert cache is not None

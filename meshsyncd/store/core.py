@@ -21,8 +21,9 @@ table for everything below it. When the tail grows past ``tail_limit`` it is wri
 ``ids`` in id order, a run of buckets (first id byte) per step, and those buckets' marks
 move up (``fold.py``). This is what keeps a batch of new random ids from dirtying one random
 index page per item (the cost that dominates a synchronously indexed table of a million
-rows); the price is a bounded map in memory (``tail_limit`` entries per tier, at most 1.25
-times that, ~120 bytes each) and one sorted pass over ``ids`` per ``tail_limit`` changes,
+rows); the price is a bounded map in memory (``tail_limit`` entries for all tiers together,
+at most 1.25 times that, ~130 bytes each) and one sorted pass over ``ids`` per ``tail_limit``
+changes,
 cut into steps of about one batch's cost that the async engine runs as separate worker
 calls. WAL checkpoints run beside the writer on their own thread and connection
 (``checkpoint.py``), not inside a commit.
@@ -81,6 +82,7 @@ DEFAULT_RETENTION_NS: Mapping[Tier, int | None] = {
     Tier.SEMANTIC: None,
 }
 PAGE_SIZE = 8192  # bytes; applies to new files only
+TAIL_LIMIT = 50_000  # tail entries of all tiers together (fold.py: why this many)
 SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
 # Items folded per step of apply_until: ~1.2 ms of writer time between two chances for
@@ -171,7 +173,7 @@ class Store(FoldMixin, MaintenanceMixin):
         local_synchronous: str = "FULL",
         replicated_synchronous: str = "NORMAL",
         cache_kib: int = 8_192,
-        tail_limit: int = 50_000,
+        tail_limit: int = TAIL_LIMIT,
         fold_entries: int | None = None,
         checkpointer: bool = True,
         fault: Callable[[str], None] | None = None,
@@ -520,8 +522,8 @@ class Store(FoldMixin, MaintenanceMixin):
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq
-        if len(tail) > self.hard_limit:
-            self._fold_inline(t)
+        if self.tail_size() > self.hard_limit:
+            self._fold_inline()
         if conflicts:
             return ApplyResult(applied, self._log_conflicts(conflicts))
         return ApplyResult(applied, 0)

@@ -54,12 +54,16 @@ class IdFilter:
 
     def add_all(self, ids: Iterable[bytes]) -> None:
         bits, mask, shift = self.bits, self._mask, self._shift
+        s1, s2, s3 = 125 - shift, 125 - 2 * shift, 125 - 3 * shift
         n = 0
-        for iid in ids:
+        for iid in ids:  # unrolled: this loop runs once per id the store ever folds
             h = (int.from_bytes(iid, "little") * _MUL) & _MASK128
-            for pos in (h >> 125 - shift, h >> 125 - 2 * shift, h >> 125 - 3 * shift):
-                pos &= mask
-                bits[pos >> 3] |= 1 << (pos & 7)
+            pos = h >> s1 & mask
+            bits[pos >> 3] |= 1 << (pos & 7)
+            pos = h >> s2 & mask
+            bits[pos >> 3] |= 1 << (pos & 7)
+            pos = h >> s3 & mask
+            bits[pos >> 3] |= 1 << (pos & 7)
             n += 1
         self.count += n
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,45 @@ def test_fold_steps_keep_every_row_findable_and_survive_a_crash_mid_step(
         assert store.digest(T) == digest
         check(store, 600)
         assert all(i in store._filters[int(T)] for i in ids if i not in tail)
+
+
+def test_one_tail_budget_for_all_tiers(tmp_path: Path) -> None:
+    """Memory is bounded by one limit however many tiers take writes; the fullest folds."""
+
+    now = time.time_ns()  # the working tier keeps a day
+
+    def batch(tier: Tier, first: int, n: int) -> list[Item]:
+        return [
+            Item(
+                item_id=iid(k),
+                timestamp_ns=now + k,
+                origin=7,
+                tier=tier,
+                op=Op.UPDATE,
+                payload=b"{}",
+            )
+            for k in range(first, first + n)
+        ]
+
+    with Store.open(tmp_path / "s.db", tail_limit=100, fold_entries=10) as store:
+        store.apply(Tier.EPISODIC, batch(Tier.EPISODIC, 0, 60))
+        store.apply(Tier.SEMANTIC, batch(Tier.SEMANTIC, 1000, 30))
+        assert not store.needs_maintenance  # 90 entries in all
+        store.apply(Tier.SEMANTIC, batch(Tier.SEMANTIC, 2000, 30))
+        assert store.needs_maintenance  # 120: neither tier alone is above 100
+        assert store.maintenance_step()
+        assert len(store._tail[int(Tier.EPISODIC)]) < 60  # the fullest tier folded first
+        while store.maintenance_step():
+            pass
+        assert store.tail_size() <= 100
+        # An apply that would pass 1.25 x the limit folds inline, in any tier.
+        store.apply(Tier.WORKING, batch(Tier.WORKING, 3000, 80))
+        assert store.tail_size() <= 125
+        for tier, first, n in (
+            (Tier.EPISODIC, 0, 60),
+            (Tier.SEMANTIC, 2000, 30),
+            (Tier.WORKING, 3000, 80),
+        ):
+            for k in range(first, first + n):
+                found = store.get_row(tier, iid(k))
+                assert found is not None and found[1].item_id == iid(k)
