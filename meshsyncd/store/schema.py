@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 6; older versions differed only where noted):
+Layout (version 7; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -55,7 +55,8 @@ Layout (version 6; older versions differed only where noted):
     The last incarnation seen for each peer, to detect a recreated store.
 ``conflicts``
     The bounded conflict log; (version 6) unique per (tier, item, winner key, loser key),
-    so the same loss seen twice (a resent batch) is logged once.
+    so the same loss seen twice (a resent batch) is logged once; (version 7) that index
+    leads with the two timestamps, so it grows at its end like the table.
 """
 
 from __future__ import annotations
@@ -175,7 +176,18 @@ def _v6(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(conn: sqlite3.Connection) -> None:
+    # The same uniqueness, keyed by time first: conflicts arrive near "now", so new entries
+    # (and the oldest ones the bound trims) land on a few pages at the ends of the index
+    # instead of one random page each, as an index led by item_id had them.
+    conn.execute("DROP INDEX conflicts_once")
+    conn.execute(
+        "CREATE UNIQUE INDEX conflicts_once ON conflicts"
+        " (loser_ts, winner_ts, tier, item_id, winner_origin, loser_origin)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -211,6 +211,15 @@ def test_version_5_conflict_logs_lose_their_duplicates(tmp_path: Path) -> None:
     conn.close()
     with Store.open(path) as migrated:
         assert [c.loser for c in migrated.conflicts(limit=10)] == [(8, 3), (9, 2)]
+        # Version 7: the same uniqueness, led by the timestamps (entries arrive in time
+        # order, so the index grows at its end instead of on a random page per loss).
+        cols = [r[2] for r in migrated._conn.execute("PRAGMA index_info(conflicts_once)")]
+        assert cols[:2] == ["loser_ts", "winner_ts"]
+        assert sorted(cols) == sorted(
+            ["tier", "item_id", "winner_ts", "winner_origin", "loser_ts", "loser_origin"]
+        )
+        migrated.apply(T, [v(10, 1, Op.UPDATE, b"w"), v(9, 2, Op.UPDATE, b"l")])
+        assert len(migrated.conflicts(limit=10)) == 2  # (9, 2) lost to (10, 1) again: logged once
 
 
 def test_one_slice_mixing_new_repeated_stored_and_merged_ids(tmp_path: Path) -> None:
