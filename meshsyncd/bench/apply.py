@@ -33,6 +33,7 @@ import random
 import resource
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -253,9 +254,56 @@ def run_scenario(
     }
 
 
+def run_repeated(
+    workdir: Path,
+    name: str,
+    preload: int,
+    n: int,
+    seed: int,
+    cache: Path | None,
+    repeat: int,
+) -> dict[str, Any]:
+    """:func:`run_scenario` ``repeat`` times on fresh copies; medians, with every run kept.
+
+    Why: on a shared or virtual machine one run can be a third off the next (measured here:
+    the same code gave 38k and 70k items/s a minute apart), so a single figure says little.
+    Every run times the engine and the bare upsert back to back, batch by batch, so each
+    run's ratio compares like with like; the summary is the median run of each figure. A
+    preloaded scenario preloads once (into ``cache``, or a scratch cache in ``workdir``) and
+    copies the files for each run.
+    """
+    if preload > 0 and cache is None and repeat > 1:
+        cache = workdir / "preload-cache"
+    runs = []
+    for k in range(repeat):
+        rundir = workdir / f"{name}-run{k + 1}"
+        rundir.mkdir()
+        try:
+            runs.append(run_scenario(rundir, name, preload, n, seed, cache))
+        finally:
+            shutil.rmtree(rundir, ignore_errors=True)
+    out = dict(runs[0])
+    for field in ("engine_items_per_s", "bare_items_per_s", "ratio"):
+        values = sorted(r[field] for r in runs)
+        mid = statistics.median(values)
+        out[field] = round(mid, 3) if field == "ratio" else round(mid)
+        out[f"{field}_range"] = [values[0], values[-1]]
+    out["runs"] = [
+        {f: r[f] for f in ("engine_items_per_s", "bare_items_per_s", "ratio")} for r in runs
+    ]
+    return out
+
+
 @bench.command("apply")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--items", default=100_000, show_default=True, help="Items to apply per scenario.")
+@click.option(
+    "--repeat",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Runs per scenario; the figures are the median run's.",
+)
 @click.option("--preload", default=1_000_000, show_default=True, help="Items in the big store.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None)
 @click.option(
@@ -272,7 +320,13 @@ def run_scenario(
     help="Run one scenario only (while iterating).",
 )
 def apply_cmd(
-    as_json: bool, items: int, preload: int, workdir: str | None, cache_dir: str | None, only: str
+    as_json: bool,
+    items: int,
+    repeat: int,
+    preload: int,
+    workdir: str | None,
+    cache_dir: str | None,
+    only: str,
 ) -> None:
     """Apply sync batches into a fresh and a 1M-item store, next to a bare upsert.
 
@@ -290,10 +344,10 @@ def apply_cmd(
     with tempfile.TemporaryDirectory(prefix="meshsyncd-bench-", dir=workdir) as tmp:
         results = []
         if only in ("both", "fresh"):
-            results.append(run_scenario(Path(tmp), "fresh", 0, items, seed=1))
+            results.append(run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat))
         if only in ("both", "preloaded"):
             name = f"preloaded-{preload // 1000}k"
-            results.append(run_scenario(Path(tmp), name, preload, items, seed=2, cache=cache))
+            results.append(run_repeated(Path(tmp), name, preload, items, 2, cache, repeat))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     targets = {
         "min_items_per_s": 60_000,
@@ -319,12 +373,21 @@ def apply_cmd(
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"bench apply (SQLite {sqlite3.sqlite_version}, batches of {BATCH})")
+    click.echo(
+        f"bench apply (SQLite {sqlite3.sqlite_version}, batches of {BATCH},"
+        f" median of {repeat} run(s), [min-max])"
+    )
     for r in results:
+        lo, hi = r["engine_items_per_s_range"]
+        blo, bhi = r["bare_items_per_s_range"]
+        rlo, rhi = r["ratio_range"]
         click.echo(
-            f"  {r['scenario']:>16}: engine {r['engine_items_per_s']:>9,} items/s   "
-            f"bare upsert {r['bare_items_per_s']:>9,} items/s   ratio {r['ratio']:.2f}   "
-            f"conflicts {r['conflicts_logged']:,}   store {r['store_mib']} MiB"
+            f"  {r['scenario']:>16}: engine {r['engine_items_per_s']:>8,} items/s [{lo:,}-{hi:,}]"
+            f"   bare upsert {r['bare_items_per_s']:>8,} [{blo:,}-{bhi:,}]"
+            f"   ratio {r['ratio']:.2f} [{rlo:.2f}-{rhi:.2f}]"
+        )
+        click.echo(
+            f"  {'':>16}  conflicts logged {r['conflicts_logged']:,}   store {r['store_mib']} MiB"
         )
     click.echo(f"  peak RSS: {peak_mib:.1f} MiB")
     click.echo(
