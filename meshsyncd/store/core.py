@@ -22,11 +22,10 @@ table for everything below it. When the tail grows past ``tail_limit`` it is wri
 move up (``fold.py``). This is what keeps a batch of new random ids from dirtying one random
 index page per item (the cost that dominates a synchronously indexed table of a million
 rows); the price is a bounded map in memory (``tail_limit`` entries for all tiers together,
-at most 1.25 times that, ~130 bytes each) and one sorted pass over ``ids`` per ``tail_limit``
-changes,
-cut into steps of about one batch's cost that the async engine runs as separate worker
-calls. WAL checkpoints run beside the writer on their own thread and connection
-(``checkpoint.py``), not inside a commit.
+at most 1.25 times that, ~130 bytes each) and one sorted pass over ``ids`` per
+``tail_limit`` changes, cut into steps of about one batch's cost that the async engine runs
+as separate worker calls. WAL checkpoints run beside the writer on their own thread and
+connection (``checkpoint.py``), not inside a commit.
 
 Durability: local writes commit with ``synchronous=FULL`` (acknowledged means on disk);
 replicated batches default to ``NORMAL``, which in WAL mode can lose the last transactions
