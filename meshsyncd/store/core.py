@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 from protocol import Item, Op, Tier
 
+from .bulk import insert_rows
 from .checkpoint import Checkpointer
 from .fold import FoldMixin
 from .maintenance import DAY_NS, Conflict, MaintenanceMixin
@@ -89,9 +90,9 @@ SEQ_MASK = (1 << SEQ_BITS) - 1
 # the bucket digests are written once per transaction, not per slice).
 APPLY_SLICE = 125
 _IN_CHUNK = 512  # parameters per IN list (padded to a power of two, see _padded)
-_INSERT = (
+_INSERT = (  # VALUES added by bulk.insert_rows
     "INSERT INTO items (rowid, tier, item_id, ts, origin, op, priority, flags, payload,"
-    " fields, bhash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " fields, bhash)"
 )
 _MOVE = (
     "UPDATE items SET rowid = ?, ts = ?, origin = ?, op = ?, priority = ?, flags = ?,"
@@ -517,7 +518,7 @@ class Store(FoldMixin, MaintenanceMixin):
         if update:
             self._conn.executemany(_UPDATE_FIELDS, update)
         if insert:
-            self._conn.executemany(_INSERT, insert)
+            insert_rows(self._conn, _INSERT, 11, insert)
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq

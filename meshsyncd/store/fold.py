@@ -44,6 +44,7 @@ import sqlite3
 import struct
 from itertools import repeat
 
+from .bulk import insert_rows
 from .idfilter import IdFilter
 
 __all__ = ["BUCKETS", "FoldMixin"]
@@ -199,10 +200,11 @@ class FoldMixin:
         # An id moved twice is pending twice; a purged one may be pending but gone.
         order = sorted(set(filter(tail.__contains__, ids)))
         rids = list(map(tail.pop, order))
-        # Iterators, not lists of tuples: many live tuples would make the GC walk them.
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO ids (tier, item_id, rid) VALUES (?, ?, ?)",
-            zip(repeat(t), order, rids),
+        insert_rows(
+            self._conn,
+            "INSERT OR REPLACE INTO ids (tier, item_id, rid)",
+            3,
+            list(zip(repeat(t), order, rids)),
         )
         self._conn.execute(
             "UPDATE tiers SET merged = ?, marks = ? WHERE tier = ?",
