@@ -409,6 +409,10 @@ class Daemon:
             )
 
     async def _maintenance_loop(self) -> None:
+        # A store can open with its tail above the limit (written by a version that allowed
+        # a tail per tier): fold it now, in steps an urgent write can pass, rather than
+        # inline in whatever apply comes first.
+        await self.engine.maintain()
         while True:
             await trio.sleep(MAINTENANCE_EVERY)
             peers = [short(p) for p in self.peers]

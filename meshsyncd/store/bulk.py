@@ -43,8 +43,9 @@ def insert_rows(
     ``executemany``.
 
     Raises:
-        sqlite3.Error: as ``executemany`` would; rows before the failing chunk are written
-            (the caller's transaction rolls them back).
+        sqlite3.Error: as ``executemany`` would; the chunks before the failing one are
+            written, the failing one is not (a statement fails whole), and the caller's
+            transaction rolls them back.
     """
     done, total = 0, len(rows)
     for size in CHUNKS:
