@@ -275,12 +275,15 @@ class Store(FoldMixin, MaintenanceMixin):
         idf = self._filters[tier]
         by_rid: list[int] = []
         by_id: list[bytes] = []
-        for iid in ids:
-            rid = tail.get(iid)
-            if rid is not None:
-                by_rid.append(rid)
-            elif iid in idf:
-                by_id.append(iid)
+        if idf.count == 0:  # nothing folded into ``ids`` yet (a new node's first sync)
+            by_rid = list(filter(None, map(tail.get, ids)))  # rowids are never 0
+        else:
+            for iid in ids:
+                rid = tail.get(iid)
+                if rid is not None:
+                    by_rid.append(rid)
+                elif iid in idf:
+                    by_id.append(iid)
         out: dict[bytes, Existing] = {}
         execute = self._conn.execute
         for start in range(0, len(by_id), _IN_CHUNK):
