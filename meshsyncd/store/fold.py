@@ -24,10 +24,11 @@ all tiers together hold more than ``tail_limit`` entries; an apply that finds th
 The limit is one budget for all tiers, so memory does not grow with the number of tiers in
 use: ~130 bytes per entry, ~8 MiB at the default 50,000 (1.25 times that at most).
 
-Why not more: a fold costs ~2.5 us of SQLite per folded id (one sorted insert into ``ids``)
-and ~1.5 us of Python (sorting, the filter), whatever the limit. Measured with a 100,000
-limit on a store of a million items, the steady-state apply rate did not move (46k items/s
-both ways, same hour), while the peak memory of ``bench apply`` grew from 83 to 102 MiB.
+Why not more: a fold costs SQLite ~1.2-2.5 us per folded id (a sorted insert into ``ids``)
+and Python ~1.5 us (sorting, the filter), whatever the limit. Measured with a 100,000 limit
+on a store of a million items, the steady-state apply rate did not move (46k items/s both
+ways in a slow hour; medians of 3 runs 59k and 74k against 58k and 74k, alternating, in a
+quiet one), while the peak memory of ``bench apply`` grew from 84 to 100-104 MiB.
 A bigger tail only postpones the fold: a fresh store of 100,000 items then never folds
 inside the benchmark, which flatters it without saving any work.
 
