@@ -31,7 +31,7 @@ from typing import Any
 
 from protocol import MAX_PAYLOAD, Priority, Tier
 
-from .control_proto import ControlError, parse_priority, parse_tier
+from .control.proto import ControlError, parse_priority, parse_tier
 
 __all__ = ["Client", "ClientError", "DaemonNotRunning", "PermissionDenied"]
 

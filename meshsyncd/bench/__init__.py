@@ -1,15 +1,6 @@
-"""``meshsyncd bench ...``: benchmarks that print figures; targets live here, not in tests."""
+"""Benchmarks that print figures (targets live here, not in tests), and the node processes
+(``nodeproc``) that the benches, the demo and the integration tests start.
 
-from __future__ import annotations
-
-import click
-
-
-@click.group()
-def bench() -> None:
-    """Measure the codec, the store and the mesh; print figures (``--json`` for machines)."""
-
-
-from . import apply as _apply  # noqa: E402,F401
-from . import codec as _codec  # noqa: E402,F401
-from . import mesh as _mesh  # noqa: E402,F401
+The ``bench`` click group lives in ``commands`` so that importing ``nodeproc`` does not load
+every bench and the engine with it.
+"""

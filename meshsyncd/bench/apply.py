@@ -48,7 +48,7 @@ from protocol import Batch, Item, Op, Tier
 from ..engine import Engine
 from ..store import SCHEMA_VERSION, Store
 from ..store.core import PAGE_SIZE, TAIL_LIMIT
-from . import bench
+from .commands import bench
 
 TIER = Tier.EPISODIC
 PEER = 0xB0B0_0000_0000_0001

@@ -22,7 +22,7 @@ import click
 
 import protocol as P
 
-from . import bench
+from .commands import bench
 
 N_ITEMS = 1000
 _WORDS = (

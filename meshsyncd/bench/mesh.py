@@ -2,7 +2,7 @@
 
 Why real processes: these figures are what a user of two nodes gets, TLS, SQLite, the
 control socket and process boundaries included, so the nodes come from
-:mod:`meshsyncd.nodeproc` exactly as ``meshsyncd demo`` makes them. The bulk data is written
+:mod:`meshsyncd.bench.nodeproc` exactly as ``meshsyncd demo`` makes them. The bulk data is written
 straight into the stopped source node's store (1000 items per transaction, the way the
 fault tests preload) because 100,000 control-socket writes would measure the control
 socket, not replication. Payloads are the codec bench's agent-memory JSON (~200 bytes).
@@ -39,9 +39,9 @@ from typing import Any
 import click
 
 from ..client import Client, ClientError
-from ..nodeproc import Node, NodeError, preload
-from . import bench
 from .codec import make_items
+from .commands import bench
+from .nodeproc import Node, NodeError, preload
 
 __all__ = ["run_latency_bench", "run_replicate_bench"]
 

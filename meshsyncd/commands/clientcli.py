@@ -22,7 +22,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from ..client import Client, ClientError
-from ..control_proto import ControlError, parse_item_id, parse_priority, parse_tier
+from ..control.proto import ControlError, parse_item_id, parse_priority, parse_tier
 
 F = TypeVar("F", bound=Callable[..., Any])
 USAGE_CODES = {"bad_request", "unknown_tier", "too_large", "usage"}

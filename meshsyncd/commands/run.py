@@ -37,7 +37,7 @@ def run(config: Path | None, log_format: str | None) -> None:
       meshsyncd init --dir ~/node --listen 127.0.0.1:7700
       meshsyncd run --config ~/node/meshsyncd.toml
     """
-    from ..daemon import run_daemon
+    from ..node.daemon import run_daemon
 
     try:
         cfg = load_config(config)

@@ -2,7 +2,7 @@
 
 The attacker is a node made with ``meshsyncd init`` (so it has a real identity) that the
 target lists in its config, but it never runs a daemon: the test dials the target with
-:func:`meshsyncd.transport.dial_tls` (real mutual TLS) and writes whatever bytes or frames it
+:func:`meshsyncd.node.transport.dial_tls` (real mutual TLS) and writes whatever bytes or frames it
 wants through a ``protocol.Connection``. Construct it before the target starts: the target
 loads the attacker's certificate at start (a running daemon would have learned it at first
 contact in the other direction).
@@ -17,7 +17,7 @@ from faultnodes import FaultNode, free_port
 
 import protocol as P
 from meshsyncd.identity import load_identity, parse_node_id, save_peer_cert
-from meshsyncd.transport import HandshakeRefused, TrustStore, dial_tls
+from meshsyncd.node.transport import HandshakeRefused, TrustStore, dial_tls
 
 Stream = trio.SSLStream[trio.SocketStream]
 

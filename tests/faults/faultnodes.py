@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import protocol as P
-from meshsyncd import nodeproc
+from meshsyncd.bench import nodeproc
 from meshsyncd.client import Client, ClientError
 from meshsyncd.identity import parse_node_id
 from meshsyncd.store.rows import to_db

@@ -30,7 +30,7 @@ from faultnodes import FaultNode, Fleet, converged, wait_for
 import protocol as P
 from meshsyncd.client import ClientError
 from meshsyncd.identity import load_identity, parse_node_id
-from meshsyncd.transport import HandshakeRefused, TrustStore, dial_tls
+from meshsyncd.node.transport import HandshakeRefused, TrustStore, dial_tls
 
 BOMB = 64 << 20  # what the bombs below would inflate to
 

@@ -9,9 +9,9 @@ import trio
 from meshnodes import mesh, wait_for
 
 import protocol as P
+from meshsyncd.bench.nodeproc import preload
 from meshsyncd.identity import load_identity, parse_node_id, save_peer_cert
-from meshsyncd.nodeproc import preload
-from meshsyncd.transport import TrustStore, dial_tls
+from meshsyncd.node.transport import TrustStore, dial_tls
 
 
 def _preload(config: Path, node_id: str, count: int) -> None:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from meshnodes import Node, cli, free_port, mesh, wait_for
 
-from meshsyncd import nodeproc
+from meshsyncd.bench import nodeproc
 
 __all__ = [
     "UNIT",

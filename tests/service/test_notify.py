@@ -14,7 +14,7 @@ import trio
 from servicekit import Node, NotifySocket, wait_for
 
 from meshsyncd.client import Client
-from meshsyncd.notify import Notifier
+from meshsyncd.node.notify import Notifier
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import click
 
 from protocol import Priority, Tier
 
-from .nodeproc import Node
+from ..bench.nodeproc import Node
 
 __all__ = ["demo"]
 

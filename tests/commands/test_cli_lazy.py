@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from meshsyncd.cli import _COMMANDS, main
+from meshsyncd.commands.cli import _COMMANDS, main
 
 
 def test_every_lazy_command_resolves_to_a_click_command_of_that_name() -> None:
@@ -23,7 +23,7 @@ def test_every_lazy_command_resolves_to_a_click_command_of_that_name() -> None:
 def test_put_starts_without_trio_cryptography_or_the_engine() -> None:
     probe = (
         "import sys\n"
-        "from meshsyncd.cli import main\n"
+        "from meshsyncd.commands.cli import main\n"
         "try:\n"
         "    main(['put', '--help'])\n"
         "except SystemExit:\n"

@@ -35,9 +35,9 @@ import trio
 import protocol as P
 from protocol import Tier
 
-from .clock import ClockSkewError
-from .engine import AsyncEngine, short_id
-from .identity import node_id_text
+from ..clock import ClockSkewError
+from ..engine import AsyncEngine, short_id
+from ..identity import node_id_text
 
 __all__ = ["DuplicateSession", "PeerStats", "Session", "SessionClosed"]
 

@@ -19,7 +19,11 @@ import trio
 
 from protocol import MAX_PAYLOAD, Item, Op, Priority, Tier
 
-from .control_proto import (
+from ..engine import Engine, merge_payload
+from ..store import StoredItem
+from ..store.rows import from_db
+from .feed import change_event
+from .proto import (
     ControlError,
     decode_value,
     encode_value,
@@ -30,13 +34,9 @@ from .control_proto import (
     parse_priority,
     parse_tier,
 )
-from .engine import Engine, merge_payload
-from .feed import change_event
-from .store import StoredItem
-from .store.rows import from_db
 
 if TYPE_CHECKING:
-    from .control import DaemonView
+    from .server import DaemonView
 
 __all__ = ["HANDLERS"]
 

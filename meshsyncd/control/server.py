@@ -41,10 +41,10 @@ import trio
 
 from protocol import Item, LocalProtocolError, ProtocolError
 
-from .control_ops import HANDLERS
-from .control_proto import MAX_LINE, ControlError, parse_tier
-from .engine import AsyncEngine, ItemNotFoundError
+from ..engine import AsyncEngine, ItemNotFoundError
 from .feed import ChangeFeed, FeedStatistics, change_event
+from .ops import HANDLERS
+from .proto import MAX_LINE, ControlError, parse_tier
 
 __all__ = [
     "ChangeFeed",

@@ -13,7 +13,7 @@ import trio.testing
 
 import protocol as P
 from meshsyncd.engine import AsyncEngine, Engine
-from meshsyncd.session import Session, SessionClosed
+from meshsyncd.node.session import Session, SessionClosed
 from meshsyncd.store import Store
 from protocol import Op, Priority, Tier
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from .. import __version__
 
 __all__ = ["LazyGroup", "main"]
 
@@ -41,11 +41,11 @@ class LazyGroup(click.Group):
 
 
 _COMMANDS = {
-    "bench": "meshsyncd.bench:bench",
+    "bench": "meshsyncd.bench.commands:bench",
     "conflicts": "meshsyncd.commands.operator:conflicts",
-    "decode": "meshsyncd.decode:decode",
+    "decode": "meshsyncd.commands.decode:decode",
     "delete": "meshsyncd.commands.data:delete",
-    "demo": "meshsyncd.demo:demo",
+    "demo": "meshsyncd.commands.demo:demo",
     "get": "meshsyncd.commands.data:get",
     "id": "meshsyncd.commands.node:id_command",
     "init": "meshsyncd.commands.node:init",

@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner, Result
 from controlkit import PEER_ID, BackgroundNode, short_socket_dir
 
-from meshsyncd.cli import main
+from meshsyncd.commands.cli import main
 from meshsyncd.commands.operator import parse_duration
-from meshsyncd.control_proto import key_item_id, node_id_text
+from meshsyncd.control.proto import key_item_id, node_id_text
 from protocol import MAX_PAYLOAD
 
 SCRIPT = str(Path(sys.executable).with_name("meshsyncd"))

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from .client import Client, ClientError
+from ..client import Client, ClientError
 
 __all__ = ["Node", "NodeError", "free_port", "run_cli"]
 
@@ -33,7 +33,7 @@ class NodeError(click.ClickException):
 
 def _exe() -> list[str]:
     # The running interpreter, not whatever ``meshsyncd`` is first on PATH.
-    return [sys.executable, "-c", "from meshsyncd.cli import main; main()"]
+    return [sys.executable, "-c", "from meshsyncd.commands.cli import main; main()"]
 
 
 def free_port() -> int:
@@ -81,7 +81,7 @@ class Node:
 
     @property
     def store_path(self) -> Path:
-        from .config import load_config  # the config decides (STATE_DIRECTORY may move it)
+        from ..config import load_config  # the config decides (STATE_DIRECTORY may move it)
 
         return load_config(self.config).store_path
 
@@ -179,9 +179,9 @@ def preload(
     """
     from protocol import Item, Op, Tier
 
-    from .engine import Engine
-    from .identity import parse_node_id
-    from .store import Store
+    from ..engine import Engine
+    from ..identity import parse_node_id
+    from ..store import Store
 
     make = payload or (lambda n: json.dumps({"n": n, "text": "bulk " * 36}).encode())
     new_id = item_id or (lambda _n: os.urandom(16))

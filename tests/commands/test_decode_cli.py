@@ -16,7 +16,7 @@ import zstandard
 from click.testing import CliRunner, Result
 
 import protocol
-from meshsyncd.cli import main
+from meshsyncd.commands.cli import main
 
 VECTORS = Path(protocol.__file__).parent / "vectors"
 ERROR_LINE = re.compile(r"^meshsyncd: decode error: \S+ at offset \d+: .+\n\Z")

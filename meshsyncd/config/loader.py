@@ -65,8 +65,9 @@ from typing import Any
 
 from protocol import Tier
 
-from . import config_text
-from .config_values import (
+from ..identity import node_id_text, parse_node_id
+from . import text as config_text
+from .values import (
     ALL_TIERS,
     TIER_NAMES,
     ConfigError,
@@ -77,7 +78,6 @@ from .config_values import (
     parse_tiers,
     show_value,
 )
-from .identity import node_id_text, parse_node_id
 
 __all__ = [
     "ALL_TIERS",

@@ -38,16 +38,16 @@ import trio
 import protocol as P
 from protocol import Item, Priority, Tier
 
-from . import __version__
-from .clock import HybridClock
-from .config import Config, ConfigError, PeerConfig, load_config, parse_address
-from .control import ChangeFeed, ControlServer
-from .engine import AsyncEngine, Engine
-from .identity import Identity, node_id_text
-from .metrics import MeteredEngine, Metrics, Snapshot, tier_counts
+from .. import __version__
+from ..clock import HybridClock
+from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
+from ..control.server import ChangeFeed, ControlServer
+from ..engine import AsyncEngine, Engine
+from ..identity import Identity, node_id_text
+from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
+from ..store import Store
 from .notify import Notifier
 from .session import DuplicateSession, Session, SessionClosed
-from .store import Store
 from .transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
 
 __all__ = ["Daemon", "PeerState"]

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from meshsyncd.identity import create_identity, node_id_text
-from meshsyncd.transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
+from meshsyncd.node.transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
 
 
 def _node(tmp_path: Path, name: str) -> tuple[TrustStore, bytes]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .fsutil import fsync_dir
+from ..fsutil import fsync_dir
 
 __all__ = ["append_table", "atomic_write", "new_config", "peer_table", "remove_peer_table"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from meshsyncd.cli import main
 from meshsyncd.commands import node as node_commands
+from meshsyncd.commands.cli import main
 from meshsyncd.config import load_config
 from meshsyncd.identity import load_identity, node_id_text
 from meshsyncd.store import Store

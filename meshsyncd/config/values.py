@@ -16,7 +16,7 @@ from typing import Any
 
 from protocol import Tier
 
-from .identity import node_id_text
+from ..identity import node_id_text
 
 __all__ = [
     "ALL_TIERS",

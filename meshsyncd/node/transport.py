@@ -28,7 +28,13 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .identity import Identity, load_peer_certs, node_id_from_cert_der, node_id_text, save_peer_cert
+from ..identity import (
+    Identity,
+    load_peer_certs,
+    node_id_from_cert_der,
+    node_id_text,
+    save_peer_cert,
+)
 
 __all__ = ["HandshakeRefused", "TrustStore", "accept_tls", "dial_tls"]
 

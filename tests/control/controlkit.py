@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from meshsyncd.control import ChangeFeed, ControlServer
+from meshsyncd.control.server import ChangeFeed, ControlServer
 from meshsyncd.engine import AsyncEngine, Engine
 from meshsyncd.store import Store
 from protocol import Item
@@ -42,7 +42,7 @@ class FakeDaemon:
         self.unreachable: set[bytes] = set()
 
     def peers_table(self) -> list[dict[str, Any]]:
-        from meshsyncd.control_proto import node_id_text
+        from meshsyncd.control.proto import node_id_text
 
         return [
             {
@@ -67,7 +67,7 @@ class FakeDaemon:
         peers: list[bytes] | None,
         timeout: float,  # noqa: ASYNC109
     ) -> dict[str, list[str]]:
-        from meshsyncd.control_proto import node_id_text
+        from meshsyncd.control.proto import node_id_text
 
         self.sync_calls.append((peers, timeout))
         wanted = [PEER_ID] if peers is None else peers

@@ -17,9 +17,9 @@ import trio
 from controlkit import PEER_ID, RawConn, serving, short_socket_dir, wait_until
 
 from meshsyncd.client import Client, ClientError, DaemonNotRunning, PermissionDenied
-from meshsyncd.control import ControlServer, ControlSocketError
-from meshsyncd.control_proto import key_item_id, node_id_text
-from meshsyncd.feed import ChangeFeed
+from meshsyncd.control.feed import ChangeFeed
+from meshsyncd.control.proto import key_item_id, node_id_text
+from meshsyncd.control.server import ControlServer, ControlSocketError
 from protocol import MAX_PAYLOAD, Op, Priority, Tier
 
 

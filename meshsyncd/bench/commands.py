@@ -1,0 +1,15 @@
+"""``meshsyncd bench ...``: benchmarks that print figures; targets live here, not in tests."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def bench() -> None:
+    """Measure the codec, the store and the mesh; print figures (``--json`` for machines)."""
+
+
+from . import apply as _apply  # noqa: E402,F401
+from . import codec as _codec  # noqa: E402,F401
+from . import mesh as _mesh  # noqa: E402,F401
