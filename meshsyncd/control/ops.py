@@ -13,16 +13,16 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from protocol import MAX_PAYLOAD, Item, Op, Priority, Tier
 
-from ..engine import Engine, merge_payload
+from ..engine import AsyncEngine, Engine, merge_payload
 from ..store import StoredItem
 from ..store.rows import from_db
-from .feed import change_event
+from .feed import ChangeFeed, change_event
 from .proto import (
     ControlError,
     decode_value,
@@ -35,18 +35,40 @@ from .proto import (
     parse_tier,
 )
 
-if TYPE_CHECKING:
-    from .server import DaemonView
-
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "DaemonView"]
 
 Params = dict[str, Any]
 Handler = Callable[["DaemonView", Params], Awaitable[dict[str, Any]]]
+
 
 MAX_LIST = 1000
 LIST_VALUE_BUDGET = 4 << 20  # value bytes per list page, so a page stays a sane line
 MAX_KEY = 4096
 MAX_SYNC_TIMEOUT = 3600.0
+
+
+class DaemonView(Protocol):
+    """What the operations need from the daemon (the daemon implements it).
+
+    It lives here, with its users, so that the server imports the ops and nothing imports
+    the server back.
+    """
+
+    engine: AsyncEngine
+    node_id: bytes
+    started_at: float
+    feed: ChangeFeed
+
+    def peers_table(self) -> list[dict[str, Any]]: ...
+
+    def on_local_write(self, item: Item) -> None: ...
+
+    # The timeout is part of the request (the daemon reports which peers missed it).
+    async def sync_now(
+        self,
+        peers: list[bytes] | None,
+        timeout: float,  # noqa: ASYNC109
+    ) -> dict[str, list[str]]: ...
 
 
 # -- parameters ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Shared pieces of the control-socket protocol: limits, error codes, value and id encoding.
 
-Both ends use these: the trio server (``control.py``), the plain-socket client
+Both ends use these: the trio server (``server.py``), the plain-socket client
 (``client.py``) and the CLI. Nothing here does I/O or imports trio, so a program that only
 wants the client pays for neither. The protocol itself is described in ``docs/control.md``.
 """

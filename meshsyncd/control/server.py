@@ -20,7 +20,7 @@ buffer bounded by the line limit, and a client that stops reading only stalls it
 send has a deadline, after which the connection is closed). A line over the limit, a run of
 bad requests, or a client beyond ``max_clients`` gets an error line and is disconnected; the
 daemon and the store are untouched. Store work goes through ``AsyncEngine.run`` on the
-node's writer thread (``control_ops.py``).
+node's writer thread (``ops.py``, which also declares the view of the daemon it needs).
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 import trio
 
-from protocol import Item, LocalProtocolError, ProtocolError
+from protocol import LocalProtocolError, ProtocolError
 
-from ..engine import AsyncEngine, ItemNotFoundError
+from ..engine import ItemNotFoundError
 from .feed import ChangeFeed, FeedStatistics, change_event
-from .ops import HANDLERS
+from .ops import HANDLERS, DaemonView
 from .proto import MAX_LINE, ControlError, parse_tier
 
 __all__ = [
@@ -62,26 +62,6 @@ MAX_CLIENTS = 64
 MAX_BAD_REQUESTS = 256  # consecutive bad lines before a connection is closed
 SEND_TIMEOUT = 10.0
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-
-class DaemonView(Protocol):
-    """What the control server needs from the daemon (the daemon implements it)."""
-
-    engine: AsyncEngine
-    node_id: bytes
-    started_at: float
-    feed: ChangeFeed
-
-    def peers_table(self) -> list[dict[str, Any]]: ...
-
-    def on_local_write(self, item: Item) -> None: ...
-
-    # The timeout is part of the request (the daemon reports which peers missed it).
-    async def sync_now(
-        self,
-        peers: list[bytes] | None,
-        timeout: float,  # noqa: ASYNC109
-    ) -> dict[str, list[str]]: ...
 
 
 class ControlSocketError(Exception):

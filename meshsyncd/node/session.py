@@ -1,4 +1,4 @@
-"""One peer session over any trio byte stream: HELLO, pull lanes, push lane, keepalive.
+"""One peer session over any trio byte stream: HELLO, the reader, the writer and its lanes.
 
 Theory of operation (DESIGN.md "Delta sync", SPEC.md sections 4 and 5): the session owns a
 ``protocol.Connection`` and three kinds of tasks under one nursery.
@@ -12,6 +12,8 @@ Theory of operation (DESIGN.md "Delta sync", SPEC.md sections 4 and 5): the sess
   at a time into a queue of size 1, so an urgent PUSH waits behind at most one chunk.
   A full urgent queue drops the push (counted): the next pull carries the data anyway.
 
+The pullers, the responder and the keepalive are the session's lanes, in ``lanes.py``
+(:class:`SessionLanes`, mixed in); this module moves frames and decides how a session ends.
 The transport (TLS, identity) is not this module's business: the caller hands over an
 authenticated stream and the peer's expected node id. Errors from the peer close this
 session only; ``trio.Cancelled`` is never swallowed.
@@ -24,7 +26,6 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -38,32 +39,19 @@ from protocol import Tier
 from ..clock import ClockSkewError
 from ..engine import AsyncEngine, short_id
 from ..identity import node_id_text
+from .endings import DuplicateSession, SessionClosed
+from .lanes import SessionLanes
 
 __all__ = ["DuplicateSession", "PeerStats", "Session", "SessionClosed"]
 
 CHUNK_ITEMS = 1000
 CHUNK_BYTES = 256 * 1024
 READ_SIZE = 65536
-DEAD_AFTER_PINGS = 3
 # How long the last ERROR/BYE may wait behind the chunk being written to a slow peer.
 FINAL_FLUSH_TIMEOUT = 5.0
 
 
-class DuplicateSession(Exception):
-    """Raised by an ``on_open`` hook: another session with this peer is kept instead."""
-
-
-class SessionClosed(Exception):
-    """The session ended; ``reason`` says why (peer BYE, protocol error, skew, EOF)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
 _TRANSPORT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
-
-INLINE_DECODE_BYTES = 16 * 1024
 
 
 def _last_word(exc: BaseException) -> P.Frame | None:
@@ -80,18 +68,6 @@ def _last_word(exc: BaseException) -> P.Frame | None:
 def _text(message: str) -> str:
     """Cut a message to MAX_TEXT bytes of UTF-8 without splitting a character."""
     return message.encode("utf-8")[: P.MAX_TEXT].decode("utf-8", errors="ignore")
-
-
-async def _decode(frame: P.BatchFrame | P.Push) -> P.Batch:
-    """Parse a batch: small ones (a live push) inline, large ones on a worker thread.
-
-    A thread hop costs more than decoding a few dozen items; a 1000-item chunk would hold
-    the event loop for a millisecond or more, so it goes to a thread.
-    """
-    if len(frame.batch) <= INLINE_DECODE_BYTES:
-        await trio.lowlevel.checkpoint()
-        return frame.decode()
-    return await trio.to_thread.run_sync(frame.decode)
 
 
 # How a session may end without it being a bug in this node.
@@ -121,7 +97,7 @@ class PeerStats:
     last_seen: float = 0.0
 
 
-class Session:
+class Session(SessionLanes):
     """Sync with one peer over ``stream`` until either side closes.
 
     ``send_tiers``: tiers this peer receives from us. ``accept_tiers``: tiers it may write.
@@ -459,166 +435,3 @@ class Session:
             # Already there: say so, or a sync barrier on the other side would wait for an
             # ACK that no pull round is going to send.
             self._queue_urgent(self._frame(P.Ack(request_id=0, tier=digest.tier, seq=cursor)))
-
-    async def _pinger(self) -> None:
-        """Keepalive: measure RTT, and end a session whose peer has gone silent.
-
-        A peer answers every PING, so ``DEAD_AFTER_PINGS`` intervals without a single byte
-        from it means the link is dead (a half-open TCP connection never says so itself).
-        """
-        nonce = itertools.count(1)
-        dead_after = max(DEAD_AFTER_PINGS * self.ping_interval, 2.0)
-        while True:  # the first ping goes at once, so the peers table has an RTT early
-            silent = trio.current_time() - self._last_rx
-            if silent > dead_after:
-                raise SessionClosed(f"peer silent for {silent:.1f} s: link presumed dead")
-            ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
-            self._queue_urgent(self._frame(ping))
-            await trio.sleep(self.ping_interval)
-
-    async def _puller(self, tier: Tier) -> None:
-        while True:
-            await self._pull_round(tier)
-            self._rounds[tier] += 1
-            done, self._round_done = self._round_done, trio.Event()
-            done.set()
-            self._poke[tier] = trio.Event()
-            with trio.move_on_after(
-                self.pull_interval if math.isfinite(self.pull_interval) else 1e9
-            ):
-                await self._poke[tier].wait()
-
-    def _request_pull(
-        self, tier: Tier, after: int
-    ) -> tuple[int, trio.MemoryReceiveChannel[P.BatchFrame]]:
-        """Send one PULL; the answer is exactly one BATCH (SPEC.md section 4)."""
-        request_id = next(self._request_ids)
-        send, recv = trio.open_memory_channel[P.BatchFrame](1)
-        self._waiting[request_id] = send
-        pull = P.Pull(
-            request_id=request_id,
-            tier=tier,
-            after_seq=after,
-            max_items=self.chunk_items,
-            max_bytes=self.chunk_bytes,
-        )
-        self._queue_urgent(self._frame(pull))
-        return request_id, recv
-
-    async def _pull_round(self, tier: Tier) -> None:
-        """Pull a tier up to the peer's current sequence, one chunk per request.
-
-        Flow control: the next PULL goes out as soon as a BATCH arrives and before it is
-        applied, so the peer prepares chunk k+1 while we apply chunk k, yet never more
-        than two chunks are in flight. An urgent PUSH therefore queues behind at most that
-        much bulk, in socket buffers included, instead of behind a whole transfer.
-        """
-        engine = self.engine.engine
-        peer = self.peer_short
-        cursor = await self.engine.run(engine.store.cursor, peer, tier)
-        last = cursor
-        request_id, recv = self._request_pull(tier, cursor)
-        pending = [request_id]
-        try:
-            while True:
-                frame = await recv.receive()
-                if frame.tier != tier or frame.from_seq != last or frame.request_id != request_id:
-                    raise P.BadFieldError(
-                        f"BATCH for tier {frame.tier} from {frame.from_seq}, expected tier "
-                        f"{tier} from {last}",
-                        field="batch_frame",
-                    )
-                if frame.more:  # ask for the next chunk before applying this one
-                    request_id, recv = self._request_pull(tier, frame.to_seq)
-                    pending.append(request_id)
-                batch = await _decode(frame)
-                if frame.to_seq > last or batch.items:
-                    result = await self.engine.apply_sync_batch(
-                        batch, to_seq=frame.to_seq, peer=peer
-                    )
-                    self._count_in(batch, result)
-                last = frame.to_seq
-                self.cursors[tier] = last
-                if not frame.more:
-                    self.remote_seq[tier] = max(self.remote_seq.get(tier, 0), last)
-                    break
-        finally:
-            for rid in pending:
-                self._waiting.pop(rid, None)
-        if last > cursor:
-            ack = P.Ack(request_id=request_id, tier=tier, seq=last)
-            self._queue_urgent(self._frame(ack))
-
-    def _count_in(self, batch: P.Batch, result: Any) -> None:
-        self.stats.batches_in += 1
-        self.stats.items_in += len(batch.items)
-        applied, conflicts = result[0], result[1]
-        self.stats.conflicts += conflicts if isinstance(conflicts, int) else len(conflicts)
-        if applied and self.on_change is not None:
-            self.on_change(batch)
-
-    async def _apply_push(self, push: P.Push) -> None:
-        if push.tier not in self.accept_tiers:
-            self.stats.rejected += 1
-            self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
-            return
-        batch = await _decode(push)
-        result = await self.engine.apply_sync_batch(batch, peer=self.peer_short)
-        self._count_in(batch, result)
-
-    async def _responder(self) -> None:
-        """Answer PULL and REPLICATE one chunk at a time, in arrival order."""
-        engine = self.engine.engine
-        async for request in self._requests_recv:
-            if isinstance(request, P.Pull):
-                await self._answer_pull(request)
-            elif isinstance(request, P.Replicate):
-                if request.tier not in self.send_tiers:
-                    await self._answer_empty(request.request_id, request.tier, 0)
-                    continue
-                deltas = await self.engine.run(
-                    lambda r=request: list(
-                        engine.answer_replicate(
-                            r.tier, r.item_id, self.peer_short, self.chunk_items, self.chunk_bytes
-                        )
-                    )
-                )
-                for delta in deltas:
-                    await self._send_delta(request.request_id, delta)
-
-    async def _answer_empty(self, request_id: int, tier: Tier, seq: int) -> None:
-        batch = P.Batch(
-            batch_id=P.Batch.new_id(), source=self.engine.engine.origin, tier=tier, items=()
-        )
-        frame = P.BatchFrame(
-            request_id=request_id, from_seq=seq, to_seq=seq, more=False, batch=P.pack_batch(batch)
-        )
-        await self._send_bulk(frame)
-
-    async def _answer_pull(self, pull: P.Pull) -> None:
-        if pull.tier not in self.send_tiers:
-            self.stats.rejected += 1
-            self.log.warning("pull refused: tier not given to peer", tier=pull.tier.name)
-            await self._answer_empty(pull.request_id, pull.tier, pull.after_seq)
-            return
-        delta = await self.engine.create_delta_batch(
-            pull.tier,
-            self.peer_short,
-            pull.after_seq,
-            min(pull.max_items, self.chunk_items),
-            min(pull.max_bytes, self.chunk_bytes),
-        )
-        await self._send_delta(pull.request_id, delta)
-
-    async def _send_delta(self, request_id: int, delta: Any) -> None:
-        data = await trio.to_thread.run_sync(P.pack_batch, delta.batch)
-        frame = P.BatchFrame(
-            request_id=request_id,
-            from_seq=delta.from_seq,
-            to_seq=delta.to_seq,
-            more=delta.more,
-            batch=data,
-        )
-        self.stats.batches_out += 1
-        self.stats.items_out += len(delta.batch.items)
-        await self._send_bulk(frame)

@@ -335,7 +335,7 @@ def test_write_new_config_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 def test_every_key_is_documented_and_the_docs_example_loads(tmp_path: Path) -> None:
-    import meshsyncd.config as module
+    import meshsyncd.config.loader as module
 
     docs = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
     keys = [*module._TOP_KEYS, *module._PEER_KEYS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import BASE_NS, Node, Wall
+from enginekit import BASE_NS, Node, Wall
 
 from meshsyncd.clock import ClockSkewError, HybridClock
 from protocol import Tier
@@ -58,7 +58,7 @@ def test_received_timestamps_are_persisted_too(make_node: Callable[..., Node]) -
     a, b = make_node(1), make_node(2)
     a.wall.ns += 400_000_000
     item = a.engine.add(Tier.SEMANTIC, b"v")
-    from conftest import pull
+    from enginekit import pull
 
     pull(b, a, Tier.SEMANTIC)
     b.restart()

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest import BASE_NS, Node, Wall, pull
+from enginekit import BASE_NS, Node, Wall, pull
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Node, pull
+from enginekit import Node, pull
 
 from meshsyncd.clock import ClockSkewError
 from meshsyncd.engine import ALL_ITEMS, ItemNotFoundError

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import BASE_NS
+from enginekit import BASE_NS
 
 from meshsyncd.store import SCHEMA_VERSION, SchemaError, Store
 from meshsyncd.store.maintenance import DAY_NS

@@ -1,0 +1,248 @@
+"""A session's lanes: keepalive, the pullers, and the answers to the peer's pulls.
+
+Theory of operation (DESIGN.md "Delta sync", SPEC.md sections 4 and 5). These are the
+session's long-running tasks, apart from the reader and writer that move frames
+(``session.py``). One puller per tier the peer may write to us sends PULL after our cursor,
+applies each BATCH with its cursor in one transaction and ACKs the last one, then waits for
+the interval or a poke; the next PULL leaves before a chunk is applied, so at most two chunks
+are in flight. The responder answers PULL and REPLICATE one chunk at a time into the bulk
+lane (a queue of one), so an urgent PUSH waits behind at most one chunk. The pinger measures
+RTT and ends a session whose peer went silent. Batch bodies are decoded off the trio thread
+when they are large.
+
+``SessionLanes`` is a mixin of :class:`~meshsyncd.node.session.Session`: the attributes it
+declares are the session's, set in ``Session.__init__``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import trio
+
+import protocol as P
+from protocol import Tier
+
+from ..engine import AsyncEngine
+from .endings import SessionClosed
+
+__all__ = ["DEAD_AFTER_PINGS", "SessionLanes"]
+
+DEAD_AFTER_PINGS = 3
+
+INLINE_DECODE_BYTES = 16 * 1024
+
+
+async def _decode(frame: P.BatchFrame | P.Push) -> P.Batch:
+    """Parse a batch: small ones (a live push) inline, large ones on a worker thread.
+
+    A thread hop costs more than decoding a few dozen items; a 1000-item chunk would hold
+    the event loop for a millisecond or more, so it goes to a thread.
+    """
+    if len(frame.batch) <= INLINE_DECODE_BYTES:
+        await trio.lowlevel.checkpoint()
+        return frame.decode()
+    return await trio.to_thread.run_sync(frame.decode)
+
+
+class SessionLanes:
+    """The pull, answer and keepalive tasks of a session (mixed into ``Session``)."""
+
+    engine: AsyncEngine
+    stats: Any
+    log: Any
+    ping_interval: float
+    pull_interval: float
+    chunk_items: int
+    chunk_bytes: int
+    send_tiers: frozenset[Tier]
+    accept_tiers: frozenset[Tier]
+    cursors: dict[Tier, int]
+    remote_seq: dict[Tier, int]
+    on_change: Any
+    _last_rx: float
+    _rounds: dict[Tier, int]
+    _round_done: trio.Event
+    _poke: dict[Tier, trio.Event]
+    _request_ids: itertools.count[int]
+    _waiting: dict[int, trio.MemorySendChannel[P.BatchFrame]]
+    _requests_recv: trio.MemoryReceiveChannel[P.Frame]
+
+    @property
+    def peer_short(self) -> int:
+        raise NotImplementedError
+
+    def _frame(self, event: P.Frame) -> bytes:
+        raise NotImplementedError
+
+    def _queue_urgent(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def _send_bulk(self, frame: P.Frame) -> None:
+        raise NotImplementedError
+
+    async def _pinger(self) -> None:
+        """Keepalive: measure RTT, and end a session whose peer has gone silent.
+
+        A peer answers every PING, so ``DEAD_AFTER_PINGS`` intervals without a single byte
+        from it means the link is dead (a half-open TCP connection never says so itself).
+        """
+        nonce = itertools.count(1)
+        dead_after = max(DEAD_AFTER_PINGS * self.ping_interval, 2.0)
+        while True:  # the first ping goes at once, so the peers table has an RTT early
+            silent = trio.current_time() - self._last_rx
+            if silent > dead_after:
+                raise SessionClosed(f"peer silent for {silent:.1f} s: link presumed dead")
+            ping = P.Ping(nonce=next(nonce), timestamp_ns=time.time_ns())
+            self._queue_urgent(self._frame(ping))
+            await trio.sleep(self.ping_interval)
+
+    async def _puller(self, tier: Tier) -> None:
+        while True:
+            await self._pull_round(tier)
+            self._rounds[tier] += 1
+            done, self._round_done = self._round_done, trio.Event()
+            done.set()
+            self._poke[tier] = trio.Event()
+            with trio.move_on_after(
+                self.pull_interval if math.isfinite(self.pull_interval) else 1e9
+            ):
+                await self._poke[tier].wait()
+
+    def _request_pull(
+        self, tier: Tier, after: int
+    ) -> tuple[int, trio.MemoryReceiveChannel[P.BatchFrame]]:
+        """Send one PULL; the answer is exactly one BATCH (SPEC.md section 4)."""
+        request_id = next(self._request_ids)
+        send, recv = trio.open_memory_channel[P.BatchFrame](1)
+        self._waiting[request_id] = send
+        pull = P.Pull(
+            request_id=request_id,
+            tier=tier,
+            after_seq=after,
+            max_items=self.chunk_items,
+            max_bytes=self.chunk_bytes,
+        )
+        self._queue_urgent(self._frame(pull))
+        return request_id, recv
+
+    async def _pull_round(self, tier: Tier) -> None:
+        """Pull a tier up to the peer's current sequence, one chunk per request.
+
+        Flow control: the next PULL goes out as soon as a BATCH arrives and before it is
+        applied, so the peer prepares chunk k+1 while we apply chunk k, yet never more
+        than two chunks are in flight. An urgent PUSH therefore queues behind at most that
+        much bulk, in socket buffers included, instead of behind a whole transfer.
+        """
+        engine = self.engine.engine
+        peer = self.peer_short
+        cursor = await self.engine.run(engine.store.cursor, peer, tier)
+        last = cursor
+        request_id, recv = self._request_pull(tier, cursor)
+        pending = [request_id]
+        try:
+            while True:
+                frame = await recv.receive()
+                if frame.tier != tier or frame.from_seq != last or frame.request_id != request_id:
+                    raise P.BadFieldError(
+                        f"BATCH for tier {frame.tier} from {frame.from_seq}, expected tier "
+                        f"{tier} from {last}",
+                        field="batch_frame",
+                    )
+                if frame.more:  # ask for the next chunk before applying this one
+                    request_id, recv = self._request_pull(tier, frame.to_seq)
+                    pending.append(request_id)
+                batch = await _decode(frame)
+                if frame.to_seq > last or batch.items:
+                    result = await self.engine.apply_sync_batch(
+                        batch, to_seq=frame.to_seq, peer=peer
+                    )
+                    self._count_in(batch, result)
+                last = frame.to_seq
+                self.cursors[tier] = last
+                if not frame.more:
+                    self.remote_seq[tier] = max(self.remote_seq.get(tier, 0), last)
+                    break
+        finally:
+            for rid in pending:
+                self._waiting.pop(rid, None)
+        if last > cursor:
+            ack = P.Ack(request_id=request_id, tier=tier, seq=last)
+            self._queue_urgent(self._frame(ack))
+
+    def _count_in(self, batch: P.Batch, result: Any) -> None:
+        self.stats.batches_in += 1
+        self.stats.items_in += len(batch.items)
+        applied, conflicts = result[0], result[1]
+        self.stats.conflicts += conflicts if isinstance(conflicts, int) else len(conflicts)
+        if applied and self.on_change is not None:
+            self.on_change(batch)
+
+    async def _apply_push(self, push: P.Push) -> None:
+        if push.tier not in self.accept_tiers:
+            self.stats.rejected += 1
+            self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
+            return
+        batch = await _decode(push)
+        result = await self.engine.apply_sync_batch(batch, peer=self.peer_short)
+        self._count_in(batch, result)
+
+    async def _responder(self) -> None:
+        """Answer PULL and REPLICATE one chunk at a time, in arrival order."""
+        engine = self.engine.engine
+        async for request in self._requests_recv:
+            if isinstance(request, P.Pull):
+                await self._answer_pull(request)
+            elif isinstance(request, P.Replicate):
+                if request.tier not in self.send_tiers:
+                    await self._answer_empty(request.request_id, request.tier, 0)
+                    continue
+                deltas = await self.engine.run(
+                    lambda r=request: list(
+                        engine.answer_replicate(
+                            r.tier, r.item_id, self.peer_short, self.chunk_items, self.chunk_bytes
+                        )
+                    )
+                )
+                for delta in deltas:
+                    await self._send_delta(request.request_id, delta)
+
+    async def _answer_empty(self, request_id: int, tier: Tier, seq: int) -> None:
+        batch = P.Batch(
+            batch_id=P.Batch.new_id(), source=self.engine.engine.origin, tier=tier, items=()
+        )
+        frame = P.BatchFrame(
+            request_id=request_id, from_seq=seq, to_seq=seq, more=False, batch=P.pack_batch(batch)
+        )
+        await self._send_bulk(frame)
+
+    async def _answer_pull(self, pull: P.Pull) -> None:
+        if pull.tier not in self.send_tiers:
+            self.stats.rejected += 1
+            self.log.warning("pull refused: tier not given to peer", tier=pull.tier.name)
+            await self._answer_empty(pull.request_id, pull.tier, pull.after_seq)
+            return
+        delta = await self.engine.create_delta_batch(
+            pull.tier,
+            self.peer_short,
+            pull.after_seq,
+            min(pull.max_items, self.chunk_items),
+            min(pull.max_bytes, self.chunk_bytes),
+        )
+        await self._send_delta(pull.request_id, delta)
+
+    async def _send_delta(self, request_id: int, delta: Any) -> None:
+        data = await trio.to_thread.run_sync(P.pack_batch, delta.batch)
+        frame = P.BatchFrame(
+            request_id=request_id,
+            from_seq=delta.from_seq,
+            to_seq=delta.to_seq,
+            more=delta.more,
+            batch=data,
+        )
+        self.stats.batches_out += 1
+        self.stats.items_out += len(delta.batch.items)
+        await self._send_bulk(frame)
