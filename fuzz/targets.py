@@ -33,6 +33,8 @@ from protocol import (
     MAX_FRAME,
     NEED_DATA,
     Ack,
+    Barrier,
+    BarrierDone,
     Batch,
     BatchFrame,
     Bye,
@@ -49,6 +51,8 @@ from protocol import (
     ProtocolError,
     Pull,
     Push,
+    RangeIds,
+    Ranges,
     RemoteProtocolError,
     Replicate,
     SessionStateError,
@@ -299,7 +303,10 @@ def check_frame(data: bytes) -> None:
 
 _MAX_FRAMES = (MAX_FRAME, 1 << 16, 1024, 100)
 _BYTEWISE_LIMIT = 2048
-_DATA_FRAMES = (Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest)
+_DATA_FRAMES = (
+    *(Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest),
+    *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol 2
+)
 # SPEC.md section 5, restated: state -> frames allowed in it.
 _ALLOWED: dict[State, tuple[type[Frame], ...]] = {
     State.IDLE: (Hello, Error, Bye),

@@ -40,6 +40,7 @@ from .frames import (
     encode_frame,
     read_frame_header,
 )
+from .meshframes import Barrier, BarrierDone, RangeIds, Ranges
 
 __all__ = ["NEED_DATA", "Connection", "ConnectionClosed", "NeedData", "State"]
 
@@ -67,7 +68,10 @@ class ConnectionClosed:
 
 
 _FIRST_FRAMES = frozenset({Hello.TYPE, Error.TYPE, Bye.TYPE})
-_DATA_FRAMES: tuple[type[Frame], ...] = (Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest)
+_DATA_FRAMES: tuple[type[Frame], ...] = (
+    *(Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest),
+    *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol version 2, by capability
+)
 
 # The whole session state machine: (state, frame class) -> next state. Absent = not allowed.
 _TRANSITIONS: dict[tuple[State, type[Frame]], State] = {

@@ -48,7 +48,7 @@ COMPRESS_THRESHOLD = 1024
 ZSTD_LEVEL = 3
 
 HELLO_MAGIC = b"MSYN"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: BARRIER, BARRIER_DONE, RANGES, RANGE_IDS (SPEC.md section 6)
 MAX_FRAME = 17 << 20
 MAX_TEXT = 1024
 
@@ -88,6 +88,8 @@ class Capability(enum.IntFlag):
     MERGE = 1 << 1
     PUSH = 1 << 2
     DIGEST = 1 << 3
+    BARRIER = 1 << 4  # protocol 2: BARRIER and BARRIER_DONE
+    REPAIR = 1 << 5  # protocol 2: RANGES and RANGE_IDS
 
 
 class ErrorCode(enum.IntEnum):

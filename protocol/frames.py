@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 from typing import ClassVar
 
 from .batch import Batch, BatchHeader, peek_batch, unpack_batch
@@ -51,6 +52,7 @@ __all__ = [
     "Replicate",
     "encode_frame",
     "parse_frame",
+    "register_frame",
 ]
 
 _LEN = struct.Struct(">I")
@@ -319,6 +321,23 @@ FRAME_TYPES: dict[int, type[Frame]] = {
     for cls in (Hello, Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Error, Bye, Digest)
 }
 
+# Frame types defined in other modules of this package (``meshframes.py``): type -> codec.
+FrameEncoder = Callable[[Frame], bytes]
+FrameDecoder = Callable[[bytes, int], Frame]
+_EXTENSIONS: dict[int, tuple[type[Frame], FrameEncoder, FrameDecoder]] = {}
+
+
+def register_frame(cls: type[Frame], encode: FrameEncoder, decode: FrameDecoder) -> None:
+    """Add a frame type defined outside this module; its codec vets like the core ones.
+
+    ``decode(body, base)`` gets the body and its offset in the input (for error offsets).
+    """
+    if cls.TYPE in FRAME_TYPES and FRAME_TYPES[cls.TYPE] is not cls:
+        raise LocalProtocolError(f"frame type {cls.TYPE:#04x} is taken", field="frame.type")
+    FRAME_TYPES[cls.TYPE] = cls
+    _EXTENSIONS[cls.TYPE] = (cls, encode, decode)
+
+
 _HELLO = struct.Struct(">4sH32s16sIQ")
 _PULL = struct.Struct(">IBQII")
 _BATCH_FIXED = struct.Struct(">IQQB")
@@ -376,7 +395,10 @@ def encode_frame(event: Frame) -> bytes:
     elif isinstance(event, Digest):
         body = _DIGEST.pack(event.tier, event.seq, event.digest)
     else:
-        raise LocalProtocolError(f"not a frame: {type(event).__name__}", field="frame.type")
+        ext = _EXTENSIONS.get(getattr(event, "TYPE", -1))
+        if ext is None or not isinstance(event, ext[0]):
+            raise LocalProtocolError(f"not a frame: {type(event).__name__}", field="frame.type")
+        body = ext[1](event)
     length = 1 + len(body)
     if length > MAX_FRAME:
         raise LocalProtocolError(f"{length} bytes exceeds {MAX_FRAME}", field="frame.length")
@@ -586,6 +608,9 @@ def decode_body(ftype: int, body: bytes, base: int = 0) -> Frame:
         _exact(body, _DIGEST.size, "DIGEST", base)
         tier, seq, digest = _DIGEST.unpack(body)
         return _trusted(Digest, tier=_tier_at(tier, "digest.tier", base), seq=seq, digest=digest)
+    ext = _EXTENSIONS.get(ftype)
+    if ext is not None:
+        return ext[2](body, base)
     raise BadFieldError(f"unknown frame type {ftype:#04x}", field="frame.type", offset=base - 1)
 
 

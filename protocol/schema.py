@@ -562,6 +562,16 @@ _BODIES: dict[int, Any] = {
     / c.Struct(_exact(41, "DIGEST"), _tier(), "seq" / c.Int64ub, "digest" / c.Bytes(32)),
 }
 
+
+class _KnownTypes:
+    """The frame types the switch knows, looked up when parsing (``meshschema`` adds some)."""
+
+    def __contains__(self, value: object) -> bool:
+        return value in _BODIES
+
+
+_KNOWN_TYPES = _KnownTypes()
+
 FRAME_BODY_NAMES: dict[int, str] = {ftype: body.name for ftype, body in _BODIES.items()}
 """Frame type -> the schema's name for its body (``batch_frame``, ``push``...)."""
 
@@ -582,7 +592,7 @@ FRAME: Any = c.Struct(
         (range(MAX_FRAME + 1), LimitError, f"declares {{v}} bytes, limit is {MAX_FRAME}"),
         (range(1, MAX_FRAME + 1), BadFieldError, "must be at least 1 (the type byte)"),
     ),
-    _rule("type", c.Int8ub, (frozenset(_BODIES), BadFieldError, "unknown frame type {v:#04x}")),
+    _rule("type", c.Int8ub, (_KNOWN_TYPES, BadFieldError, "unknown frame type {v:#04x}")),
     _Check("body", TruncatedError, _body_short),
     "body" / c.FixedSized(c.this.length - 1, c.Switch(c.this.type, _BODIES)),
 )
@@ -718,3 +728,11 @@ def construct_parse_items(body: bytes, count: int) -> list[Any]:
         return list(compiled_batch_body().parse(body, item_count=count)["items"])
     except c.ConstructError as exc:
         raise _convert(exc, "batch") from None
+
+
+# The protocol-2 mesh frames (``meshschema.py``) build on the helpers above; they join the
+# frame switch here, at the end, so that module can import this one.
+from . import meshschema as _meshschema  # noqa: E402
+
+_BODIES.update(_meshschema.BODIES)
+FRAME_BODY_NAMES.update({ftype: body.name for ftype, body in _meshschema.BODIES.items()})

@@ -22,9 +22,11 @@ from protocol import (
     MAX_FRAME,
     MAX_PAYLOAD,
     PAYLOAD_ZSTD,
+    BarrierStatus,
     ByeCode,
     Capability,
     ErrorCode,
+    NodeState,
     Op,
     Priority,
     ProtocolError,
@@ -57,7 +59,13 @@ def _flag_names(value: int, names: dict[int, str]) -> list[str]:
     return [*found, f"{unknown:#x}"] if unknown else found
 
 
-_ENUMS: dict[str, Any] = {"tier": Tier, "op": Op, "priority": Priority}
+_ENUMS: dict[str, Any] = {
+    "tier": Tier,
+    "op": Op,
+    "priority": Priority,
+    "status": BarrierStatus,
+    "state": NodeState,
+}
 
 
 def _fields(parsed: Any, *, frame_name: str | None = None) -> dict[str, Any]:
@@ -66,6 +74,8 @@ def _fields(parsed: Any, *, frame_name: str | None = None) -> dict[str, Any]:
     for key, value in parsed.items():
         if key.startswith("_"):
             continue
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = [_fields(entry) for entry in value]  # nodes, ranges, entries (protocol 2)
         out[key] = value
         if key in _ENUMS:
             out[f"{key}_name"] = _enum_name(_ENUMS[key], value)

@@ -117,8 +117,49 @@ def frames(draw: st.DrawFn) -> protocol.Frame:
         if cls is protocol.Error:
             return protocol.Error(code=code, text=text)
         return protocol.Bye(code=code, text=text)
-    assert cls is protocol.Digest
-    return protocol.Digest(tier=draw(TIERS), seq=draw(U64), digest=draw(b32))
+    if cls is protocol.Digest:
+        return protocol.Digest(tier=draw(TIERS), seq=draw(U64), digest=draw(b32))
+    return draw(mesh_frames(cls))
+
+
+@st.composite
+def mesh_frames(draw: st.DrawFn, cls: type[protocol.Frame]) -> protocol.Frame:
+    """The protocol-2 frames: barrier and range reconciliation (sorted, disjoint ranges)."""
+    b16 = st.binary(min_size=16, max_size=16)
+    if cls is protocol.Barrier:
+        budget = draw(st.integers(1, protocol.MAX_BARRIER_BUDGET_MS))
+        return protocol.Barrier(
+            barrier_id=draw(b16), budget_ms=budget, hops=draw(st.integers(0, 255))
+        )
+    if cls is protocol.BarrierDone:
+        nodes = draw(
+            st.lists(
+                st.tuples(st.binary(min_size=32, max_size=32), st.sampled_from(protocol.NodeState)),
+                max_size=4,
+            )
+        )
+        status = draw(st.sampled_from(protocol.BarrierStatus))
+        return protocol.BarrierDone(barrier_id=draw(b16), status=status, nodes=tuple(nodes))
+    cuts = sorted(set(draw(st.lists(st.integers(0, (1 << 128) - 1), max_size=8))))
+    bounds = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
+    head = {"request_id": draw(U32), "tier": draw(TIERS), "reply": draw(st.booleans())}
+    if cls is protocol.Ranges:
+        ranges = tuple(
+            protocol.RangeDigest(
+                lo.to_bytes(16, "big"), hi.to_bytes(16, "big"), draw(U32), draw(b16)
+            )
+            for lo, hi in bounds
+        )
+        return protocol.Ranges(**head, ranges=ranges)
+    assert cls is protocol.RangeIds
+    lists = []
+    for lo, hi in bounds:
+        ids = sorted(set(draw(st.lists(st.integers(lo, hi), max_size=3))))
+        entries = tuple(
+            (i.to_bytes(16, "big"), draw(st.binary(min_size=8, max_size=8))) for i in ids
+        )
+        lists.append(protocol.RangeList(lo.to_bytes(16, "big"), hi.to_bytes(16, "big"), entries))
+    return protocol.RangeIds(**head, ranges=tuple(lists))
 
 
 @st.composite
@@ -218,7 +259,30 @@ def _frame_schema(data: bytes) -> dict[str, Any]:
         fields["more"] = bool(fields["more"])
     if "batch" in fields:
         fields["batch"] = {key: fields["batch"][key] for key in BATCH_HEAD_KEYS}
+    if frame.type in MESH_TYPES:
+        _mesh_fields(frame.type, fields)
     return {"type": frame.type, "fields": fields, "end": end}
+
+
+MESH_TYPES = {cls.TYPE for cls in (protocol.BarrierDone, protocol.Ranges, protocol.RangeIds)}
+
+
+def _mesh_fields(ftype: int, fields: dict[str, Any]) -> None:
+    """The schema's counts and lists as the dataclasses hold them (tuples, flags as bool)."""
+    fields.pop("count")
+    if ftype == protocol.BarrierDone.TYPE:
+        fields["nodes"] = tuple((n.node_id, n.state) for n in fields["nodes"])
+        return
+    fields["reply"] = bool(fields["reply"])
+    if ftype == protocol.Ranges.TYPE:
+        fields["ranges"] = tuple(
+            protocol.RangeDigest(r.lo, r.hi, r.count, r.digest) for r in fields["ranges"]
+        )
+        return
+    fields["ranges"] = tuple(
+        protocol.RangeList(r.lo, r.hi, tuple((e.item_id, e.hash) for e in r.entries))
+        for r in fields["ranges"]
+    )
 
 
 def _frame_struct_full(data: bytes) -> tuple[Any, ...]:

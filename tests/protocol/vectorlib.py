@@ -110,7 +110,52 @@ def frame_to_json(frame: P.Frame) -> dict[str, Any]:
         out |= {"code": frame.code, "text": frame.text}
     elif isinstance(frame, P.Digest):
         out |= {"tier": frame.tier.name, "seq": frame.seq, "digest": frame.digest.hex()}
+    elif isinstance(frame, P.Barrier):
+        out |= {
+            "barrier_id": frame.barrier_id.hex(),
+            "budget_ms": frame.budget_ms,
+            "hops": frame.hops,
+        }
+    elif isinstance(frame, P.BarrierDone):
+        out |= {
+            "barrier_id": frame.barrier_id.hex(),
+            "status": frame.status.name,
+            "nodes": [[node.hex(), state.name] for node, state in frame.nodes],
+        }
+    elif isinstance(frame, P.Ranges):
+        out |= {"request_id": frame.request_id, "tier": frame.tier.name, "reply": frame.reply}
+        out["ranges"] = [[r.lo.hex(), r.hi.hex(), r.count, r.digest.hex()] for r in frame.ranges]
+    elif isinstance(frame, P.RangeIds):
+        out |= {"request_id": frame.request_id, "tier": frame.tier.name, "reply": frame.reply}
+        out["ranges"] = [
+            [r.lo.hex(), r.hi.hex(), [[i.hex(), h.hex()] for i, h in r.entries]]
+            for r in frame.ranges
+        ]
     return out
+
+
+def _mesh_from_json(cls: type[P.Frame], f: dict[str, Any]) -> P.Frame:
+    """The protocol-2 frames, whose fields nest (nodes, ranges, entries)."""
+    if "barrier_id" in f:
+        f["barrier_id"] = bytes.fromhex(f["barrier_id"])
+    if cls is P.BarrierDone:
+        f["status"] = P.BarrierStatus[f["status"]]
+        f["nodes"] = tuple((bytes.fromhex(n), P.NodeState[s]) for n, s in f["nodes"])
+    elif cls is P.Ranges:
+        f["ranges"] = tuple(
+            P.RangeDigest(bytes.fromhex(lo), bytes.fromhex(hi), n, bytes.fromhex(d))
+            for lo, hi, n, d in f["ranges"]
+        )
+    elif cls is P.RangeIds:
+        f["ranges"] = tuple(
+            P.RangeList(
+                bytes.fromhex(lo),
+                bytes.fromhex(hi),
+                tuple((bytes.fromhex(i), bytes.fromhex(h)) for i, h in entries),
+            )
+            for lo, hi, entries in f["ranges"]
+        )
+    return cls(**f)
 
 
 def frame_from_json(d: dict[str, Any]) -> P.Frame:
@@ -124,6 +169,8 @@ def frame_from_json(d: dict[str, Any]) -> P.Frame:
     if "tier" in f:
         f["tier"] = P.Tier[f["tier"]]
     cls = {c.NAME: c for c in P.FRAME_TYPES.values()}[kind]
+    if cls in (P.Barrier, P.BarrierDone, P.Ranges, P.RangeIds):
+        return _mesh_from_json(cls, f)
     return cls(**f)
 
 
