@@ -23,6 +23,7 @@ LAYERS = {
     "commands": 6,
     "bench": 6,
     "node": 5,
+    "mesh": 4,
     "control": 4,
     "metrics": 4,
     "client": 4,

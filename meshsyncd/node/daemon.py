@@ -44,7 +44,7 @@ from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
 from .links import Links, PeerState
 from .notify import Notifier
-from .session import Session
+from .session import FrameHandler, Session
 from .transport import TrustStore
 
 __all__ = ["Daemon", "PeerState"]
@@ -81,6 +81,9 @@ class Daemon(Links):
         # service manager and metrics (docs/operations.md)
         self.notifier = Notifier()
         self.metrics = Metrics()
+        # mesh (meshsyncd/mesh/): frame handlers by class, and the HELLO bits they add
+        self.extensions: dict[type[P.Frame], FrameHandler] = {}
+        self.capabilities = 0
 
     # -- lifetime ---------------------------------------------------------------------------
 

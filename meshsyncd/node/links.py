@@ -32,7 +32,7 @@ from ..config import Config, PeerConfig
 from ..engine import AsyncEngine
 from ..identity import node_id_text
 from .endings import DuplicateSession, SessionClosed
-from .session import Session
+from .session import FrameHandler, Session
 from .transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "Links", "PeerState"]
@@ -70,6 +70,9 @@ class Links:
     peers: dict[bytes, PeerState]
     refused_unknown: int
     _nursery: trio.Nursery | None
+    # The mesh modules' frame handlers and the capabilities they add to our HELLO.
+    extensions: dict[type[P.Frame], FrameHandler]
+    capabilities: int
 
     def _on_remote(self, batch: P.Batch, peer: PeerConfig) -> None:
         raise NotImplementedError
@@ -156,6 +159,8 @@ class Links:
             on_open=self._on_open,
             on_change=functools.partial(self._on_remote, peer=peer),
             initiator=initiator,
+            extensions=self.extensions,
+            capabilities=self.capabilities,
         )
         plog = log.bind(peer=peer.text[:16], address=peer.address, inbound=not initiator)
         try:

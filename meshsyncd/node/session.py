@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -69,6 +69,16 @@ def _text(message: str) -> str:
     """Cut a message to MAX_TEXT bytes of UTF-8 without splitting a character."""
     return message.encode("utf-8")[: P.MAX_TEXT].decode("utf-8", errors="ignore")
 
+
+FrameHandler = Callable[["Session", P.Frame], Awaitable[None]]
+
+# Which HELLO capability allows each protocol-2 frame (SPEC.md 4.1, 4.2).
+EXTENSION_CAPABILITY: dict[type[P.Frame], P.Capability] = {
+    P.Barrier: P.Capability.BARRIER,
+    P.BarrierDone: P.Capability.BARRIER,
+    P.Ranges: P.Capability.REPAIR,
+    P.RangeIds: P.Capability.REPAIR,
+}
 
 # How a session may end without it being a bug in this node.
 _ENDINGS = (
@@ -120,6 +130,8 @@ class Session(SessionLanes):
         on_change: Callable[[P.Batch], None] | None = None,
         on_open: Callable[[Session], None] | None = None,
         initiator: bool = False,
+        extensions: Mapping[type[P.Frame], FrameHandler] | None = None,
+        capabilities: int = 0,
     ) -> None:
         self.engine = engine
         self.stream = stream
@@ -133,6 +145,10 @@ class Session(SessionLanes):
         self.chunk_bytes = chunk_bytes
         self.on_change = on_change
         self.on_open = on_open
+        # Handlers of the protocol-2 frames (meshsyncd/mesh/), by frame class; a frame the
+        # peer's HELLO did not announce, or that this node has no handler for, is refused.
+        self.extensions = dict(extensions or {})
+        self.capabilities = capabilities
         self.initiator = initiator
         self.opened_at = 0.0
         self.acked: dict[Tier, int] = {}
@@ -268,7 +284,9 @@ class Session(SessionLanes):
             version=P.PROTOCOL_VERSION,
             node_id=self.node_id,
             incarnation=self.engine.engine.incarnation,
-            capabilities=int(P.Capability.ZSTD | P.Capability.MERGE | P.Capability.PUSH),
+            capabilities=int(
+                P.Capability.ZSTD | P.Capability.MERGE | P.Capability.PUSH | self.capabilities
+            ),
             timestamp_ns=time.time_ns(),
         )
         try:
@@ -398,6 +416,33 @@ class Session(SessionLanes):
                 raise SessionClosed(f"peer error {event.code}: {event.text}")
             elif isinstance(event, P.Bye):
                 raise SessionClosed(f"peer said bye ({event.code}) {event.text}".strip())
+            else:
+                await self._on_extension(event)
+
+    def peer_speaks(self, capability: P.Capability) -> bool:
+        """Did the peer's HELLO announce ``capability`` (and do we use it too)?"""
+        hello = self.peer_hello
+        return (
+            hello is not None
+            and hello.version >= 2
+            and bool(hello.capabilities & capability)
+            and bool(self.capabilities & capability)
+        )
+
+    async def _on_extension(self, event: P.Frame) -> None:
+        """Hand a protocol-2 frame to its handler, if both ends announced its capability."""
+        handler = self.extensions.get(type(event))
+        capability = EXTENSION_CAPABILITY.get(type(event))
+        if handler is None or capability is None or not self.peer_speaks(capability):
+            raise P.SessionStateError(
+                f"{event.NAME} without the capability that allows it",
+                field=event.NAME.lower(),
+            )
+        await handler(self, event)
+
+    def send_nowait(self, event: P.Frame) -> None:
+        """Queue a small control frame on the urgent lane (the mesh modules' way out)."""
+        self._queue_urgent(self._frame(event))
 
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
         if self.expected_peer is not None and hello.node_id != self.expected_peer:
