@@ -355,18 +355,24 @@ class Engine:
         return DeltaBatch(batch=batch, from_seq=after_seq, to_seq=to_seq, more=more)
 
     def apply_sync_batch(
-        self, batch: Batch, *, to_seq: int | None = None, peer: int | None = None
+        self,
+        batch: Batch,
+        *,
+        to_seq: int | None = None,
+        peer: int | None = None,
+        changed: list[Item] | None = None,
     ) -> ApplyResult:
         """Apply a peer's batch; with ``to_seq`` (a pull) move its cursor in the same txn.
 
-        ``peer`` defaults to the batch's source. Returns ``(applied, conflicts)``.
+        ``peer`` defaults to the batch's source. Returns ``(applied, conflicts)``;
+        ``changed`` (if given) receives the versions that changed our state.
 
         Raises:
             ClockSkewError: an item is stamped too far ahead of our wall clock; nothing was
                 applied and the cursor did not move.
             sqlite3.Error: the disk failed; nothing was applied.
         """
-        result, _ = self.apply_sync_part(batch, to_seq=to_seq, peer=peer)
+        result, _ = self.apply_sync_part(batch, to_seq=to_seq, peer=peer, changed=changed)
         return result
 
     def apply_sync_part(
@@ -377,6 +383,7 @@ class Engine:
         peer: int | None = None,
         start: int = 0,
         yield_to: Callable[[], bool] | None = None,
+        changed: list[Item] | None = None,
     ) -> tuple[ApplyResult, int]:
         """:meth:`apply_sync_batch` from item ``start`` on, stopping early if ``yield_to()``.
 
@@ -402,6 +409,7 @@ class Engine:
             to_seq=to_seq,
             clock_hwm=self.clock.last,
             now_ns=self.clock.wall(),
+            changed=changed,
         )
         return result, start + done
 
@@ -585,13 +593,23 @@ class AsyncEngine:
         )
 
     async def apply_sync_batch(
-        self, batch: Batch, *, to_seq: int | None = None, peer: int | None = None
+        self,
+        batch: Batch,
+        *,
+        to_seq: int | None = None,
+        peer: int | None = None,
+        changed: list[Item] | None = None,
     ) -> ApplyResult:
+        """Apply a pulled (``to_seq``) or pushed batch on the writer; see :class:`Engine`.
+
+        ``changed`` is filled for a push only: a pull's changes are announced, not relayed.
+        """
         if to_seq is None:
             # A live push carrying URGENT/HIGH items jumps the queue of bulk applies.
             urgent = any(i.priority >= Priority.HIGH for i in batch.items)
             return await self.worker.run(
-                lambda: self.engine.apply_sync_batch(batch, peer=peer), urgent=urgent
+                lambda: self.engine.apply_sync_batch(batch, peer=peer, changed=changed),
+                urgent=urgent,
             )
         # A pull's batch gives way to queued urgent calls between slices (each gap commits
         # what is folded so far, without the cursor), so an urgent push waits for one slice

@@ -257,10 +257,15 @@ class MeteredEngine(AsyncEngine):
         return delta
 
     async def apply_sync_batch(
-        self, batch: P.Batch, *, to_seq: int | None = None, peer: int | None = None
+        self,
+        batch: P.Batch,
+        *,
+        to_seq: int | None = None,
+        peer: int | None = None,
+        changed: list[P.Item] | None = None,
     ) -> ApplyResult:
         started = time.perf_counter()
-        result = await super().apply_sync_batch(batch, to_seq=to_seq, peer=peer)
+        result = await super().apply_sync_batch(batch, to_seq=to_seq, peer=peer, changed=changed)
         self.metrics.observe_apply(time.perf_counter() - started)
         self.metrics.observe_batch("in", batch)
         return result

@@ -23,7 +23,6 @@ import gc
 import os
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
 from ..control.server import ChangeFeed, ControlServer
 from ..engine import AsyncEngine, Engine
 from ..identity import Identity, node_id_text
+from ..mesh.relay import Relay, RelayStats
 from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
 from .links import Links, PeerState
@@ -49,7 +49,6 @@ from .transport import TrustStore
 
 __all__ = ["Daemon", "PeerState"]
 
-NORMAL_LINGER = 0.02
 SHUTDOWN_GRACE = 3.0
 STORE_CLOSE_TIMEOUT = 15.0
 MAINTENANCE_EVERY = 300.0
@@ -72,8 +71,7 @@ class Daemon(Links):
         self.listen_port = 0
         self.refused_unknown = 0
         self.reloads = 0
-        self._linger: dict[Tier, list[Item]] = defaultdict(list)
-        self._linger_wake = trio.Event()
+        self.relay = Relay()
         self._nursery: trio.Nursery | None = None
         self.engine: AsyncEngine
         self.ready = trio.Event()
@@ -121,7 +119,8 @@ class Daemon(Links):
                 await nursery.start(ControlServer(self, cfg.control_socket).serve)
                 for state in self.peers.values():
                     self._start_dialer(state)
-                nursery.start_soon(self._linger_loop)
+                nursery.start_soon(self.relay.run_linger, lambda: self.sessions)
+                nursery.start_soon(self.relay.run_announcer, self._announce)
                 nursery.start_soon(self._maintenance_loop)
                 if cfg.metrics_listen:
                     host, port = parse_address(cfg.metrics_listen, "metrics.listen")
@@ -225,25 +224,17 @@ class Daemon(Links):
     # -- data flow --------------------------------------------------------------------------
 
     def on_local_write(self, item: Item) -> None:
-        """Fan a fresh local write out by priority; pulls carry whatever this drops."""
-        if item.priority >= Priority.HIGH:
-            for session in self.sessions.values():
-                session.push_nowait(item)
-        elif item.priority == Priority.NORMAL:
-            self._linger[item.tier].append(item)
-            self._linger_wake.set()
+        """Fan a fresh local write out by priority (``mesh/relay.py``)."""
+        self.relay.local_write(self.sessions, item)
 
-    async def _linger_loop(self) -> None:
-        while True:
-            await self._linger_wake.wait()
-            await trio.sleep(NORMAL_LINGER)
-            self._linger_wake = trio.Event()
-            pending, self._linger = self._linger, defaultdict(list)
-            for tier, items in pending.items():
-                for start in range(0, len(items), 1000):
-                    chunk = items[start : start + 1000]
-                    for session in self.sessions.values():
-                        session.push_items_nowait(tier, chunk)
+    def _on_applied(self, session: Session, batch: P.Batch, changed: list[Item] | None) -> None:
+        """A peer's batch changed our state: relay it on, or announce it (pulls)."""
+        if session.peer_hello is not None:
+            self.relay.applied(self.sessions, batch.tier, session.peer_hello.node_id, changed)
+
+    async def _announce(self, peer: bytes, tier: Tier) -> bool:
+        session = self.sessions.get(peer)
+        return session is not None and await session.announce_tier(tier)
 
     def _on_remote(self, batch: P.Batch, peer: PeerConfig) -> None:
         source = peer.text
@@ -318,6 +309,7 @@ class Daemon(Links):
             }
             if session is not None:
                 st = session.stats
+                relay = self.relay.stats.get(pid) or RelayStats()
                 row |= {
                     "rtt_ms": st.rtt_ms,
                     "last_seen": st.last_seen,
@@ -329,6 +321,9 @@ class Daemon(Links):
                     "bytes_in": session.conn.bytes_in,
                     "bytes_out": session.conn.bytes_out,
                     "pushes_dropped": st.pushes_dropped,
+                    "relayed": relay.relayed,
+                    "relay_dropped": relay.relay_dropped,
+                    "announced": relay.announced,
                     "rejected": st.rejected,
                     "conflicts": st.conflicts,
                     "cursors": {t.name.lower(): c for t, c in session.cursors.items()},

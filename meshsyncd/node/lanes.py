@@ -63,6 +63,7 @@ class SessionLanes:
     cursors: dict[Tier, int]
     remote_seq: dict[Tier, int]
     on_change: Any
+    on_applied: Any
     _last_rx: float
     _rounds: dict[Tier, int]
     _round_done: trio.Event
@@ -173,13 +174,22 @@ class SessionLanes:
             ack = P.Ack(request_id=request_id, tier=tier, seq=last)
             self._queue_urgent(self._frame(ack))
 
-    def _count_in(self, batch: P.Batch, result: Any) -> None:
+    def _count_in(self, batch: P.Batch, result: Any, changed: list[P.Item] | None = None) -> None:
+        """Count a batch in; if it changed our state, tell the daemon (feed and relay).
+
+        ``changed``: for a push, the versions that changed a row (relayed as they are);
+        None for a pull, whose changes the daemon announces to the other peers instead.
+        """
         self.stats.batches_in += 1
         self.stats.items_in += len(batch.items)
         applied, conflicts = result[0], result[1]
         self.stats.conflicts += conflicts if isinstance(conflicts, int) else len(conflicts)
-        if applied and self.on_change is not None:
+        if not applied:
+            return
+        if self.on_change is not None:
             self.on_change(batch)
+        if self.on_applied is not None:
+            self.on_applied(self, batch, changed)
 
     async def _apply_push(self, push: P.Push) -> None:
         if push.tier not in self.accept_tiers:
@@ -187,8 +197,9 @@ class SessionLanes:
             self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
             return
         batch = await _decode(push)
-        result = await self.engine.apply_sync_batch(batch, peer=self.peer_short)
-        self._count_in(batch, result)
+        changed: list[P.Item] = []
+        result = await self.engine.apply_sync_batch(batch, peer=self.peer_short, changed=changed)
+        self._count_in(batch, result, changed)
 
     async def _responder(self) -> None:
         """Answer PULL and REPLICATE one chunk at a time, in arrival order."""

@@ -31,6 +31,7 @@ import protocol as P
 from ..config import Config, PeerConfig
 from ..engine import AsyncEngine
 from ..identity import node_id_text
+from ..mesh.relay import Relay
 from .endings import DuplicateSession, SessionClosed
 from .session import FrameHandler, Session
 from .transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
@@ -73,8 +74,12 @@ class Links:
     # The mesh modules' frame handlers and the capabilities they add to our HELLO.
     extensions: dict[type[P.Frame], FrameHandler]
     capabilities: int
+    relay: Relay
 
     def _on_remote(self, batch: P.Batch, peer: PeerConfig) -> None:
+        raise NotImplementedError
+
+    def _on_applied(self, session: Session, batch: P.Batch, changed: list[P.Item] | None) -> None:
         raise NotImplementedError
 
     def _stop_peer(self, pid: bytes, code: int, text: str) -> None:
@@ -158,6 +163,7 @@ class Links:
             pull_interval=self.config.sync_interval,
             on_open=self._on_open,
             on_change=functools.partial(self._on_remote, peer=peer),
+            on_applied=self._on_applied,
             initiator=initiator,
             extensions=self.extensions,
             capabilities=self.capabilities,
@@ -173,6 +179,7 @@ class Links:
         finally:
             if self.sessions.get(peer.node_id) is session:
                 del self.sessions[peer.node_id]
+                self.relay.forget(peer.node_id)
                 state = self.peers.get(peer.node_id)
                 if state is not None:
                     state.state = "disconnected"
@@ -204,6 +211,7 @@ class Links:
             state.connects += 1
             state.last_error = ""
         log.info("peer connected", peer=node_id_text(pid)[:16], inbound=not session.initiator)
+        self.relay.session_opened(self.sessions, pid)
 
 
 async def _close_gracefully(stream: trio.abc.Stream) -> None:

@@ -129,6 +129,7 @@ class Session(SessionLanes):
         push_queue: int = 256,
         on_change: Callable[[P.Batch], None] | None = None,
         on_open: Callable[[Session], None] | None = None,
+        on_applied: Callable[[Session, P.Batch, list[P.Item] | None], None] | None = None,
         initiator: bool = False,
         extensions: Mapping[type[P.Frame], FrameHandler] | None = None,
         capabilities: int = 0,
@@ -145,6 +146,7 @@ class Session(SessionLanes):
         self.chunk_bytes = chunk_bytes
         self.on_change = on_change
         self.on_open = on_open
+        self.on_applied = on_applied
         # Handlers of the protocol-2 frames (meshsyncd/mesh/), by frame class; a frame the
         # peer's HELLO did not announce, or that this node has no handler for, is refused.
         self.extensions = dict(extensions or {})
@@ -245,6 +247,21 @@ class Session(SessionLanes):
             seqs[tier] = seq
             self._queue_urgent(self._frame(P.Digest(tier=tier, seq=seq, digest=digest)))
         return seqs
+
+    async def announce_tier(self, tier: Tier) -> bool:
+        """Send one DIGEST of ``tier`` (the relay's "pull now"); False if not for this peer."""
+        if tier not in self.send_tiers or not self._running:
+            return False
+        with trio.move_on_after(5):
+            await self._hello_seen.wait()
+        if not self._hello_seen.is_set() or self.conn.our_state is not P.State.OPEN:
+            return False
+        store = self.engine.engine.store
+        seq, digest = await self.engine.run(lambda: (store.tier_seq(tier), store.digest(tier)))
+        if self.conn.our_state is not P.State.OPEN:
+            return False
+        self._queue_urgent(self._frame(P.Digest(tier=tier, seq=seq, digest=digest)))
+        return True
 
     async def wait_acked(self, targets: dict[Tier, int]) -> None:
         """Wait until the peer has acknowledged applying each tier through its target."""

@@ -359,6 +359,7 @@ class Store(FoldMixin, MaintenanceMixin):
         clock_hwm: int = 0,
         clock_lease: int = 0,
         now_ns: int | None = None,
+        changed: list[Item] | None = None,
     ) -> tuple[ApplyResult, int]:
         """:meth:`apply`, folded in slices of ``APPLY_SLICE`` items, that may stop early.
 
@@ -366,7 +367,8 @@ class Store(FoldMixin, MaintenanceMixin):
         waiting; if so the items folded so far commit on their own, *without* the cursor,
         and the call returns. Returns the result and how many of ``items`` it consumed:
         ``len(items)`` means everything, cursor included, is committed. The caller applies
-        ``items[consumed:]`` later with the same ``to_seq``.
+        ``items[consumed:]`` later with the same ``to_seq``. ``changed``, when given, gets
+        every version that changed a row (what a relay forwards: DESIGN.md "The mesh").
 
         Why this is safe: folding is idempotent and order-independent, so a prefix applied
         without its cursor is exactly a live push; a crash before the rest commits leaves
@@ -396,7 +398,7 @@ class Store(FoldMixin, MaintenanceMixin):
                     fresh = [item for item in todo if item[1] >= cutoff]
                     self.stats["expired"] += len(todo) - len(fresh)
                     todo = fresh
-                part = self._apply_locked(t, todo, now, deltas)
+                part = self._apply_locked(t, todo, now, deltas, changed)
                 applied += part.applied
                 conflicts += part.conflicts
                 done = end
@@ -426,7 +428,14 @@ class Store(FoldMixin, MaintenanceMixin):
             raise
         return ApplyResult(applied, conflicts), done
 
-    def _apply_locked(self, t: int, todo: list[Item], now: int, deltas: list[int]) -> ApplyResult:
+    def _apply_locked(
+        self,
+        t: int,
+        todo: list[Item],
+        now: int,
+        deltas: list[int],
+        changed: list[Item] | None = None,
+    ) -> ApplyResult:
         """Fold one slice of ``todo`` into its rows, inside the caller's transaction.
 
         Two paths. A whole-value version of an id that is neither stored nor repeated in
@@ -476,6 +485,8 @@ class Store(FoldMixin, MaintenanceMixin):
                 )
                 deltas[iid[0]] += int.from_bytes(bhb, "big")
                 applied += 1
+                if changed is not None:
+                    changed.append(item)
                 continue
             row = rows.get(iid)
             if row is None:
@@ -483,6 +494,8 @@ class Store(FoldMixin, MaintenanceMixin):
                 row = rows[iid] = old.row if old is not None else Row(iid)
             if row.fold(item, losers):
                 applied += 1
+                if changed is not None:
+                    changed.append(item)
             if losers:
                 for win, lose in losers:
                     conflicts.append(

@@ -6,6 +6,7 @@ with ``meshsyncd run`` as a child process, and driven through the control client
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -140,3 +141,16 @@ def mesh(root: Path, names: list[str]) -> list[Node]:
             if a is not b:
                 a.add_peer(b)
     return nodes
+
+
+def graph(root: Path, names: list[str], edges: list[tuple[str, str]]) -> dict[str, Node]:
+    """Nodes linked only along ``edges`` (both ends list each other): a chain, ring, star..."""
+    nodes = {n: Node(root, n) for n in names}
+    for a, b in edges:
+        nodes[a].add_peer(nodes[b])
+        nodes[b].add_peer(nodes[a])
+    return nodes
+
+
+def chain(names: list[str]) -> list[tuple[str, str]]:
+    return list(itertools.pairwise(names))

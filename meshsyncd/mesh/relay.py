@@ -1,0 +1,185 @@
+"""Relay: fresh versions travel on past the first hop (DESIGN.md "The mesh", Relay).
+
+Theory of operation. Every version a node applies that *changed its state* goes on to its
+other peers; one that changed nothing (a duplicate, a loser) stops here, so a flood ends by
+itself in any graph, cycles included: a version changes a node's state at most once, so a
+node sends it over each of its links at most once, and never back to the peer it came from.
+
+* URGENT and HIGH versions, whether written here or received in a PUSH, are pushed at once to
+  every connected peer that may receive their tier (the session checks the tier lists and the
+  bounded urgent queue; a full queue drops the push, counted, and the next pull carries it).
+* NORMAL versions wait ``linger`` seconds so that a burst leaves as one PUSH per tier.
+* Everything else moves by pull. A pulled batch that changed our state, and a LOW or
+  BACKGROUND local write, mark the tier *dirty* for the other peers; a dirty (peer, tier) gets a
+  DIGEST announcement, which makes that peer pull at once (SPEC.md section 4, DIGEST). Marks
+  are coalesced: at most one DIGEST per peer and tier every ``announce_every`` seconds.
+
+``Relay`` holds the queues and makes the decisions without touching a socket or the store;
+the daemon drives it (``run``) with the sessions it has, seen through :class:`Link`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from protocol import Item, Priority, Tier
+
+__all__ = ["ANNOUNCE_EVERY", "NORMAL_LINGER", "Link", "Relay", "RelayStats"]
+
+NORMAL_LINGER = 0.02
+ANNOUNCE_EVERY = 0.2
+PUSH_CHUNK = 1000
+
+
+class Link(Protocol):
+    """What the relay needs of a peer session."""
+
+    send_tiers: frozenset[Tier]
+
+    def push_items_nowait(self, tier: Tier, items: list[Item]) -> bool: ...
+
+
+@dataclass(slots=True)
+class RelayStats:
+    """Per-peer relay counters, shown in ``peers`` and exported as metrics."""
+
+    relayed: int = 0  # versions received from another peer and pushed on to this one
+    relay_dropped: int = 0  # relayed pushes dropped (this peer's queue was full)
+    announced: int = 0  # DIGEST announcements sent to this peer
+
+
+@dataclass(slots=True)
+class _Pending:
+    tier: Tier
+    items: list[Item]
+    source: bytes | None
+
+
+@dataclass
+class Relay:
+    """The relay's state: the NORMAL linger queue and the dirty (peer, tier) marks."""
+
+    linger: float = NORMAL_LINGER
+    announce_every: float = ANNOUNCE_EVERY
+    stats: dict[bytes, RelayStats] = field(default_factory=lambda: defaultdict(RelayStats))
+    _lingering: list[_Pending] = field(default_factory=list)
+    _linger_wake: trio.Event = field(default_factory=trio.Event)
+    _dirty: dict[tuple[bytes, Tier], float] = field(default_factory=dict)  # -> marked at
+    _last_sent: dict[tuple[bytes, Tier], float] = field(default_factory=dict)
+    _dirty_wake: trio.Event = field(default_factory=trio.Event)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    @staticmethod
+    def targets(links: Mapping[bytes, Link], tier: Tier, source: bytes | None) -> list[bytes]:
+        """The peers a version of ``tier`` from ``source`` goes to: all others that take it."""
+        return [pid for pid, link in links.items() if pid != source and tier in link.send_tiers]
+
+    def local_write(self, links: Mapping[bytes, Link], item: Item) -> None:
+        """A fresh local write: pushed, lingered or announced according to its priority."""
+        self._route(links, item.tier, [item], None)
+
+    def applied(
+        self, links: Mapping[bytes, Link], tier: Tier, source: bytes, changed: list[Item] | None
+    ) -> None:
+        """A batch from ``source`` changed our state: ``changed`` for a push, None for a pull."""
+        if changed is None:
+            self.mark_dirty(self.targets(links, tier, source), tier)
+        elif changed:
+            self._route(links, tier, changed, source)
+
+    def session_opened(self, links: Mapping[bytes, Link], peer: bytes) -> None:
+        """A new session: tell the peer where we are on every tier it receives."""
+        link = links.get(peer)
+        if link is not None:
+            for tier in link.send_tiers:
+                self.mark_dirty([peer], tier)
+
+    def mark_dirty(self, peers: Iterable[bytes], tier: Tier) -> None:
+        now = trio.current_time()
+        for peer in peers:
+            self._dirty.setdefault((peer, tier), now)
+        self._dirty_wake.set()
+
+    def forget(self, peer: bytes) -> None:
+        """A session ended: its marks go (a new session announces everything anyway)."""
+        for key in [k for k in self._dirty if k[0] == peer]:
+            del self._dirty[key]
+
+    def _route(
+        self, links: Mapping[bytes, Link], tier: Tier, items: list[Item], source: bytes | None
+    ) -> None:
+        now = [i for i in items if i.priority >= Priority.HIGH]
+        later = [i for i in items if i.priority == Priority.NORMAL]
+        if now:
+            self._push(links, tier, now, source)
+        if later:
+            self._lingering.append(_Pending(tier, later, source))
+            self._linger_wake.set()
+        if len(now) + len(later) < len(items):  # LOW and BACKGROUND ride the pull
+            self.mark_dirty(self.targets(links, tier, source), tier)
+
+    def _push(
+        self, links: Mapping[bytes, Link], tier: Tier, items: list[Item], source: bytes | None
+    ) -> None:
+        for pid in self.targets(links, tier, source):
+            link = links[pid]
+            for start in range(0, len(items), PUSH_CHUNK):
+                chunk = items[start : start + PUSH_CHUNK]
+                sent = link.push_items_nowait(tier, chunk)
+                if source is not None:
+                    stats = self.stats[pid]
+                    if sent:
+                        stats.relayed += len(chunk)
+                    else:
+                        stats.relay_dropped += len(chunk)
+
+    def due(self, now: float) -> tuple[list[tuple[bytes, Tier]], float]:
+        """The marks whose announcement may go now, and when the next one falls due."""
+        ready: list[tuple[bytes, Tier]] = []
+        wake = math.inf
+        for key in list(self._dirty):
+            at = self._last_sent.get(key, -math.inf) + self.announce_every
+            if at <= now:
+                ready.append(key)
+                del self._dirty[key]
+                self._last_sent[key] = now
+            else:
+                wake = min(wake, at)
+        return ready, wake
+
+    # -- driving --------------------------------------------------------------------------
+
+    async def run_linger(self, links: Callable[[], Mapping[bytes, Link]]) -> None:
+        """Push the NORMAL versions in bursts, ``linger`` after the first of a burst."""
+        while True:
+            await self._linger_wake.wait()
+            await trio.sleep(self.linger)
+            self._linger_wake = trio.Event()
+            pending, self._lingering = self._lingering, []
+            current = links()
+            by_key: dict[tuple[Tier, bytes | None], list[Item]] = defaultdict(list)
+            for p in pending:
+                by_key[(p.tier, p.source)].extend(p.items)
+            for (tier, source), items in by_key.items():
+                self._push(current, tier, items, source)
+
+    async def run_announcer(self, announce: Callable[[bytes, Tier], Awaitable[bool]]) -> None:
+        """Send the DIGEST of each due (peer, tier), at most one per ``announce_every``."""
+        while True:
+            ready, wake = self.due(trio.current_time())
+            for peer, tier in ready:
+                if await announce(peer, tier):
+                    self.stats[peer].announced += 1
+            if self._dirty:
+                with trio.move_on_after(max(0.0, wake - trio.current_time())):
+                    await self._dirty_wake.wait()
+            else:
+                await self._dirty_wake.wait()
+            self._dirty_wake = trio.Event()
