@@ -156,8 +156,11 @@ def parse_duration(text: str) -> float:
 @click.option("--timeout", default="2s", show_default=True, help="Give up after (2s, 500ms, 1m).")
 @node_options
 def sync(client: Client, as_json: bool, now: bool, peers: tuple[str, ...], timeout: str) -> None:
-    """Bidirectional sync barrier: returns once both directions are applied with every
-    given peer (default: all connected); exits 1 naming the peers that did not make it.
+    """Sync barrier. By default mesh-wide: when it exits 0, every write acknowledged on any
+    node reachable through sessions before it began is readable here, and this node's
+    earlier writes are on every reachable node. It exits 1 naming the nodes it could not
+    cover (configured peers not connected here or further along, peers that did not answer
+    in time). With --peer, two-node syncs with those direct peers only.
 
     \b
     Examples:
@@ -171,8 +174,15 @@ def sync(client: Client, as_json: bool, now: bool, peers: tuple[str, ...], timeo
     with _progress(client.path, enabled=show):
         result = client.sync(list(peers) or None, seconds)
     failed = result.get("failed", [])
+    nodes: dict[str, str] | None = result.get("nodes")
     if as_json:
         emit_json(result)
+    elif nodes is not None:  # the mesh-wide barrier: every node it knows of
+        rows = [[n, "synced" if s == "covered" else s.upper()] for n, s in nodes.items()]
+        if rows:
+            print_table(["node", "result"], rows)
+        covered = sum(1 for s in nodes.values() if s == "covered")
+        click.echo(f"{covered}/{len(nodes)} nodes synced in {result.get('seconds', 0):.2f} s")
     else:
         rows = [[p, "synced"] for p in result.get("synced", [])]
         rows += [[p, "FAILED"] for p in failed]
@@ -181,7 +191,8 @@ def sync(client: Client, as_json: bool, now: bool, peers: tuple[str, ...], timeo
         else:
             click.echo("no connected peers")
     if failed:
-        raise Fail(f"sync did not complete with: {', '.join(failed)}", 1)
+        named = [f"{n} ({nodes[n]})" if nodes and n in nodes else n for n in failed]
+        raise Fail(f"sync did not complete with: {', '.join(named)}", 1)
 
 
 @contextlib.contextmanager

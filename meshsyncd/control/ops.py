@@ -68,7 +68,7 @@ class DaemonView(Protocol):
         self,
         peers: list[bytes] | None,
         timeout: float,  # noqa: ASYNC109
-    ) -> dict[str, list[str]]: ...
+    ) -> dict[str, Any]: ...
 
 
 # -- parameters ---------------------------------------------------------------------------
@@ -358,11 +358,14 @@ async def op_sync(daemon: DaemonView, p: Params) -> dict[str, Any]:
     started = time.monotonic()
     with trio.move_on_after(float(timeout) + 5.0):
         result = await daemon.sync_now(peers, float(timeout))
-        return {
+        answer = {
             "synced": list(result.get("synced", [])),
             "failed": list(result.get("failed", [])),
             "seconds": round(time.monotonic() - started, 3),
         }
+        if "nodes" in result:  # the mesh-wide barrier: every node's state by id
+            answer["nodes"] = dict(result["nodes"])
+        return answer
     raise ControlError("unavailable", f"sync did not finish within {timeout} s")
 
 

@@ -39,6 +39,7 @@ from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
 from ..control.server import ChangeFeed, ControlServer
 from ..engine import AsyncEngine, Engine
 from ..identity import Identity, node_id_text
+from ..mesh.barrier import Barriers
 from ..mesh.relay import Relay, RelayStats
 from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
@@ -80,8 +81,14 @@ class Daemon(Links):
         self.notifier = Notifier()
         self.metrics = Metrics()
         # mesh (meshsyncd/mesh/): frame handlers by class, and the HELLO bits they add
-        self.extensions: dict[type[P.Frame], FrameHandler] = {}
-        self.capabilities = 0
+        self.barriers = Barriers(
+            self.node_id, links=lambda: self.sessions, configured=lambda: list(self.peers)
+        )
+        self.extensions: dict[type[P.Frame], FrameHandler] = {
+            P.Barrier: self._on_barrier,
+            P.BarrierDone: self._on_barrier_done,
+        }
+        self.capabilities = int(P.Capability.BARRIER)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -113,6 +120,7 @@ class Daemon(Links):
                 await trio.sleep(wait)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.barriers.start(nursery)
                 listeners = await trio.open_tcp_listeners(cfg.listen_port, host=cfg.listen_host)
                 self.listen_port = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(trio.serve_listeners, self._inbound, listeners)
@@ -232,6 +240,14 @@ class Daemon(Links):
         if session.peer_hello is not None:
             self.relay.applied(self.sessions, batch.tier, session.peer_hello.node_id, changed)
 
+    async def _on_barrier(self, session: Session, frame: P.Frame) -> None:
+        assert isinstance(frame, P.Barrier) and session.peer_hello is not None
+        await self.barriers.on_barrier(session.peer_hello.node_id, session, frame)
+
+    async def _on_barrier_done(self, session: Session, frame: P.Frame) -> None:
+        assert isinstance(frame, P.BarrierDone) and session.peer_hello is not None
+        await self.barriers.on_done(session.peer_hello.node_id, frame)
+
     async def _announce(self, peer: bytes, tier: Tier) -> bool:
         session = self.sessions.get(peer)
         return session is not None and await session.announce_tier(tier)
@@ -271,9 +287,18 @@ class Daemon(Links):
         self,
         peers: list[bytes] | None,
         timeout: float,  # noqa: ASYNC109 - the operator's deadline, part of the request
-    ) -> dict[str, list[str]]:
-        """Bidirectional sync barrier: our pulls done and the peers' acks caught up."""
-        wanted = list(self.sessions) if peers is None else peers
+    ) -> dict[str, Any]:
+        """The sync barrier: mesh-wide by default (``mesh/barrier.py``), or with ``peers``
+        only, two-node syncs with each of them (our pulls done, their acks caught up)."""
+        if peers is None:
+            result = await self.barriers.run(timeout)
+            nodes = {node_id_text(n): s.name.lower() for n, s in result.nodes.items()}
+            me = node_id_text(self.node_id)
+            return {
+                "synced": sorted(node_id_text(n) for n in result.covered if n != self.node_id),
+                "failed": sorted(node_id_text(n) for n in result.failed),
+                "nodes": {n: s for n, s in sorted(nodes.items()) if n != me},
+            }
         synced: list[str] = []
 
         async def one(pid: bytes) -> None:
@@ -287,9 +312,9 @@ class Daemon(Links):
 
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
-                for pid in wanted:
+                for pid in peers:
                     nursery.start_soon(one, pid)
-        failed = [node_id_text(p) for p in wanted if node_id_text(p) not in synced]
+        failed = [node_id_text(p) for p in peers if node_id_text(p) not in synced]
         return {"synced": sorted(synced), "failed": sorted(failed)}
 
     def peers_table(self) -> list[dict[str, Any]]:

@@ -6,11 +6,13 @@ every wait below is far shorter than one interval.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from meshnodes import Node, chain, graph, wait_for
+from meshnodes import Node, chain, cli, graph, wait_for
 
 from meshsyncd.client import ClientError
 
@@ -58,3 +60,83 @@ def test_urgent_and_low_writes_cross_three_hops(line: dict[str, Node]) -> None:
     assert rows[a.node_id]["relayed"] >= 1
     assert rows[c.node_id].get("relayed", 0) == 0  # never back towards where it came from
     assert c.digests() == a.digests() == d.digests()
+
+
+def _sync(node: Node, *args: str) -> tuple[int, dict[str, object]]:
+    proc = cli("sync", "--now", "--json", "--config", str(node.config), *args, check=False)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def test_barrier_covers_the_chain_and_names_what_it_cannot(line: dict[str, Node]) -> None:
+    a, b, c, d = line["a"], line["b"], line["c"], line["d"]
+    with a.client() as cl:  # LOW: no push, only the barrier's pulls carry it to d
+        cl.put("from a", tier="episodic", key="bar-a", priority="low")
+    with d.client() as cl:
+        cl.put("from d", tier="episodic", key="bar-d", priority="background")
+    code, result = _sync(a)
+    assert code == 0, result
+    assert result["nodes"] == {n.node_id: "covered" for n in (b, c, d)}
+    # the barrier brought d's write here and took a's write to d
+    assert _has(a, "bar-d", "episodic") and _has(d, "bar-a", "episodic")
+    # stop the far end: the barrier from a names it, two hops away, and exits 1
+    assert d.stop() == 0
+    wait_for(lambda: not _connected(c), 20, "c to see d gone")
+    code, result = _sync(a)
+    assert code == 1
+    assert result["failed"] == [d.node_id]
+    assert result["nodes"][d.node_id] == "unreachable"
+    assert result["nodes"][b.node_id] == result["nodes"][c.node_id] == "covered"
+
+
+def _started(nodes: dict[str, Node]) -> dict[str, Node]:
+    for n in nodes.values():
+        n.start()
+    wait_for(lambda: all(_connected(n) for n in nodes.values()), 30, "links up")
+    return nodes
+
+
+def test_ring_concurrent_barriers_and_urgent_relay(tmp_path: Path) -> None:
+    """a - b - c - d - a: writes go both ways round; two barriers at once both finish."""
+    names = ["a", "b", "c", "d"]
+    nodes = graph(tmp_path, names, [*chain(names), ("d", "a")])
+    try:
+        _started(nodes)
+        a, c = nodes["a"], nodes["c"]
+        with a.client() as cl:
+            cl.put("ring", tier="working", key="ring-urgent", priority="urgent")
+        wait_for(lambda: _has(c, "ring-urgent", "working"), 5, "urgent write across the ring")
+        for i, n in enumerate(nodes.values()):
+            with n.client() as cl:
+                cl.put(f"w{i}", tier="semantic", key=f"ring-{i}", priority="low")
+        with ThreadPoolExecutor(2) as pool:  # from opposite sides of the cycle, at once
+            results = list(pool.map(_sync, [a, c]))
+        for code, result in results:
+            assert code == 0, result
+            assert set(result["nodes"].values()) == {"covered"}
+            assert len(result["nodes"]) == 3
+        for i in range(4):
+            assert _has(a, f"ring-{i}", "semantic") and _has(c, f"ring-{i}", "semantic")
+    finally:
+        for n in nodes.values():
+            if n.proc is not None:
+                n.stop()
+
+
+def test_star_relays_between_leaves(tmp_path: Path) -> None:
+    """A hub with three leaves: a leaf's writes reach the other leaves through the hub."""
+    nodes = graph(tmp_path, ["h", "x", "y", "z"], [("h", "x"), ("h", "y"), ("h", "z")])
+    try:
+        _started(nodes)
+        x, y, z = nodes["x"], nodes["y"], nodes["z"]
+        with x.client() as cl:
+            cl.put("hi", tier="episodic", key="star-urgent", priority="high")
+            cl.put("lo", tier="episodic", key="star-low", priority="low")
+        for leaf in (y, z):
+            wait_for(lambda leaf=leaf: _has(leaf, "star-urgent", "episodic"), 5, "high relay")
+            wait_for(lambda leaf=leaf: _has(leaf, "star-low", "episodic"), 10, "low relay")
+        code, result = _sync(y)
+        assert code == 0 and len(result["nodes"]) == 3, result
+    finally:
+        for n in nodes.values():
+            if n.proc is not None:
+                n.stop()
