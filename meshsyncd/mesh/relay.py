@@ -67,6 +67,7 @@ class Relay:
 
     linger: float = NORMAL_LINGER
     announce_every: float = ANNOUNCE_EVERY
+    clock: Callable[[], float] = trio.current_time
     stats: dict[bytes, RelayStats] = field(default_factory=lambda: defaultdict(RelayStats))
     _lingering: list[_Pending] = field(default_factory=list)
     _linger_wake: trio.Event = field(default_factory=trio.Event)
@@ -102,7 +103,7 @@ class Relay:
                 self.mark_dirty([peer], tier)
 
     def mark_dirty(self, peers: Iterable[bytes], tier: Tier) -> None:
-        now = trio.current_time()
+        now = self.clock()
         for peer in peers:
             self._dirty.setdefault((peer, tier), now)
         self._dirty_wake.set()
@@ -173,12 +174,12 @@ class Relay:
     async def run_announcer(self, announce: Callable[[bytes, Tier], Awaitable[bool]]) -> None:
         """Send the DIGEST of each due (peer, tier), at most one per ``announce_every``."""
         while True:
-            ready, wake = self.due(trio.current_time())
+            ready, wake = self.due(self.clock())
             for peer, tier in ready:
                 if await announce(peer, tier):
                     self.stats[peer].announced += 1
             if self._dirty:
-                with trio.move_on_after(max(0.0, wake - trio.current_time())):
+                with trio.move_on_after(max(0.0, wake - self.clock())):
                     await self._dirty_wake.wait()
             else:
                 await self._dirty_wake.wait()
