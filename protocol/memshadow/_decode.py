@@ -30,6 +30,7 @@ from ..errors import (
 from ..item import Buffer
 from ._model import (
     _BATCH_FLAGS,
+    _COMPRESSED,
     _FALLBACK,
     _FALLBACK_PREFIX,
     _HEADER,
@@ -154,7 +155,7 @@ def layout_memshadow(buf: Buffer, offset: int = 0) -> MemshadowLayout:
         target_node=meta["target_node"],
         tier=MsTier(meta["tier"]),
         items=tuple(items),
-        flags=meta["flags"] & ~SyncFlag.COMPRESSED,
+        flags=meta["flags"] & ~_COMPRESSED,
         sync_vector=tuple(meta["sync_vector"].items()),
         items_gzip=gz,
         fallback=fallback,
@@ -296,7 +297,7 @@ def _metadata(raw: bytes, at: int) -> dict[str, Any]:
             raise bad("must be a non-negative integer", name)
     if doc["tier"] not in MsTier._value2member_map_:
         raise bad(f"unknown tier {doc['tier']}", "tier")
-    if doc["flags"] & ~(_BATCH_FLAGS | SyncFlag.COMPRESSED):
+    if doc["flags"] & ~(_BATCH_FLAGS | _COMPRESSED):
         what = "ENCRYPTED is not supported" if doc["flags"] & SyncFlag.ENCRYPTED else "unknown bits"
         raise bad(f"{what} in {doc['flags']:#x}", "flags")
     vector = doc["sync_vector"]

@@ -110,6 +110,7 @@ class SyncFlag(enum.IntFlag):
 # Bits a MemshadowBatch may carry: COMPRESSED is decided by the encoder, and ENCRYPTED names
 # a scheme the reference never implemented, so nothing could decrypt such a batch.
 _BATCH_FLAGS = 0x3C
+_COMPRESSED = 0x01  # an int: ~ on an IntFlag would only complement its known bits
 
 
 def _local(cond: bool, message: str, field: str) -> None:
@@ -216,6 +217,7 @@ class MemshadowBatch:
         if self.fallback:
             plain = self.priority == HeaderPriority.NORMAL and not self.timestamp_ns
             _local(plain and not self.header_flags, "the MSYN header has none", "memshadow")
+        object.__setattr__(self, "flags", int(self.flags))
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "sync_vector", tuple(self.sync_vector))
         _local(len(self.items) <= MAX_ITEMS, f"more than {MAX_ITEMS}", "memshadow.items")
@@ -237,7 +239,7 @@ def metadata_json(batch: MemshadowBatch, *, compressed: bool) -> bytes:
     Raises:
         LocalProtocolError: never for a constructed batch; kept for symmetry.
     """
-    flags = batch.flags | (SyncFlag.COMPRESSED if compressed else 0)
+    flags = batch.flags | (_COMPRESSED if compressed else 0)
     doc = {
         "batch_id": batch.batch_id,
         "source_node": batch.source_node,

@@ -23,7 +23,7 @@ logging.disable(logging.CRITICAL)  # the reference logs a warning when it drops 
 from ai.brain.memory import memory_sync_protocol as M  # noqa: E402  (the reference)
 
 TS = 1_790_000_000_123_456_789
-CREATED = datetime.datetime(2026, 9, 21, 12, 0, 0, tzinfo=datetime.timezone.utc)
+CREATED = datetime.datetime(2026, 9, 21, 12, 0, 0, tzinfo=datetime.UTC)
 
 
 def _item(iid: str, n: int, tier: int, op: int, prio: int, payload: bytes) -> Any:
@@ -99,7 +99,7 @@ def pack_all() -> dict[str, dict[str, Any]]:
         _item("ABCDEF0123456789ABCDEF0123456789", 203, 1, 1, 3, b"uppercase hex id"),
         _item("x" * 32, 204, 1, 1, 4, b"thirty-two characters, not hex"),
         _item("an-id-longer-than-thirty-two-characters-is-cut", 205, 1, 1, 2, b"cut id"),
-        _item("caf\u00e9-\u00fcber", 206, 1, 1, 2, "non-ASCII id".encode()),
+        _item("caf\u00e9-\u00fcber", 206, 1, 1, 2, b"non-ASCII id"),
         _item(_hex_id(1), 207, 1, 3, 4, _doc(1)),
         _item(_hex_id(2), 208, 1, 3, 2, b""),
         _item(_hex_id(3), 209, 1, 5, 3, b""),

@@ -11,7 +11,7 @@ FORBIDDEN = ("trio", "sqlite3", "_sqlite3", "structlog", "click", "meshsyncd", "
 
 def test_import_protocol_loads_no_io_modules() -> None:
     code = (
-        "import sys, json, protocol, protocol.connection, protocol.frames\n"
+        "import sys, json, protocol, protocol.connection, protocol.frames, protocol.memshadow\n"
         "print(json.dumps(sorted(sys.modules)))"
     )
     out = subprocess.run(

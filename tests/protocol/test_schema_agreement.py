@@ -446,7 +446,12 @@ VECTOR_SIDES: dict[str, tuple[Any, Any]] = {
 
 @pytest.mark.parametrize(
     "meta",
-    sorted((Path(protocol.__file__).parent / "vectors").glob("*.json")),
+    # memshadow-*: another format with one codec (protocol/memshadow, test_memshadow.py)
+    sorted(
+        p
+        for p in (Path(protocol.__file__).parent / "vectors").glob("*.json")
+        if not p.name.startswith("memshadow-")
+    ),
     ids=lambda path: path.stem,
 )
 def test_golden_vectors_agree(meta: Path) -> None:

@@ -24,8 +24,10 @@ TRAILER = b"\x00\x01trailing"
 def _load() -> list[tuple[str, bytes, dict[str, Any]]]:
     out = []
     for path in sorted(VECTORS.glob("*.json")):
-        data = path.with_suffix(".bin").read_bytes()
-        out.append((path.stem, data, json.loads(path.read_text())))
+        desc = json.loads(path.read_text())
+        if desc["kind"] == "memshadow":  # another format: test_memshadow.py
+            continue
+        out.append((path.stem, path.with_suffix(".bin").read_bytes(), desc))
     return out
 
 
