@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 
 fuzz: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install --quiet -e '.[fuzz]'
-	for t in item batch frame connection; do PY=$(VENV)/bin/python fuzz/run.sh $$t $${FUZZ_SECONDS:-60}; done
+	for t in item batch frame connection memshadow; do PY=$(VENV)/bin/python fuzz/run.sh $$t $${FUZZ_SECONDS:-60}; done
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/meshsyncd bench codec

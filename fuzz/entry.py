@@ -2,7 +2,7 @@
 
 Run it through `fuzz/run.sh TARGET SECONDS` (fuzz/README.md), which passes the corpus,
 limits and crash directory; any libFuzzer flag given here is passed through. TARGET is
-one of `fuzz.targets.TARGETS` (item, batch, frame, connection).
+one of `fuzz.targets.TARGETS` (item, batch, frame, connection, memshadow).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with atheris.instrument_imports(include=["protocol"]):
     import protocol  # noqa: F401  (instrumented for coverage)
+    import protocol.memshadow  # noqa: F401  (not imported by protocol itself)
 
 from fuzz.targets import TARGETS
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run one fuzz campaign: fuzz/run.sh TARGET SECONDS   (TARGET: item batch frame connection)
+# Run one fuzz campaign: fuzz/run.sh TARGET SECONDS   (TARGET: item batch frame connection memshadow)
 #
 # New inputs go to fuzz/work/corpus/TARGET (gitignored); fuzz/corpus/TARGET (committed) is
 # read as seeds. Crashes land in fuzz/crashes/. When the campaign ends, inputs that add
@@ -17,9 +17,9 @@ seconds=${2:-60}
 
 case $target in
     item) max_len=16384 ;;
-    batch | frame | connection) max_len=65536 ;;
+    batch | frame | connection | memshadow) max_len=65536 ;;
     *)
-        echo "unknown target '$target' (item, batch, frame, connection)" >&2
+        echo "unknown target '$target' (item, batch, frame, connection, memshadow)" >&2
         exit 2
         ;;
 esac

@@ -2,8 +2,8 @@
 
 Every vector's JSON description says its kind: items seed the item target, batches the
 batch target, frames the frame target, and streams (a HELLO followed by other frames) the
-connection target. Further streams are made by putting the HELLO vector in front of each
-other frame vector. A connection input starts with the control bytes described in
+connection target, MEMSHADOW batches (kind ``memshadow``) the memshadow target. Further
+streams are made by putting the HELLO vector in front of each other frame vector. A connection input starts with the control bytes described in
 ``fuzz.targets.check_connection``; each stream is seeded with a few feeding plans.
 
 Seed files are named ``seed-<vector>[...]``; running this again replaces them and leaves the
@@ -25,7 +25,13 @@ from protocol import Bye, Hello, ProtocolError, parse_frame  # noqa: E402
 
 VECTORS = ROOT / "protocol" / "vectors"
 CORPUS = ROOT / "fuzz" / "corpus"
-TARGET_OF_KIND = {"item": "item", "batch": "batch", "frame": "frame", "stream": "connection"}
+TARGET_OF_KIND = {
+    "item": "item",
+    "batch": "batch",
+    "frame": "frame",
+    "stream": "connection",
+    "memshadow": "memshadow",
+}
 
 # (suffix, control bytes): how a stream is fed; see check_connection for the layout.
 FEEDING: list[tuple[str, bytes]] = [
@@ -87,6 +93,7 @@ def main() -> None:
         "item": vectors["item"],
         "batch": vectors["batch"],
         "frame": vectors["frame"],
+        "memshadow": vectors["memshadow"],
         "connection": [
             (f"{name}-{suffix}", control + data)
             for name, data in streams(vectors)

@@ -473,9 +473,13 @@ def _check_stream(stream: bytes, sizes: list[int], control: int, data: bytes) ->
         _check_session(run, stream, max_frame, data)
 
 
+# Imported last: fuzz/memshadow.py builds on the shared checks defined above.
+from .memshadow import check_memshadow  # noqa: E402
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "item": check_item,
     "batch": check_batch,
     "frame": check_frame,
     "connection": check_connection,
+    "memshadow": check_memshadow,
 }
