@@ -1,4 +1,5 @@
-"""``meshsyncd decode``: dump items, batches and frames field by field (SPEC.md sections 2-4).
+"""``meshsyncd decode``: dump items, batches and frames field by field (SPEC.md sections 2-4),
+and MEMSHADOW v2 batches (section 8, ``memshadow_dump.py``).
 
 The dump goes through ``protocol.schema``, the construct declaration of the wire format, not
 through the struct hot path: what an operator reads is the SPEC's own field list, and a bad
@@ -35,10 +36,12 @@ from protocol import (
     schema,
 )
 from protocol.constants import BATCH_MAGIC, BODY_ZSTD, ITEM_HEADER_SIZE, ITEM_VERSION
+from protocol.memshadow import is_memshadow
 
 __all__ = ["DecodeError", "decode", "decode_bytes", "detect_kind"]
 
 KINDS = ("auto", "item", "batch", "frame")
+FORMATS = ("auto", "meshsyncd", "memshadow")
 _TEXT_BYTES = 64  # hex shown per bytes field in the text dump; --json shows everything
 
 
@@ -165,12 +168,15 @@ def detect_kind(data: bytes) -> str:
         return "frame"
     raise DecodeError(
         "input at offset 0: not a meshsyncd batch (MSBT), frame stream or item"
-        " (version 2 at offset 32); try --kind"
+        " (version 2 at offset 32), nor a MEMSHADOW batch; try --kind or --format"
     )
 
 
-def decode_bytes(data: bytes, kind: str = "auto") -> dict[str, Any]:
+def decode_bytes(data: bytes, kind: str = "auto", fmt: str = "auto") -> dict[str, Any]:
     """Parse ``data`` with the construct schema into one JSON-able document.
+
+    ``fmt`` ``memshadow`` (or ``auto`` when the input starts with a MEMSHADOW magic) reads
+    MEMSHADOW v2 batches instead (``memshadow_dump.py``, SPEC.md section 8).
 
     Raises:
         ProtocolError: the input is malformed (names the field and offset).
@@ -178,6 +184,10 @@ def decode_bytes(data: bytes, kind: str = "auto") -> dict[str, Any]:
     """
     if not data:
         raise DecodeError("input: empty")
+    if fmt == "memshadow" or (fmt == "auto" and is_memshadow(data)):
+        from .memshadow_dump import decode_memshadow
+
+        return decode_memshadow(data)
     if kind == "auto":
         kind = detect_kind(data)
     if kind == "item":
@@ -238,6 +248,10 @@ def _scalar(item: Any, parent: dict[str, Any], key: str) -> str:
 def render_text(document: dict[str, Any]) -> str:
     lines: list[str] = []
     kind = document["kind"]
+    if kind == "memshadow":
+        from .memshadow_dump import render_memshadow
+
+        return render_memshadow(document, _render)
     for index, entry in enumerate(document[f"{kind}s" if kind != "batch" else "batches"]):
         what = f" ({entry['type_name']})" if kind == "frame" else ""
         lines.append(f"{kind} #{index}{what} at offset {entry['offset']}")
@@ -277,7 +291,15 @@ def _fail(message: str) -> NoReturn:
     show_default=True,
     help="What the input holds; auto: MSBT is a batch, length-prefixed frames, else items.",
 )
-def decode(source: str, as_hex: bool, as_json: bool, kind: str) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="meshsyncd wire format, or MEMSHADOW v2 batches; auto: by the magic.",
+)
+def decode(source: str, as_hex: bool, as_json: bool, kind: str, fmt: str) -> None:
     """Dump items, batches or frames from FILE (or stdin) field by field.
 
     Malformed input prints one line naming the field and offset and exits with status 2.
@@ -288,6 +310,7 @@ def decode(source: str, as_hex: bool, as_json: bool, kind: str) -> None:
       meshsyncd decode --json protocol/vectors/batch-zstd.bin
       xxd -p capture.bin | meshsyncd decode --hex -
       meshsyncd decode --kind item suspicious.bin
+      meshsyncd decode --format memshadow protocol/vectors/memshadow-episodic-plain.bin
     """
     try:
         if source == "-":
@@ -299,7 +322,7 @@ def decode(source: str, as_hex: bool, as_json: bool, kind: str) -> None:
         _fail(f"cannot read {source}: {exc.strerror or exc}")
     try:
         data = _from_hex(raw) if as_hex else raw
-        document = decode_bytes(data, kind)
+        document = decode_bytes(data, kind, fmt)
     except (ProtocolError, DecodeError) as exc:
         _fail(str(exc))
     if as_json:

@@ -10,7 +10,8 @@ is one line of UTF-8 JSON (at most 2 MiB), answered by one line::
 Error codes: ``bad_request``, ``not_found``, ``too_large``, ``unknown_tier``,
 ``unavailable``, ``internal``. Values are bytes: a request sends ``value`` (text) or
 ``value_b64``; results carry ``value_b64`` and, when the bytes are UTF-8, ``value``. Ops:
-``put get delete merge list status peers vectors conflicts sync watch``. After ``watch`` is
+``put get delete merge list status peers vectors conflicts sync watch``, and for interop
+``import_versions changes`` (``interop.py``). After ``watch`` is
 acknowledged the connection only streams ``{"event": "change", ...}`` lines until the client
 closes it; a watcher that falls behind gets a final error line and is disconnected.
 
@@ -43,7 +44,9 @@ from protocol import LocalProtocolError, ProtocolError
 
 from ..engine import ItemNotFoundError
 from .feed import ChangeFeed, FeedStatistics, change_event
-from .ops import HANDLERS, DaemonView
+from .interop import INTEROP_HANDLERS
+from .ops import HANDLERS as _OPS_HANDLERS
+from .ops import DaemonView
 from .proto import MAX_LINE, ControlError, parse_tier
 
 __all__ = [
@@ -61,6 +64,8 @@ log: Any = structlog.get_logger("meshsyncd.control")
 MAX_CLIENTS = 64
 MAX_BAD_REQUESTS = 256  # consecutive bad lines before a connection is closed
 SEND_TIMEOUT = 10.0
+# Every operation but watch: the data and operator ops, and the whole-version interop ops.
+HANDLERS = {**_OPS_HANDLERS, **INTEROP_HANDLERS}
 _ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
