@@ -3,7 +3,8 @@
 Every vector's JSON description says its kind: items seed the item target, batches the
 batch target, frames the frame target, and streams (a HELLO followed by other frames) the
 connection target, MEMSHADOW batches (kind ``memshadow``) the memshadow target. Further
-streams are made by putting the HELLO vector in front of each other frame vector. A connection input starts with the control bytes described in
+streams are made by putting the HELLO vector in front of each other frame vector. A
+connection input starts with the control bytes described in
 ``fuzz.targets.check_connection``; each stream is seeded with a few feeding plans.
 
 Seed files are named ``seed-<vector>[...]``; running this again replaces them and leaves the

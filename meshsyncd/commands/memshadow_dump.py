@@ -75,47 +75,41 @@ def _item(item: MS.MemshadowItem, offset: int) -> dict[str, Any]:
 
 
 def decode_memshadow(data: bytes) -> dict[str, Any]:
-    """Every batch in ``data`` (back to back), as one JSON-able document.
+    """The one batch a MEMSHADOW file or message holds, as a JSON-able document.
 
     Raises:
-        ProtocolError: a batch is malformed (names the field and offset).
+        ProtocolError: the batch is malformed, or bytes follow it (names field and offset).
     """
-    batches: list[dict[str, Any]] = []
-    offset = 0
-    while offset < len(data):
-        lay = MS.layout_memshadow(data, offset)
-        batch = lay.batch
-        flags = batch.flags | (int(MS.SyncFlag.COMPRESSED) if batch.items_gzip else 0)
-        batches.append(
-            {
-                "offset": offset,
-                "format": "fallback (MSYN)" if batch.fallback else "v2",
-                "header": _header(lay),
-                "metadata_len": len(lay.metadata),
-                "metadata": {
-                    "offset": lay.metadata_offset,
-                    "batch_id": batch.batch_id,
-                    "source_node": batch.source_node,
-                    "target_node": batch.target_node,
-                    "tier": int(batch.tier),
-                    "tier_name": batch.tier.name,
-                    "item_count": len(batch.items),
-                    "flags": flags,
-                    "flags_names": [f.name for f in MS.SyncFlag if flags & f],
-                    "sync_vector": dict(batch.sync_vector),
-                    "import_origin": f"{MS.import_origin(batch.source_node):016x}",
-                },
-                "items_offset": lay.items_offset,
-                "items_len": lay.items_len,
-                "items_gzip": batch.items_gzip,
-                "items_raw_len": lay.raw_len,
-                "items": [
-                    _item(item, at) for item, at in zip(batch.items, lay.item_offsets, strict=True)
-                ],
-            }
-        )
-        offset = lay.end
-    return {"kind": "memshadow", "batches": batches}
+    lay = MS.layout_memshadow(data)
+    if lay.end != len(data):
+        MS.parse_memshadow(data)  # raises the trailing-bytes error of the codec
+    batch = lay.batch
+    flags = batch.flags | (int(MS.SyncFlag.COMPRESSED) if batch.items_gzip else 0)
+    entry = {
+        "offset": 0,
+        "format": "fallback (MSYN)" if batch.fallback else "v2",
+        "header": _header(lay),
+        "metadata_len": len(lay.metadata),
+        "metadata": {
+            "offset": lay.metadata_offset,
+            "batch_id": batch.batch_id,
+            "source_node": batch.source_node,
+            "target_node": batch.target_node,
+            "tier": int(batch.tier),
+            "tier_name": batch.tier.name,
+            "item_count": len(batch.items),
+            "flags": flags,
+            "flags_names": [f.name for f in MS.SyncFlag if flags & f],
+            "sync_vector": dict(batch.sync_vector),
+            "import_origin": f"{MS.import_origin(batch.source_node):016x}",
+        },
+        "items_offset": lay.items_offset,
+        "items_len": lay.items_len,
+        "items_gzip": batch.items_gzip,
+        "items_raw_len": lay.raw_len,
+        "items": [_item(item, at) for item, at in zip(batch.items, lay.item_offsets, strict=True)],
+    }
+    return {"kind": "memshadow", "batches": [entry]}
 
 
 def render_memshadow(document: dict[str, Any], render: Any) -> str:
