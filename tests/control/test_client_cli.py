@@ -238,7 +238,18 @@ def test_permission_denied_for_another_user(node: BackgroundNode) -> None:
 
 def test_every_command_has_help_with_examples() -> None:
     runner = CliRunner()
-    for name in ("status", "put", "get", "delete", "merge", "list", "vectors", "conflicts"):
+    for name in (
+        "status",
+        "put",
+        "get",
+        "delete",
+        "merge",
+        "list",
+        "vectors",
+        "conflicts",
+        "import",
+        "export",
+    ):
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0 and "Examples:" in result.output, name
         assert "--json" in result.output and "--socket" in result.output
