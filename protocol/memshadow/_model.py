@@ -143,17 +143,21 @@ class MemshadowItem:
 
     def __post_init__(self) -> None:
         iid = self.item_id
-        _local(isinstance(iid, bytes) and len(iid) <= 32, "at most 32 bytes", "item.item_id")
-        _local(not iid.endswith(b"\x00"), "NUL is padding, not part of an id", "item.item_id")
-        _local(_u64(self.timestamp_ns), "must be a u64", "item.timestamp_ns")
+        _local(
+            isinstance(iid, bytes) and len(iid) <= 32, "at most 32 bytes", "memshadow.item.item_id"
+        )
+        _local(
+            not iid.endswith(b"\x00"), "NUL is padding, not part of an id", "memshadow.item.item_id"
+        )
+        _local(_u64(self.timestamp_ns), "must be a u64", "memshadow.item.timestamp_ns")
         try:
             object.__setattr__(self, "tier", MsTier(self.tier))
             object.__setattr__(self, "op", Op(self.op))
             object.__setattr__(self, "priority", Priority(self.priority))
         except ValueError as exc:
-            raise LocalProtocolError(str(exc), field="item.tier/op/priority") from None
+            raise LocalProtocolError(str(exc), field="memshadow.item.tier/op/priority") from None
         ok = isinstance(self.payload, bytes) and len(self.payload) <= MAX_ITEM_PAYLOAD
-        _local(ok, f"must be bytes of at most {MAX_ITEM_PAYLOAD}", "item.payload")
+        _local(ok, f"must be bytes of at most {MAX_ITEM_PAYLOAD}", "memshadow.item.payload")
 
     @property
     def item_id_text(self) -> str:
@@ -203,14 +207,18 @@ class MemshadowBatch:
 
     def __post_init__(self) -> None:
         for name in ("batch_id", "source_node", "target_node"):
-            _local(isinstance(getattr(self, name), str), "must be a string", f"metadata.{name}")
+            _local(
+                isinstance(getattr(self, name), str),
+                "must be a string",
+                f"memshadow.metadata.{name}",
+            )
         try:
             object.__setattr__(self, "tier", MsTier(self.tier))
             object.__setattr__(self, "priority", HeaderPriority(self.priority))
         except ValueError as exc:
             raise LocalProtocolError(str(exc), field="memshadow.tier/priority") from None
         ok = isinstance(self.flags, int) and self.flags >= 0 and not self.flags & ~_BATCH_FLAGS
-        _local(ok, f"flags {self.flags!r}: only bits {_BATCH_FLAGS:#x}", "metadata.flags")
+        _local(ok, f"flags {self.flags!r}: only bits {_BATCH_FLAGS:#x}", "memshadow.metadata.flags")
         _local(_u64(self.timestamp_ns), "must be a u64", "memshadow.timestamp_ns")
         ok = isinstance(self.header_flags, int) and 0 <= self.header_flags <= 0xFF
         _local(ok, "must be one byte", "memshadow.flags")
@@ -224,21 +232,24 @@ class MemshadowBatch:
         keys = set()
         for pair in self.sync_vector:
             ok = isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
-            _local(ok and _u64(pair[1]) and pair[0] not in keys, "bad entry", "sync_vector")
+            _local(
+                ok and _u64(pair[1]) and pair[0] not in keys,
+                "bad entry",
+                "memshadow.metadata.sync_vector",
+            )
             keys.add(pair[0])
         cross = bool(self.flags & SyncFlag.CROSS_TIER)
         for index, item in enumerate(self.items):
-            _local(isinstance(item, MemshadowItem), "not a MemshadowItem", f"items[{index}]")
+            _local(
+                isinstance(item, MemshadowItem), "not a MemshadowItem", f"memshadow.items[{index}]"
+            )
             ok = cross or item.tier == self.tier
-            _local(ok, "another tier without CROSS_TIER", f"items[{index}].tier")
+            _local(ok, "another tier without CROSS_TIER", f"memshadow.items[{index}].tier")
 
 
 def metadata_json(batch: MemshadowBatch, *, compressed: bool) -> bytes:
-    """The metadata exactly as the reference spells it (``json.dumps`` defaults, its key order).
-
-    Raises:
-        LocalProtocolError: never for a constructed batch; kept for symmetry.
-    """
+    """The metadata exactly as the reference spells it (``json.dumps`` defaults, its key order),
+    so that a plain batch re-encodes to the bytes it was decoded from."""
     flags = batch.flags | (_COMPRESSED if compressed else 0)
     doc = {
         "batch_id": batch.batch_id,
