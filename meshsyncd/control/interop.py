@@ -13,14 +13,16 @@ between imported and local data exactly as it would have between the original wr
   whose key is already stored changes nothing, so a repeated import is a no-op; the result
   counts, per op, versions ``applied``, already ``present`` and ``unchanged`` (lost to a
   newer version, or older than the tier's retention); ``dry_run`` applies nothing and
-  estimates ``would_apply`` from the whole-value keys. Imported
-  versions are not pushed: they travel with the next pull (``sync --now`` forces one).
+  estimates ``would_apply`` from the whole-value keys. The versions that changed this
+  node's state go to the daemon like fresh local writes (``on_local_write``: pushed,
+  lingered or announced by priority) and to watchers, with source ``import``.
 * ``changes`` reads a tier's rows changed after a local sequence, each as the versions that
   reproduce it (``Row.versions``), in sequence order, for ``export``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from protocol import Item, LocalProtocolError, Op, Priority, Tier
@@ -119,39 +121,41 @@ async def op_import_versions(daemon: DaemonView, p: Params) -> dict[str, Any]:
     def work(engine: Engine) -> dict[str, Any]:
         ids = {item.item_id for _, item in accepted}
         before = {iid: engine.store.get_row(tier, iid) for iid in ids}
+        changed: list[Item] = []
         if not dry_run and accepted:
             engine.clock.observe(max(i.timestamp_ns for _, i in accepted), peer=origin)
-            engine.store.apply(
+            engine.store.apply_until(
                 tier,
                 [item for _, item in accepted],
                 clock_hwm=engine.clock.last,
                 now_ns=engine.clock.wall(),
+                changed=changed,
             )
-        after = before if dry_run else {iid: engine.store.get_row(tier, iid) for iid in ids}
+        took = Counter(changed)
         counts: dict[str, dict[str, int]] = {}
-        took: list[Item] = []
         for _, item in accepted:
-            old, new = before[item.item_id], after[item.item_id]
+            old = before[item.item_id]
             old_row = None if old is None else old[1]
             if _present(old_row, item):
                 outcome = "present"
             elif dry_run:
                 wins = old_row is None or item.key > old_row.key
                 outcome = "would_apply" if wins else "unchanged"
-            elif new is not None and new[0] != (old and old[0]) and _present(new[1], item):
+            elif took[item] > 0:
                 outcome = "applied"
-                took.append(item)
+                took[item] -= 1
             else:
                 outcome = "unchanged"
             per_op = counts.setdefault(Op(item.op).name.lower(), {})
             per_op[outcome] = per_op.get(outcome, 0) + 1
-        return {"counts": counts, "took": took}
+        return {"counts": counts, "changed": changed}
 
     try:
         done: dict[str, Any] = await daemon.engine.run(work, daemon.engine.engine)
     except ClockSkewError as exc:  # the wall clock stepped back since the check above
         raise ControlError("bad_request", str(exc)) from None
-    for item in done["took"]:
+    for item in done["changed"]:
+        daemon.on_local_write(item)  # fanned out by priority, like a fresh local write
         daemon.feed.publish(change_event(item, "import"))
     return {
         "tier": tier.name.lower(),

@@ -80,6 +80,9 @@ def test_import_mixed_batches_lands_every_item(node: BackgroundNode, tmp_path: P
     assert counts["insert"]["applied"] == 5 + 1 + 40
     assert counts["merge"]["applied"] == 2 and counts["update"]["applied"] == 2
     assert counts["delete"] == {"applied": 2}  # tombstones, their JSON payloads dropped
+    assert node.daemon is not None
+    pushed = list(node.daemon.pushed)  # handed to the daemon's fan-out like local writes
+    assert len(pushed) == 46 + 2 + 2 + 2 and {p.op for p in pushed} == {1, 2, 3, 4}
     for tier, batch in batches.items():
         origin = MS.import_origin(batch.source_node)
         latest: dict[bytes, MS.MemshadowItem] = {}
@@ -111,6 +114,7 @@ def test_import_mixed_batches_lands_every_item(node: BackgroundNode, tmp_path: P
     assert again_report["counts"]["insert"]["present"] == 46
     with Client(node.path) as client:
         assert client.status()["tiers"] == before  # same seqs, same digests
+    assert node.daemon.pushed == pushed  # nothing new to fan out
 
 
 def test_lww_order_with_local_writes(node: BackgroundNode, tmp_path: Path) -> None:
