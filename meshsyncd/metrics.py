@@ -70,6 +70,9 @@ _PEER_COUNTERS: tuple[tuple[str, str], ...] = (
 )
 _PEER_SINGLE: tuple[tuple[str, str, str], ...] = (
     ("pushes_dropped", "pushes_dropped", "Live pushes to the peer dropped (queue full)."),
+    ("relayed", "relayed", "Versions from other peers relayed on to this peer (mesh relay)."),
+    ("relay_dropped", "relay_dropped", "Relayed versions dropped (the peer's queue was full)."),
+    ("announced", "announced", "DIGEST announcements sent to the peer (pull now)."),
     ("conflicts", "conflicts", "Received versions that lost to a stored one (LWW)."),
     ("rejections", "rejected", "Pulls and pushes refused by the peer's tier lists."),
 )

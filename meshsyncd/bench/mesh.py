@@ -234,7 +234,8 @@ class _Watcher:
     of the event reaching this process. It ends when the node closes the connection.
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, tier: str = "working") -> None:
+        self.tier = tier
         self.seen: dict[str, float] = {}
         self._cond = threading.Condition()
         self._client = Client(node.socket, timeout=10)
@@ -243,7 +244,7 @@ class _Watcher:
 
     def _run(self) -> None:
         with contextlib.suppress(ClientError, OSError):
-            for event in self._client.watch(tier="working"):
+            for event in self._client.watch(tier=self.tier):
                 now = time.perf_counter()
                 with self._cond:
                     self.seen[str(event.get("item_id"))] = now
