@@ -8,6 +8,12 @@ node sends it over each of its links at most once, and never back to the peer it
 * URGENT and HIGH versions, whether written here or received in a PUSH, are pushed at once to
   every connected peer that may receive their tier (the session checks the tier lists and the
   bounded urgent queue; a full queue drops the push, counted, and the next pull carries it).
+  A received one goes on *before* our own apply when it is newer than every version of its
+  item this node has seen lately (``recent``, an LRU of the highest key per item): such a
+  version cannot lose here, so it changes our state, and the next hop need not wait for our
+  commit. Anything else waits for the apply, which says exactly what changed. The rare
+  exception: a late URGENT version of an item whose newer version left ``recent`` long ago
+  goes on once, then loses everywhere it arrives (counted as ``early_stale``).
 * NORMAL versions wait ``linger`` seconds so that a burst leaves as one PUSH per tier.
 * Everything else moves by pull. A pulled batch that changed our state, and a LOW or
   BACKGROUND local write, mark the tier *dirty* for the other peers; a dirty (peer, tier) gets a
@@ -21,7 +27,7 @@ the daemon drives it (``run``) with the sessions it has, seen through :class:`Li
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,6 +41,7 @@ __all__ = ["ANNOUNCE_EVERY", "NORMAL_LINGER", "Link", "Relay", "RelayStats"]
 NORMAL_LINGER = 0.02
 ANNOUNCE_EVERY = 0.2
 PUSH_CHUNK = 1000
+RECENT_ITEMS = 65_536  # items whose highest version key the relay remembers
 
 
 class Link(Protocol):
@@ -74,6 +81,10 @@ class Relay:
     _dirty: dict[tuple[bytes, Tier], float] = field(default_factory=dict)  # -> marked at
     _last_sent: dict[tuple[bytes, Tier], float] = field(default_factory=dict)
     _dirty_wake: trio.Event = field(default_factory=trio.Event)
+    # (tier, item id) -> highest (timestamp, origin) seen here lately; LRU order
+    recent: OrderedDict[tuple[Tier, bytes], tuple[int, int]] = field(default_factory=OrderedDict)
+    _early: OrderedDict[tuple[bytes, int, int], None] = field(default_factory=OrderedDict)
+    early_stale: int = 0
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -84,7 +95,21 @@ class Relay:
 
     def local_write(self, links: Mapping[bytes, Link], item: Item) -> None:
         """A fresh local write: pushed, lingered or announced according to its priority."""
+        self._remember(item)
         self._route(links, item.tier, [item], None)
+
+    def received(
+        self, links: Mapping[bytes, Link], tier: Tier, source: bytes, items: tuple[Item, ...]
+    ) -> None:
+        """A PUSH arrived, not yet applied: send on at once what cannot lose here."""
+        fresh = [i for i in items if i.priority >= Priority.HIGH and self._newer(i)]
+        for item in fresh:
+            self._remember(item)
+            self._early[(item.item_id, item.timestamp_ns, item.origin)] = None
+            if len(self._early) > RECENT_ITEMS:
+                self._early.popitem(last=False)
+        if fresh:
+            self._push(links, tier, fresh, source)
 
     def applied(
         self, links: Mapping[bytes, Link], tier: Tier, source: bytes, changed: list[Item] | None
@@ -92,8 +117,33 @@ class Relay:
         """A batch from ``source`` changed our state: ``changed`` for a push, None for a pull."""
         if changed is None:
             self.mark_dirty(self.targets(links, tier, source), tier)
-        elif changed:
-            self._route(links, tier, changed, source)
+            return
+        later = []
+        for item in changed:
+            self._remember(item)
+            if self._early.pop((item.item_id, item.timestamp_ns, item.origin), 0) is None:
+                continue  # went on before the apply
+            later.append(item)
+        if later:
+            self._route(links, tier, later, source)
+
+    def settled(self, items: tuple[Item, ...]) -> None:
+        """A PUSH's apply finished: early sends that changed nothing here were stale."""
+        for item in items:
+            if self._early.pop((item.item_id, item.timestamp_ns, item.origin), 0) is None:
+                self.early_stale += 1
+
+    def _newer(self, item: Item) -> bool:
+        seen = self.recent.get((item.tier, item.item_id))
+        return seen is None or (item.timestamp_ns, item.origin) > seen
+
+    def _remember(self, item: Item) -> None:
+        key = (item.tier, item.item_id)
+        version = (item.timestamp_ns, item.origin)
+        seen = self.recent.pop(key, None)
+        self.recent[key] = version if seen is None or version > seen else seen
+        if len(self.recent) > RECENT_ITEMS:
+            self.recent.popitem(last=False)
 
     def session_opened(self, links: Mapping[bytes, Link], peer: bytes) -> None:
         """A new session: tell the peer where we are on every tier it receives."""

@@ -236,9 +236,16 @@ class Daemon(Links):
         self.relay.local_write(self.sessions, item)
 
     def _on_applied(self, session: Session, batch: P.Batch, changed: list[Item] | None) -> None:
-        """A peer's batch changed our state: relay it on, or announce it (pulls)."""
+        """A peer's batch was applied: relay what changed, or announce it (pulls)."""
         if session.peer_hello is not None:
-            self.relay.applied(self.sessions, batch.tier, session.peer_hello.node_id, changed)
+            if changed is None or changed:
+                self.relay.applied(self.sessions, batch.tier, session.peer_hello.node_id, changed)
+            if changed is not None:
+                self.relay.settled(batch.items)
+
+    def _on_received(self, session: Session, batch: P.Batch) -> None:
+        if session.peer_hello is not None:
+            self.relay.received(self.sessions, batch.tier, session.peer_hello.node_id, batch.items)
 
     async def _on_barrier(self, session: Session, frame: P.Frame) -> None:
         assert isinstance(frame, P.Barrier) and session.peer_hello is not None

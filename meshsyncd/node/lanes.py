@@ -64,6 +64,7 @@ class SessionLanes:
     remote_seq: dict[Tier, int]
     on_change: Any
     on_applied: Any
+    on_received: Any
     _last_rx: float
     _rounds: dict[Tier, int]
     _round_done: trio.Event
@@ -184,12 +185,10 @@ class SessionLanes:
         self.stats.items_in += len(batch.items)
         applied, conflicts = result[0], result[1]
         self.stats.conflicts += conflicts if isinstance(conflicts, int) else len(conflicts)
-        if not applied:
-            return
-        if self.on_change is not None:
+        if applied and self.on_change is not None:
             self.on_change(batch)
-        if self.on_applied is not None:
-            self.on_applied(self, batch, changed)
+        if self.on_applied is not None and (applied or changed is not None):
+            self.on_applied(self, batch, changed)  # a push always: its early relays settle
 
     async def _apply_push(self, push: P.Push) -> None:
         if push.tier not in self.accept_tiers:
@@ -197,6 +196,8 @@ class SessionLanes:
             self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
             return
         batch = await _decode(push)
+        if self.on_received is not None:
+            self.on_received(self, batch)  # the relay may send it on before our apply
         changed: list[P.Item] = []
         result = await self.engine.apply_sync_batch(batch, peer=self.peer_short, changed=changed)
         self._count_in(batch, result, changed)

@@ -82,6 +82,9 @@ class Links:
     def _on_applied(self, session: Session, batch: P.Batch, changed: list[P.Item] | None) -> None:
         raise NotImplementedError
 
+    def _on_received(self, session: Session, batch: P.Batch) -> None:
+        raise NotImplementedError
+
     def _stop_peer(self, pid: bytes, code: int, text: str) -> None:
         state = self.peers.pop(pid, None)
         if state is not None and state.scope is not None:
@@ -164,6 +167,7 @@ class Links:
             on_open=self._on_open,
             on_change=functools.partial(self._on_remote, peer=peer),
             on_applied=self._on_applied,
+            on_received=self._on_received,
             initiator=initiator,
             extensions=self.extensions,
             capabilities=self.capabilities,

@@ -130,6 +130,7 @@ class Session(SessionLanes):
         on_change: Callable[[P.Batch], None] | None = None,
         on_open: Callable[[Session], None] | None = None,
         on_applied: Callable[[Session, P.Batch, list[P.Item] | None], None] | None = None,
+        on_received: Callable[[Session, P.Batch], None] | None = None,
         initiator: bool = False,
         extensions: Mapping[type[P.Frame], FrameHandler] | None = None,
         capabilities: int = 0,
@@ -147,6 +148,7 @@ class Session(SessionLanes):
         self.on_change = on_change
         self.on_open = on_open
         self.on_applied = on_applied
+        self.on_received = on_received
         # Handlers of the protocol-2 frames (meshsyncd/mesh/), by frame class; a frame the
         # peer's HELLO did not announce, or that this node has no handler for, is refused.
         self.extensions = dict(extensions or {})

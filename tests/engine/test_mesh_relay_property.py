@@ -112,10 +112,15 @@ def test_relay_converges_and_sends_each_version_once_per_link(
             assert deliveries < 5000, "the flood did not stop by itself"
             changed: list[Item] = []
             batch = _batch(items)
+            source = src.to_bytes(8, "big")
+            for item in items:  # what the early relay may send on must not go back either
+                came_from.setdefault((dst, item), src)
+            relays[dst].received(links[dst], batch.tier, source, batch.items)  # before apply
             nodes[dst].engine.apply_sync_batch(batch, peer=src + 1, changed=changed)
             for item in changed:
                 came_from[(dst, item)] = src
-            relays[dst].applied(links[dst], batch.tier, src.to_bytes(8, "big"), changed)
+            relays[dst].applied(links[dst], batch.tier, source, changed)
+            relays[dst].settled(batch.items)
             _relay_flush(relays[dst], links, dst)
         # the pull carries the LOW writes (and anything else) along every edge, both ways
         for _ in range(n):
