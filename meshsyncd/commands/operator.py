@@ -218,7 +218,11 @@ def _progress(path: Path, *, enabled: bool) -> Iterator[None]:
                     for v in (r.get("lag") or {}).values()
                     if isinstance(v, int)
                 )
-                click.echo(f"\rsync: {got:,} items in, {lag:,} behind   ", err=True, nl=False)
+                nodes = watcher.request("sync_progress", {})
+                covered = f"{nodes.get('covered', 0)}/{nodes.get('known', 0)} nodes, "
+                click.echo(
+                    f"\rsync: {covered}{got:,} items in, {lag:,} behind   ", err=True, nl=False
+                )
 
     thread = threading.Thread(target=poll, name="sync-progress", daemon=True)
     thread.start()

@@ -61,6 +61,8 @@ class DaemonView(Protocol):
 
     def peers_table(self) -> list[dict[str, Any]]: ...
 
+    def sync_progress(self) -> dict[str, int]: ...
+
     def on_local_write(self, item: Item) -> None: ...
 
     # The timeout is part of the request (the daemon reports which peers missed it).
@@ -369,6 +371,11 @@ async def op_sync(daemon: DaemonView, p: Params) -> dict[str, Any]:
     raise ControlError("unavailable", f"sync did not finish within {timeout} s")
 
 
+async def op_sync_progress(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    """How far the barrier running from here got: for ``sync --now``'s progress line."""
+    return dict(daemon.sync_progress())
+
+
 HANDLERS: dict[str, Handler] = {
     "put": op_put,
     "get": op_get,
@@ -380,4 +387,5 @@ HANDLERS: dict[str, Handler] = {
     "vectors": op_vectors,
     "conflicts": op_conflicts,
     "sync": op_sync,
+    "sync_progress": op_sync_progress,
 }

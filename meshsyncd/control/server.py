@@ -10,8 +10,8 @@ is one line of UTF-8 JSON (at most 2 MiB), answered by one line::
 Error codes: ``bad_request``, ``not_found``, ``too_large``, ``unknown_tier``,
 ``unavailable``, ``internal``. Values are bytes: a request sends ``value`` (text) or
 ``value_b64``; results carry ``value_b64`` and, when the bytes are UTF-8, ``value``. Ops:
-``put get delete merge list status peers vectors conflicts sync watch``, and for interop
-``import_versions changes`` (``interop.py``). After ``watch`` is
+``put get delete merge list status peers vectors conflicts sync sync_progress watch``, and
+for interop ``import_versions changes`` (``interop.py``). After ``watch`` is
 acknowledged the connection only streams ``{"event": "change", ...}`` lines until the client
 closes it; a watcher that falls behind gets a final error line and is disconnected.
 

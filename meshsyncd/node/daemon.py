@@ -324,6 +324,12 @@ class Daemon(Links):
         failed = [node_id_text(p) for p in peers if node_id_text(p) not in synced]
         return {"synced": sorted(synced), "failed": sorted(failed)}
 
+    def sync_progress(self) -> dict[str, int]:
+        """Nodes the latest (or running) barrier from here has covered, of those it knows."""
+        states = self.barriers.progress
+        covered = sum(1 for state in states.values() if state == P.NodeState.COVERED)
+        return {"covered": covered, "known": len(states)}
+
     def peers_table(self) -> list[dict[str, Any]]:
         """One JSON-able row per configured peer for ``meshsyncd peers``."""
         rows = []

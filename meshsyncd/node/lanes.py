@@ -72,6 +72,11 @@ class SessionLanes:
     _request_ids: itertools.count[int]
     _waiting: dict[int, trio.MemorySendChannel[P.BatchFrame]]
     _requests_recv: trio.MemoryReceiveChannel[P.Frame]
+    _ack_event: trio.Event
+    _hello_seen: trio.Event
+    _running: bool
+    acked: dict[Tier, int]
+    conn: P.Connection
 
     @property
     def peer_short(self) -> int:
@@ -85,6 +90,56 @@ class SessionLanes:
 
     async def _send_bulk(self, frame: P.Frame) -> None:
         raise NotImplementedError
+
+    # -- sync points (sync --now, the barrier, the relay's announcements) ------------------
+
+    def poke(self) -> None:
+        """Start a pull round on every tier now (``sync --now``)."""
+        for event in self._poke.values():
+            event.set()
+
+    async def wait_synced(self) -> None:
+        """Wait until every pulled tier has completed a round that started after this call."""
+        start = dict(self._rounds)
+        self.poke()
+        while any(self._rounds[t] <= start[t] for t in self.accept_tiers):
+            done = self._round_done
+            await done.wait()
+
+    async def announce(self) -> dict[Tier, int]:
+        """Send a DIGEST per tier the peer receives, so it pulls now; return our sequences.
+
+        A peer whose cursor is behind the announced sequence starts a pull round at once
+        (see ``_on_digest``): the "their direction" half of ``sync --now``.
+        """
+        store = self.engine.engine.store
+        seqs: dict[Tier, int] = {}
+        for tier in sorted(self.send_tiers):
+            seq, digest = await self.engine.run(lambda t=tier: (store.tier_seq(t), store.digest(t)))
+            seqs[tier] = seq
+            self._queue_urgent(self._frame(P.Digest(tier=tier, seq=seq, digest=digest)))
+        return seqs
+
+    async def announce_tier(self, tier: Tier) -> bool:
+        """Send one DIGEST of ``tier`` (the relay's "pull now"); False if not for this peer."""
+        if tier not in self.send_tiers or not self._running:
+            return False
+        with trio.move_on_after(5):
+            await self._hello_seen.wait()
+        if not self._hello_seen.is_set() or self.conn.our_state is not P.State.OPEN:
+            return False
+        store = self.engine.engine.store
+        seq, digest = await self.engine.run(lambda: (store.tier_seq(tier), store.digest(tier)))
+        if self.conn.our_state is not P.State.OPEN:
+            return False
+        self._queue_urgent(self._frame(P.Digest(tier=tier, seq=seq, digest=digest)))
+        return True
+
+    async def wait_acked(self, targets: dict[Tier, int]) -> None:
+        """Wait until the peer has acknowledged applying each tier through its target."""
+        while any(self.acked.get(t, 0) < seq for t, seq in targets.items() if seq > 0):
+            event = self._ack_event
+            await event.wait()
 
     async def _pinger(self) -> None:
         """Keepalive: measure RTT, and end a session whose peer has gone silent.

@@ -76,6 +76,8 @@ def test_barrier_covers_the_chain_and_names_what_it_cannot(line: dict[str, Node]
     code, result = _sync(a)
     assert code == 0, result
     assert result["nodes"] == {n.node_id: "covered" for n in (b, c, d)}
+    with a.client() as cl:  # what the progress line of sync --now reads
+        assert cl.request("sync_progress", {}) == {"covered": 4, "known": 4}
     # the barrier brought d's write here and took a's write to d
     assert _has(a, "bar-d", "episodic") and _has(d, "bar-a", "episodic")
     # stop the far end: the barrier from a names it, two hops away, and exits 1
