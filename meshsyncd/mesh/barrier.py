@@ -98,11 +98,13 @@ class Barriers:
     _awaiting: dict[tuple[bytes, bytes], trio.MemorySendChannel[P.BarrierDone]] = field(
         default_factory=dict
     )  # (barrier id, child) -> where its answer goes
+    # (barrier id, child) -> (forget after, answered): tells a late answer from a forged one
+    _sent: dict[tuple[bytes, bytes], tuple[float, bool]] = field(default_factory=dict)
     _in_flight: int = 0
     progress: dict[bytes, NodeState] = field(default_factory=dict)  # the latest local run
     _nursery: trio.Nursery | None = None
     counts: dict[str, int] = field(
-        default_factory=lambda: {"started": 0, "relayed": 0, "seen": 0, "busy": 0}
+        default_factory=lambda: {"started": 0, "relayed": 0, "seen": 0, "busy": 0, "late": 0}
     )
 
     # -- decisions ------------------------------------------------------------------------
@@ -120,21 +122,32 @@ class Barriers:
     def expect(self, barrier_id: bytes, child: bytes) -> trio.MemoryReceiveChannel[P.BarrierDone]:
         send, recv = trio.open_memory_channel[P.BarrierDone](1)
         self._awaiting[(barrier_id, child)] = send
+        self._sent[(barrier_id, child)] = (self.now() + SEEN_FOR, False)
         return recv
 
     def answer_from(self, child: bytes, done: P.BarrierDone) -> None:
-        """Deliver a child's BARRIER_DONE.
+        """Deliver a child's BARRIER_DONE; one that comes after we stopped waiting is dropped.
 
         Raises:
             P.SessionStateError: we sent that child no BARRIER with this id, or it already
                 answered (the session ends: SPEC.md 4.1).
         """
-        send = self._awaiting.pop((done.barrier_id, child), None)
-        if send is None:
+        key = (done.barrier_id, child)
+        now = self.now()
+        for old in [k for k, (until, _) in self._sent.items() if until < now]:
+            del self._sent[old]
+        sent = self._sent.get(key)
+        if sent is None or sent[1]:
+            said = "answered twice" if sent is not None else "that we did not send"
             raise P.SessionStateError(
-                f"BARRIER_DONE for barrier {done.barrier_id.hex()} that we did not send",
+                f"BARRIER_DONE for barrier {done.barrier_id.hex()} {said}",
                 field="barrier_done.barrier_id",
             )
+        self._sent[key] = (sent[0], True)
+        send = self._awaiting.pop(key, None)
+        if send is None:
+            self.counts["late"] += 1  # our deadline passed first: its nodes were reported
+            return
         send.send_nowait(done)
 
     # -- frame handlers (the session awaits these: they must not block) -------------------

@@ -10,6 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -110,3 +111,19 @@ async def test_a_barrier_seen_twice_is_answered_seen_at_once(tmp_path: Path) -> 
     await barriers.on_barrier(B_ID, Link(), P.Barrier(barrier_id=barrier_id, budget_ms=100, hops=1))
     assert sent == [P.BarrierDone(barrier_id=barrier_id, status=P.BarrierStatus.SEEN)]
     assert barriers.counts["seen"] == 1
+
+
+def test_a_late_answer_is_dropped_a_second_one_refused() -> None:
+    """After our deadline a child's DONE is normal (dropped, counted); twice is not."""
+    barriers = Barriers(A_ID, links=lambda: {}, configured=lambda: [])
+    barrier_id = os.urandom(16)
+    answers = barriers.expect(barrier_id, B_ID)
+    barriers._awaiting.clear()  # what the deadline's cleanup does
+    done = P.BarrierDone(barrier_id=barrier_id, status=P.BarrierStatus.DONE)
+    barriers.answer_from(B_ID, done)
+    assert barriers.counts["late"] == 1
+    with pytest.raises(P.SessionStateError, match="answered twice"):
+        barriers.answer_from(B_ID, done)
+    with pytest.raises(P.SessionStateError, match="did not send"):
+        barriers.answer_from(A_ID, done)
+    answers.close()
