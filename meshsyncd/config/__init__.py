@@ -7,36 +7,7 @@ operator's comments. The names below are the package's public face; import them 
 
 from __future__ import annotations
 
-from .loader import (
-    ALL_TIERS,
-    CONFIG_FILE,
-    DEFAULT_LISTEN,
-    PID_FILE,
-    Config,
-    ConfigError,
-    PeerConfig,
-    add_peer,
-    load_config,
-    parse_address,
-    parse_duration,
-    parse_tiers,
-    remove_peer,
-    write_new_config,
-)
+from . import loader
+from .loader import *  # noqa: F403 - the loader's public names are this package's
 
-__all__ = [
-    "ALL_TIERS",
-    "CONFIG_FILE",
-    "DEFAULT_LISTEN",
-    "PID_FILE",
-    "Config",
-    "ConfigError",
-    "PeerConfig",
-    "add_peer",
-    "load_config",
-    "parse_address",
-    "parse_duration",
-    "parse_tiers",
-    "remove_peer",
-    "write_new_config",
-]
+__all__ = loader.__all__
