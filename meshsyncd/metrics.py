@@ -46,13 +46,20 @@ from protocol import Tier
 from .engine import AsyncEngine, DeltaBatch, Engine
 from .store import ApplyResult, Store
 
-__all__ = ["MeteredEngine", "Metrics", "Snapshot", "batch_raw_size", "tier_counts"]
+__all__ = [
+    "HANDSHAKE_REFUSALS",
+    "MeteredEngine",
+    "Metrics",
+    "Snapshot",
+    "batch_raw_size",
+    "tier_counts",
+]
 
 Snapshot = Mapping[str, Any]
 """What the daemon's ``snapshot()`` returns; every key is optional::
 
     {"node": "6xziurmg...", "version": "0.1.0", "reloads": 2, "refused_unknown": 0,
-     "tiers": {"working": {"items": 10, "seq": 42}, ...},
+     "handshakes_in_progress": 0, "tiers": {"working": {"items": 10, "seq": 42}, ...},
      "peers": [<rows of Daemon.peers_table()>]}
 """
 
@@ -61,6 +68,9 @@ URGENT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 MAX_REQUEST = 8192
 REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 8
+# Why an inbound connection was refused before it became a session (node/admission.py): a
+# [handshakes] limit, the handshake deadline, a TLS failure, or not a configured peer.
+HANDSHAKE_REFUSALS = ("limit", "source_limit", "timeout", "tls", "untrusted")
 
 # per-peer counters from a peers-table row: suffix and help (row keys: SUFFIX_in, SUFFIX_out)
 _PEER_COUNTERS: tuple[tuple[str, str], ...] = (
@@ -135,6 +145,15 @@ class Metrics:
         for direction in ("in", "out"):
             for family in (self.batches, self.batch_items, self.batch_raw_bytes):
                 family.labels(direction)
+        self.handshakes_refused = Counter(
+            "meshsyncd_handshakes_refused",
+            "Inbound connections refused before a session, by reason: limit, source_limit "
+            "(closed at once by a [handshakes] limit), timeout, tls, untrusted.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in HANDSHAKE_REFUSALS:
+            self.handshakes_refused.labels(reason)
         self.registry.register(_StateCollector(self))
 
     # -- events -----------------------------------------------------------------------------
@@ -160,6 +179,16 @@ class Metrics:
         self.batches.labels(direction).inc()
         self.batch_items.labels(direction).inc(len(batch.items))
         self.batch_raw_bytes.labels(direction).inc(batch_raw_size(batch))
+
+    def observe_refusal(self, reason: str) -> None:
+        """An inbound connection was refused for ``reason`` (one of ``HANDSHAKE_REFUSALS``).
+
+        Raises:
+            ValueError: an unknown reason (labels stay a fixed, small set).
+        """
+        if reason not in HANDSHAKE_REFUSALS:
+            raise ValueError(f"unknown refusal reason {reason!r}")
+        self.handshakes_refused.labels(reason).inc()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -301,6 +330,12 @@ class _StateCollector(Collector):
             counter = CounterMetricFamily(name, text)
             counter.add_metric([], float(snap.get(key, 0)))
             yield counter
+        handshakes = GaugeMetricFamily(
+            "meshsyncd_handshakes_in_progress",
+            "Inbound TLS handshakes in progress (unauthenticated connections).",
+        )
+        handshakes.add_metric([], float(snap.get("handshakes_in_progress", 0)))
+        yield handshakes
         yield from _tier_metrics(snap.get("tiers", {}))
         yield from _peer_metrics(snap.get("peers", []))
 

@@ -40,6 +40,11 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     passed, so deleted items never come back.
 ``[metrics]`` ``listen = ""``
     Opt-in metrics endpoint on a loopback ``host:port``; empty turns it off.
+``[handshakes]`` ``max = 64``, ``max_per_source = 8``, ``reserved = 16``,
+``timeout = "10s"``, ``first_contact_timeout = "3s"``
+    Unauthenticated connections mid-handshake: at most ``max`` at once, ``max_per_source``
+    from one address (IPv6: one /64), ``reserved`` of ``max`` kept for addresses peers are
+    known at; handshakes from other addresses get ``first_contact_timeout``.
 ``[[peers]]`` (one table per peer)
     ``id``: the peer's node id (52 base32 characters, see ``meshsyncd id``);
     ``address``: ``host:port`` to dial; ``tiers``: tiers the peer receives from us;
@@ -59,7 +64,7 @@ import os
 import tomllib
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +74,15 @@ from ..identity import node_id_text, parse_node_id
 from . import text as config_text
 from .values import (
     ALL_TIERS,
+    HANDSHAKE_KEYS,
     TIER_NAMES,
     ConfigError,
+    HandshakeLimits,
     PeerConfig,
     is_loopback,
     parse_address,
     parse_duration,
+    parse_handshakes,
     parse_tiers,
     show_value,
 )
@@ -86,6 +94,7 @@ __all__ = [
     "PID_FILE",
     "Config",
     "ConfigError",
+    "HandshakeLimits",
     "PeerConfig",
     "add_peer",
     "load_config",
@@ -117,6 +126,7 @@ _TABLES = {
     "retention": {"working": "24h", "episodic": "unlimited", "semantic": "unlimited"},
     "tombstones": {"grace": "7d"},
     "metrics": {"listen": ""},
+    "handshakes": HANDSHAKE_KEYS,
 }
 _PEER_KEYS = ("id", "address", "tiers", "write_tiers")
 
@@ -140,6 +150,7 @@ class Config:
     tombstone_grace_ns: int
     metrics_listen: str
     peers: tuple[PeerConfig, ...]
+    handshakes: HandshakeLimits = field(default_factory=HandshakeLimits)
 
     @property
     def pid_file(self) -> Path:
@@ -345,6 +356,7 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         tombstone_grace_ns=_ns(parse_duration(tables["tombstones"]["grace"], "tombstones.grace")),
         metrics_listen=metrics,
         peers=_peers(data.get("peers", [])),
+        handshakes=parse_handshakes(tables["handshakes"]),
     )
 
 

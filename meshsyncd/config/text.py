@@ -48,6 +48,13 @@ grace = "7d"                       # keep deletions at least this long after all
 [metrics]
 listen = ""                        # e.g. "127.0.0.1:9770" to turn metrics on (loopback only)
 
+[handshakes]                       # unauthenticated connections (docs/operations.md)
+max = 64                           # TLS handshakes in progress at once; beyond: closed at once
+max_per_source = 8                 # ... from one address (IPv6: one /64)
+reserved = 16                      # ... of max kept for addresses peers are known at
+timeout = "10s"                    # handshake deadline for those addresses
+first_contact_timeout = "3s"       # handshake deadline for any other address
+
 # Peers: meshsyncd peers add NODE_ID HOST:PORT [--tiers ...] [--write-tiers ...]
 # tiers: what the peer receives from us; write_tiers: what it may write to us.
 """

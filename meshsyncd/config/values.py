@@ -22,10 +22,12 @@ __all__ = [
     "ALL_TIERS",
     "TIER_NAMES",
     "ConfigError",
+    "HandshakeLimits",
     "PeerConfig",
     "is_loopback",
     "parse_address",
     "parse_duration",
+    "parse_handshakes",
     "parse_tiers",
     "show_value",
 ]
@@ -71,6 +73,72 @@ class PeerConfig:
     def text(self) -> str:
         """The peer's node id in base32 text form."""
         return node_id_text(self.node_id)
+
+
+@dataclass(frozen=True)
+class HandshakeLimits:
+    """``[handshakes]``: how many unauthenticated connections may be mid-handshake at once.
+
+    Why: a TLS handshake costs the server memory and CPU before it knows who is calling, so
+    anyone who can reach the listen port could otherwise hold any number of them. The
+    limiter is :mod:`meshsyncd.node.admission`; docs/operations.md explains the numbers.
+    """
+
+    max: int = 64
+    max_per_source: int = 8
+    reserved: int = 16
+    timeout: float = 10.0
+    first_contact_timeout: float = 3.0
+
+
+HANDSHAKE_KEYS: dict[str, Any] = {
+    "max": 64,
+    "max_per_source": 8,
+    "reserved": 16,
+    "timeout": "10s",
+    "first_contact_timeout": "3s",
+}
+_MAX_HANDSHAKES = 100_000
+
+
+def parse_handshakes(table: dict[str, Any]) -> HandshakeLimits:
+    """Check the ``[handshakes]`` table (keys already known, defaults filled in).
+
+    Raises:
+        ConfigError: a count that is not a whole number in range, ``reserved`` not below
+            ``max``, or a timeout that is not a duration above zero.
+    """
+    counts: dict[str, int] = {}
+    for key, low in (("max", 1), ("max_per_source", 1), ("reserved", 0)):
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(
+                f"expected a whole number, got {show_value(value)}", key=f"handshakes.{key}"
+            )
+        if not low <= value <= _MAX_HANDSHAKES:
+            raise ConfigError(
+                f"must be between {low} and {_MAX_HANDSHAKES}, got {value}", key=f"handshakes.{key}"
+            )
+        counts[key] = value
+    if counts["reserved"] >= counts["max"]:
+        raise ConfigError(
+            f"must be below handshakes.max ({counts['max']}), got {counts['reserved']}: "
+            "first contacts need at least one slot",
+            key="handshakes.reserved",
+        )
+    timeouts: dict[str, float] = {}
+    for key in ("timeout", "first_contact_timeout"):
+        seconds = parse_duration(table[key], f"handshakes.{key}")
+        if seconds <= 0:
+            raise ConfigError(f'must be above zero, got "{table[key]}"', key=f"handshakes.{key}")
+        timeouts[key] = seconds
+    return HandshakeLimits(
+        max=counts["max"],
+        max_per_source=counts["max_per_source"],
+        reserved=counts["reserved"],
+        timeout=timeouts["timeout"],
+        first_contact_timeout=timeouts["first_contact_timeout"],
+    )
 
 
 def parse_duration(text: str, key: str) -> float:

@@ -43,6 +43,7 @@ from ..mesh.barrier import Barriers
 from ..mesh.relay import Relay, RelayStats
 from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
+from .admission import HandshakeGate
 from .links import Links, PeerState
 from .notify import Notifier
 from .session import FrameHandler, Session
@@ -89,6 +90,13 @@ class Daemon(Links):
             P.BarrierDone: self._on_barrier_done,
         }
         self.capabilities = int(P.Capability.BARRIER)
+        # unauthenticated connections: limits, refusal log lines, heap relief (admission.py)
+        self.gate = HandshakeGate(
+            config.handshakes,
+            [p.host for p in config.peers],
+            count=self.metrics.observe_refusal,
+            is_peer=lambda pid: pid in self.trust.allowed,
+        )
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -130,6 +138,7 @@ class Daemon(Links):
                 nursery.start_soon(self.relay.run_linger, lambda: self.sessions)
                 nursery.start_soon(self.relay.run_announcer, self._announce)
                 nursery.start_soon(self._maintenance_loop)
+                nursery.start_soon(self.gate.run)
                 if cfg.metrics_listen:
                     host, port = parse_address(cfg.metrics_listen, "metrics.listen")
                     await nursery.start(self.metrics.serve, host, port, self.metrics_snapshot)
@@ -214,6 +223,7 @@ class Daemon(Links):
         changed = [pid for pid in fresh if pid in old and fresh[pid] != old[pid]]
         self.config = new
         self.trust.reload(allowed=set(fresh))
+        self.gate.reconfigure(new.handshakes, [p.host for p in new.peers])
         for pid in removed + changed:
             self._stop_peer(pid, P.ByeCode.REMOVED, "removed from config")
         for pid in added + changed:
@@ -394,6 +404,7 @@ class Daemon(Links):
             "version": __version__,
             "reloads": self.reloads,
             "refused_unknown": self.refused_unknown,
+            "handshakes_in_progress": self.gate.admission.in_progress,
             "tiers": await self.engine.run(tier_counts, self.engine.engine.store),
             "peers": self.peers_table(),
         }

@@ -5,7 +5,8 @@ One dialer task per configured peer connects with mutual TLS (``transport.py``),
 session until it ends, and redials with exponential backoff and jitter; a session that
 lasted ``STABLE_SESSION`` resets the backoff, one refused at HELLO or dying young backs off
 like a failed dial, so a bad peer never causes a redial storm. Inbound connections are
-authenticated by the same trust store; an unknown id is refused and counted.
+authenticated by the same trust store; an unknown id is refused and counted. Before that,
+``admission.py`` bounds the handshakes in progress and aggregates the refusals' log lines.
 
 When two sessions with the same peer open, the one initiated by the node with the lower node
 id is kept on both sides (the same rule everywhere, so both ends agree without talking); a
@@ -32,9 +33,10 @@ from ..config import Config, PeerConfig
 from ..engine import AsyncEngine
 from ..identity import node_id_text
 from ..mesh.relay import Relay
+from .admission import AdmissionRefused, HandshakeGate
 from .endings import DuplicateSession, SessionClosed
 from .session import FrameHandler, Session
-from .transport import HandshakeRefused, TrustStore, accept_tls, dial_tls
+from .transport import HandshakeRefused, TrustStore, dial_tls
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "Links", "PeerState"]
 
@@ -70,6 +72,7 @@ class Links:
     sessions: dict[bytes, Session]
     peers: dict[bytes, PeerState]
     refused_unknown: int
+    gate: HandshakeGate
     _nursery: trio.Nursery | None
     # The mesh modules' frame handlers and the capabilities they add to our HELLO.
     extensions: dict[type[P.Frame], FrameHandler]
@@ -134,14 +137,12 @@ class Links:
                         await state.wake.wait()
 
     async def _inbound(self, tcp: trio.SocketStream) -> None:
-        try:
-            stream, pid = await accept_tls(self.trust, tcp)
+        try:  # the gate counts and logs refusals (admission.py)
+            stream, pid = await self.gate.accept(self.trust, tcp)
+        except AdmissionRefused:
+            return
         except HandshakeRefused as exc:
             self.refused_unknown += 1
-            claimed = exc.claimed or "?"
-            log.warning(
-                "connection refused", peer=claimed[:16], address=exc.address, reason=str(exc)
-            )
             for state in self.peers.values():
                 if state.config.text == exc.claimed:
                     state.refused += 1
