@@ -12,5 +12,6 @@ def bench() -> None:
 
 from . import apply as _apply  # noqa: E402,F401
 from . import codec as _codec  # noqa: E402,F401
+from . import flood as _flood  # noqa: E402,F401
 from . import mesh as _mesh  # noqa: E402,F401
 from . import topology as _topology  # noqa: E402,F401
