@@ -12,6 +12,7 @@ from meshsyncd.config import (
     ALL_TIERS,
     Config,
     ConfigError,
+    HandshakeLimits,
     PeerConfig,
     add_peer,
     load_config,
@@ -80,6 +81,7 @@ def test_new_config_template_is_valid_and_all_keys_are_set(tmp_path: Path) -> No
     assert (config.listen_host, config.listen_port) == ("::1", 7701)
     assert config.retention_ns == defaults.retention_ns
     assert config.sync_interval == defaults.sync_interval
+    assert config.handshakes == defaults.handshakes == HandshakeLimits()
     assert "docs/config.md" in path.read_text()
 
 
@@ -104,6 +106,12 @@ semantic = "unlimited"
 grace = "0s"
 [metrics]
 listen = "127.0.0.1:9770"
+[handshakes]
+max = 100
+max_per_source = 4
+reserved = 10
+timeout = "20s"
+first_contact_timeout = "1500ms"
 [[peers]]
 id = "{node_id_text(ID_A)}"
 address = "peer.example:7700"
@@ -121,6 +129,7 @@ write_tiers = []
     assert config.retention_ns[Tier.EPISODIC] == 30 * 86400 * 10**9
     assert config.tombstone_grace_ns == 0
     assert config.metrics_listen == "127.0.0.1:9770"
+    assert config.handshakes == HandshakeLimits(100, 4, 10, 20.0, 1.5)
     peer = config.peer(ID_A)
     assert peer == PeerConfig(
         ID_A, "peer.example", 7700, frozenset({Tier.SEMANTIC, Tier.EPISODIC}), frozenset()
@@ -152,6 +161,19 @@ write_tiers = []
         ("[tombstones]\ngrace = '7 days'", "tombstones.grace", "is not a duration"),
         ("[metrics]\nlisten = '0.0.0.0:9770'", "metrics.listen", "loopback only"),
         ("retention = 3", "retention", "expected a table"),
+        ("[handshakes]\nmax = 0", "handshakes.max", "must be between 1 and 100000, got 0"),
+        ("[handshakes]\nmax = '64'", "handshakes.max", 'expected a whole number, got "64"'),
+        ("[handshakes]\nmax = 6.5", "handshakes.max", "expected a whole number"),
+        ("[handshakes]\nmax_per_source = true", "handshakes.max_per_source", "whole number"),
+        ("[handshakes]\nreserved = -1", "handshakes.reserved", "between 0 and 100000"),
+        ("[handshakes]\nmax = 8\nreserved = 8", "handshakes.reserved", "must be below"),
+        ("[handshakes]\ntimeout = '0s'", "handshakes.timeout", "must be above zero"),
+        (
+            "[handshakes]\nfirst_contact_timeout = 3",
+            "handshakes.first_contact_timeout",
+            "expected a duration string",
+        ),
+        ("[handshakes]\nmaxi = 3", "handshakes.maxi", 'did you mean "max"?'),
         ("peers = 3", "peers", "expected [[peers]] tables"),
         ('control_socket = "' + "x" * 120 + '"', "control_socket", "too long for a Unix socket"),
     ],
