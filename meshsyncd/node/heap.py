@@ -13,6 +13,9 @@ back. Two causes, found with ``mallinfo2`` and ``gc.DEBUG_SAVEALL``:
    and the freed chunks of a burst lie below longer-lived ones. After a round, 22 MB sat
    free inside the main arena, counted in RSS. ``malloc_trim(0)`` hands every free page
    of every arena back (``MADV_DONTNEED``); the daemon then was within 6 MB of its start.
+   Handshakes run on the event loop's thread, so only the main arena grew: a lower
+   ``MALLOC_ARENA_MAX`` would change nothing, and no per-connection ``SSLContext`` is made
+   (``TrustStore`` builds its contexts once per change of the trusted set).
 
 :class:`HeapRelief` does (2) once a burst is over: after ``BURST`` handshakes ended and none
 has been in progress for ``QUIET`` seconds (or ``MAX_WAIT`` passed in a flood that never
