@@ -225,21 +225,11 @@ class HandshakeGate:
         known = self.admission.is_known(source)
         kind = self.admission.admit(source)
         if kind is not None:
+            label = "source limit" if kind == "source_limit" else "limit"
+            self._refused(kind, label, source, address, None, known)
             await trio.aclose_forcefully(tcp)
-            text = (
-                f"too many handshakes from {source}"
-                if kind == "source_limit"
-                else "too many handshakes in progress"
-            )
-            self._refused(
-                kind,
-                "source limit" if kind == "source_limit" else "limit",
-                source,
-                address,
-                None,
-                known,
-            )
-            raise AdmissionRefused(text, address=address, kind=kind)
+            where = f"from {source}" if kind == "source_limit" else "in progress"
+            raise AdmissionRefused(f"too many handshakes {where}", address=address, kind=kind)
         try:
             stream, pid = await accept_tls(trust, tcp, timeout=self.admission.timeout_for(source))
         except HandshakeRefused as exc:
