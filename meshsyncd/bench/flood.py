@@ -72,16 +72,24 @@ def _round(port: int, source: str, connections: int, hello: bytes) -> dict[str, 
 
     Returns how many the daemon closed within 0.5 s (refused at once) and how long the
     round took.
+
+    Raises:
+        NodeError: a connection could not be opened (file descriptor limit, no such address).
     """
     started = time.monotonic()
     socks: list[socket.socket] = []
     closed_at: dict[int, float] = {}
     try:
-        for _ in range(connections):
-            s = socket.socket()
-            socks.append(s)
-            s.bind((source, 0))
-            s.connect(("127.0.0.1", port))
+        for number in range(connections):
+            try:
+                s = socket.socket()
+                socks.append(s)
+                s.bind((source, 0))
+                s.connect(("127.0.0.1", port))
+            except OSError as exc:
+                raise NodeError(
+                    f"cannot open connection {number + 1} of {connections} from {source}: {exc}"
+                ) from None
             with contextlib.suppress(OSError):  # already closed by the daemon: fine
                 s.sendall(hello)
         opened = time.monotonic()
@@ -243,7 +251,7 @@ def flood(rounds: int, connections: int, source: str, admit_all: bool, as_json: 
         )
     click.echo(
         f"RSS at end: {figures['rss_end_mib']} MiB ({figures['growth_mib']:+} MiB), "
-        f"last 5 rounds spread {figures['last5_spread_mib']} MiB; "
+        f"last {min(5, rounds)} rounds spread {figures['last5_spread_mib']} MiB; "
         f"{figures['log_lines_total']} log lines in all"
     )
     reliefs = figures["reliefs"]
