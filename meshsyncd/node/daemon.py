@@ -36,7 +36,7 @@ from protocol import Item, Priority, Tier
 from .. import __version__
 from ..clock import HybridClock
 from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
-from ..control.server import ChangeFeed, ControlServer
+from ..control.server import ChangeFeed, ControlServer, ControlSocketError
 from ..engine import AsyncEngine, Engine
 from ..identity import Identity, node_id_text
 from ..mesh.barrier import Barriers
@@ -47,6 +47,7 @@ from .admission import HandshakeGate
 from .links import Links, PeerState
 from .notify import Notifier
 from .session import FrameHandler, Session
+from .startup import STORE_ERRORS, check_store_path, step
 from .transport import TrustStore
 
 __all__ = ["Daemon", "PeerState"]
@@ -104,17 +105,19 @@ class Daemon(Links):
         """Serve until cancelled (or SIGTERM/SIGINT when ``handle_signals`` ran).
 
         Raises:
-            OSError: the listen address or control socket cannot be bound.
-            sqlite3.Error: the store cannot be opened.
+            StartupError: the store cannot be opened, or the listen address, control
+                socket or metrics address cannot be bound (the message names which).
         """
         cfg = self.config
-        store = await trio.to_thread.run_sync(
-            lambda: Store.open(
-                cfg.store_path,
-                retention_ns=cfg.retention_ns,
-                local_synchronous=cfg.durability.upper(),
+        with step(f"cannot open the store {cfg.store_path}", *STORE_ERRORS):
+            check_store_path(cfg.store_path)
+            store = await trio.to_thread.run_sync(
+                lambda: Store.open(
+                    cfg.store_path,
+                    retention_ns=cfg.retention_ns,
+                    local_synchronous=cfg.durability.upper(),
+                )
             )
-        )
         try:
             clock = HybridClock(max_skew_ns=cfg.max_clock_skew_ns)
             self.engine = MeteredEngine(
@@ -129,10 +132,14 @@ class Daemon(Links):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.barriers.start(nursery)
-                listeners = await trio.open_tcp_listeners(cfg.listen_port, host=cfg.listen_host)
+                listen = f"{cfg.listen_host}:{cfg.listen_port}"
+                with step(f"cannot listen on {listen} (peer listener)", OSError):
+                    listeners = await trio.open_tcp_listeners(cfg.listen_port, host=cfg.listen_host)
                 self.listen_port = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(trio.serve_listeners, self._inbound, listeners)
-                await nursery.start(ControlServer(self, cfg.control_socket).serve)
+                where = f"cannot serve the control socket {cfg.control_socket}"
+                with step(where, OSError, ControlSocketError):
+                    await nursery.start(ControlServer(self, cfg.control_socket).serve)
                 for state in self.peers.values():
                     self._start_dialer(state)
                 nursery.start_soon(self.relay.run_linger, lambda: self.sessions)
@@ -141,7 +148,9 @@ class Daemon(Links):
                 nursery.start_soon(self.gate.run)
                 if cfg.metrics_listen:
                     host, port = parse_address(cfg.metrics_listen, "metrics.listen")
-                    await nursery.start(self.metrics.serve, host, port, self.metrics_snapshot)
+                    where = f"cannot listen on {cfg.metrics_listen} (metrics endpoint)"
+                    with step(where, OSError):
+                        await nursery.start(self.metrics.serve, host, port, self.metrics_snapshot)
                 self._write_pid()
                 log.info(
                     "daemon ready",
@@ -164,8 +173,9 @@ class Daemon(Links):
                         log.error("store did not close in time; exiting without closing it")
                 else:
                     store.close()
-            self._remove_pid()
-            log.info("daemon stopped", node=self.identity.text)
+            if self.ready.is_set():  # a start that failed says so once, in run's one line
+                self._remove_pid()
+                log.info("daemon stopped", node=self.identity.text)
 
     async def shutdown(self) -> None:
         """Say BYE to every peer (bounded), then stop everything."""
@@ -194,8 +204,11 @@ class Daemon(Links):
             path.write_text(f"{os.getpid()}\n")
 
     def _remove_pid(self) -> None:
-        with contextlib.suppress(OSError):
-            (self.config.node_dir / "meshsyncd.pid").unlink()
+        """Remove the pid file only if it is ours: never what another daemon wrote."""
+        path = self.config.node_dir / "meshsyncd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            if int(path.read_text(encoding="ascii").strip()) == os.getpid():
+                path.unlink()
 
     # -- reload -----------------------------------------------------------------------------
 
