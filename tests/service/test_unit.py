@@ -64,6 +64,7 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
         "NotifyAccess=main",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
+        "RestartPreventExitStatus=2",
         "StateDirectory=meshsyncd",
         "RuntimeDirectory=meshsyncd",
         "ConfigurationDirectory=meshsyncd",
@@ -73,6 +74,11 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
     ):
         assert re.search(rf"(?m)^{re.escape(line)}$", text), line
     assert re.search(r"(?m)^WatchdogSec=\d+s$", text)
+    # Documentation= names a file the documented install procedure creates.
+    doc = re.search(r"(?m)^Documentation=file:(\S+)$", text)
+    assert doc, "Documentation= should be a file: path"
+    guide = (UNIT.parent.parent / "docs" / "operations.md").read_text()
+    assert f"install -D -m 0644 docs/operations.md {doc.group(1)}" in guide
     sysusers = (UNIT.parent / "meshsyncd.sysusers").read_text()
     assert re.search(r"(?m)^u meshsyncd ", sysusers)
 
