@@ -33,7 +33,7 @@ from protocol import MAX_PAYLOAD, Priority, Tier
 
 from .control.proto import ControlError, parse_priority, parse_tier
 
-__all__ = ["Client", "ClientError", "DaemonNotRunning", "PermissionDenied"]
+__all__ = ["Client", "ClientError", "DaemonNotRunning", "PermissionDenied", "Unreachable"]
 
 MAX_RESPONSE = 64 << 20
 
@@ -47,11 +47,15 @@ class ClientError(Exception):
         self.message = message
 
 
-class DaemonNotRunning(ClientError):
+class Unreachable(ClientError):
+    """No daemon could be reached on the control socket (the CLI's exit status 3)."""
+
+
+class DaemonNotRunning(Unreachable):
     """No daemon listens on the control socket (file missing or connection refused)."""
 
 
-class PermissionDenied(ClientError):
+class PermissionDenied(Unreachable):
     """The control socket exists but this user may not connect to it."""
 
 
@@ -73,7 +77,7 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
         ) from exc
     except OSError as exc:
         sock.close()
-        raise ClientError("unavailable", f"cannot connect to {path}: {exc}") from exc
+        raise Unreachable("unavailable", f"cannot connect to {path}: {exc}") from exc
     return sock
 
 

@@ -8,13 +8,15 @@ trio, cryptography and structlog, the benches the whole engine, and an agent cal
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from .. import __version__
+from .output import EXIT_HELP
 
 __all__ = ["LazyGroup", "main"]
 
@@ -38,6 +40,26 @@ class LazyGroup(click.Group):
         if not isinstance(command, click.Command):  # a wrong table entry is our bug
             raise TypeError(f"{target} is not a click command")
         return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """An unknown command is one line naming the nearest ones (``peer``: ``peers``)."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise _UnknownCommand(
+                f"no such command {name!r}{hint} (meshsyncd --help lists them)", ctx
+            )
+        return super().resolve_command(ctx, args)
+
+
+class _UnknownCommand(click.UsageError):
+    """One line ``meshsyncd: ...``, exit status 2, instead of usage + Error."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"meshsyncd: {self.format_message()}", err=True, file=file)
 
 
 _COMMANDS = {
@@ -67,6 +89,8 @@ _COMMANDS = {
     cls=LazyGroup,
     lazy=_COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_HELP + " Commands that talk to a daemon find its control socket with --socket or "
+    "MESHSYNCD_SOCKET, else from the config (--config or MESHSYNCD_CONFIG).",
 )
 @click.version_option(__version__, prog_name="meshsyncd")
 def main() -> None:

@@ -3,37 +3,70 @@ errors with the right exit status, tables and argument checks.
 
 Every command finds the node's control socket from ``--socket PATH`` (or
 ``MESHSYNCD_SOCKET``), else from the node config (``--config PATH`` or
-``MESHSYNCD_CONFIG``). Output is a readable table, or JSON with ``--json``. Errors are one
-line ``meshsyncd: ...``; the exit status is 2 for a usage error (bad id, unknown tier,
-payload too large, bad JSON) and 1 for everything else (daemon not running, permission
-denied, not found, failed sync).
+``MESHSYNCD_CONFIG``). Output is a table that fits 100 columns, ``-o wide`` or ``-o json``
+(``--json``); see ``output.py``. Errors are one line ``meshsyncd: ...``, and the exit status
+is the same on every command (:data:`output.EXIT_HELP`): 1 the operation failed, 2 a usage
+or configuration error, 3 the daemon is not reachable.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from ..client import Client, ClientError
+from ..client import Client, ClientError, Unreachable
 from ..control.proto import ControlError, parse_item_id, parse_priority, parse_tier
+from ..ids import origin_text
+from .output import (
+    EXIT_DAEMON,
+    EXIT_FAILED,
+    EXIT_HELP,
+    EXIT_USAGE,
+    Column,
+    Output,
+    emit_json,
+    output_options,
+    print_table,
+)
+
+__all__ = [
+    "Column",
+    "Fail",
+    "OneLineCommand",
+    "Output",
+    "client_status",
+    "die",
+    "emit_json",
+    "node_options",
+    "print_table",
+    "resolve_socket",
+    "socket_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 USAGE_CODES = {"bad_request", "unknown_tier", "too_large", "usage"}
+UNREACHABLE_CODES = {"daemon_not_running", "permission_denied", "timeout"}
 TIERS = "working|episodic|semantic (or L1|L2|L3, 0|1|2)"
 PRIORITIES = "background|low|normal|high|urgent"
+SOCKET_HELP = (
+    "Control socket of the node [env: MESHSYNCD_SOCKET; default: the config's control_socket]."
+)
+CONFIG_HELP = (
+    "Node config file, which says where the control socket is "
+    "[env: MESHSYNCD_CONFIG; default: ./meshsyncd.toml]."
+)
 
 
 class Fail(Exception):
     """A one-line error for the user, with its exit status."""
 
-    def __init__(self, message: str, status: int = 1) -> None:
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.status = status
 
@@ -44,7 +77,14 @@ class _OneLineUsage(click.UsageError):
 
 
 class OneLineCommand(click.Command):
-    """Argument errors as one line ``meshsyncd: ...`` with status 2, not usage + Error."""
+    """Argument errors as one line ``meshsyncd: ...`` with status 2, not usage + Error.
+
+    The help of every such command ends with the exit statuses.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EXIT_HELP)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -58,37 +98,53 @@ def die(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
-def node_options(fn: F) -> F:
-    """--socket, --config and --json for every command, plus one-line error handling."""
+def client_status(exc: ClientError) -> int:
+    """The exit status for a failed request: 3 unreachable, 2 refused as bad input, else 1."""
+    if isinstance(exc, Unreachable) or exc.code in UNREACHABLE_CODES:
+        return EXIT_DAEMON
+    return EXIT_USAGE if exc.code in USAGE_CODES else EXIT_FAILED
+
+
+def socket_options(fn: F) -> F:
+    """``--socket`` and ``--config``: where the daemon's control socket is."""
 
     @click.option(
         "--socket",
         "socket_path",
         type=click.Path(dir_okay=False, readable=False, path_type=Path),
         envvar="MESHSYNCD_SOCKET",
-        help="Control socket of the node (default: from the config).",
+        help=SOCKET_HELP,
     )
     @click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="MESHSYNCD_CONFIG",
-        help="Node config file (locates the control socket).",
+        help=CONFIG_HELP,
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @functools.wraps(fn)
-    def wrapper(
-        socket_path: Path | None, config_path: Path | None, as_json: bool, **kw: Any
-    ) -> None:
+    def wrapper(**kw: Any) -> Any:
+        return fn(**kw)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def node_options(fn: F) -> F:
+    """--socket, --config, -o/--json for every command, plus one-line error handling."""
+
+    @socket_options
+    @output_options
+    @functools.wraps(fn)
+    def wrapper(socket_path: Path | None, config_path: Path | None, out: Output, **kw: Any) -> None:
         try:
             with Client(resolve_socket(socket_path, config_path)) as client:
-                fn(client, as_json, **kw)
+                fn(client, out, **kw)
         except Fail as exc:
             die(str(exc), exc.status)
         except ClientError as exc:
-            die(exc.message, 2 if exc.code in USAGE_CODES else 1)
+            die(exc.message, client_status(exc))
         except ControlError as exc:
-            die(exc.message, 2)
+            die(exc.message, EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -97,7 +153,7 @@ def resolve_socket(socket_path: Path | None, config_path: Path | None) -> Path:
     """The control socket: ``--socket``, else the config's ``control_socket``.
 
     Raises:
-        Fail: no config module yet, or the config cannot be loaded (status 2).
+        Fail: the config cannot be loaded (status 2).
     """
     if socket_path is not None:
         return socket_path
@@ -106,34 +162,26 @@ def resolve_socket(socket_path: Path | None, config_path: Path | None) -> Path:
     try:
         cfg = load_config(config_path)
     except (ConfigError, OSError) as exc:
-        raise Fail(f"cannot load the config: {exc}", 2) from exc
+        raise Fail(f"cannot load the config: {exc}", EXIT_USAGE) from exc
     return Path(cfg.control_socket)
 
 
 # -- output -------------------------------------------------------------------------------
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def pairs(pairs: Sequence[tuple[str, Any]]) -> None:
+def pairs(pairs: list[tuple[str, Any]]) -> None:
     width = max(len(k) for k, _ in pairs)
     for k, v in pairs:
         click.echo(f"{k.ljust(width)}  {'' if v is None else v}")
 
 
-def when(ns: Any) -> str:
+def when(ns: Any, *, short: bool = False) -> str:
+    """UTC time of a nanosecond timestamp: to the millisecond, or to the second if short."""
     if not isinstance(ns, int) or ns <= 0:
         return "-"
     dt = datetime.datetime.fromtimestamp(ns / 1e9, tz=datetime.UTC)
+    if short:
+        return dt.strftime("%Y-%m-%d %H:%M:%S")
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -154,34 +202,35 @@ def tier_arg(value: str) -> str:
     try:
         return parse_tier(value).name.lower()
     except ControlError as exc:
-        raise Fail(exc.message, 2) from None
+        raise Fail(exc.message, EXIT_USAGE) from None
 
 
 def prio_arg(value: str) -> str:
     try:
         return parse_priority(value).name.lower()
     except ControlError as exc:
-        raise Fail(exc.message, 2) from None
+        raise Fail(exc.message, EXIT_USAGE) from None
 
 
 def item_target(item_id: str | None, key: str | None, *, required: bool) -> dict[str, Any]:
     if item_id is not None and key is not None:
-        raise Fail("give either an item id or --key, not both", 2)
+        raise Fail("give either an item id or --key, not both", EXIT_USAGE)
     if item_id is not None:
         try:
             parse_item_id(item_id.lower())
         except ControlError as exc:
-            raise Fail(exc.message, 2) from None
+            raise Fail(exc.message, EXIT_USAGE) from None
         return {"item_id": item_id.lower()}
     if key is not None:
         return {"key": key}
     if required:
-        raise Fail("give an item id (32 hex digits) or --key NAME", 2)
+        raise Fail("give an item id (32 hex digits) or --key NAME", EXIT_USAGE)
     return {}
 
 
-def written(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
+def written(result: dict[str, Any], out: Output) -> None:
+    """What a write command prints: the written version (origin as the short node id)."""
+    if out.json:
         emit_json(result)
         return
     pairs(
@@ -191,7 +240,7 @@ def written(result: dict[str, Any], as_json: bool) -> None:
             ("op", result.get("op")),
             ("priority", result.get("priority")),
             ("timestamp", when(result.get("timestamp_ns"))),
-            ("origin", result.get("origin")),
+            ("origin", origin_text(result.get("origin"))),
         ]
     )
 

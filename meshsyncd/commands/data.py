@@ -11,16 +11,19 @@ from typing import Any
 
 import click
 
-from protocol import MAX_PAYLOAD
+from protocol import MAX_PAYLOAD, Tier
 
-from ..client import Client
+from ..client import Client, ClientError
+from ..ids import origin_text, short_text
 from .clientcli import (
     KEY_OPT,
     PRIO_OPT,
     TIER_OPT,
     TIERS,
+    Column,
     Fail,
     OneLineCommand,
+    Output,
     emit_json,
     item_target,
     node_options,
@@ -32,6 +35,7 @@ from .clientcli import (
     when,
     written,
 )
+from .output import EXIT_FAILED, EXIT_USAGE
 
 __all__ = ["delete", "get", "list_items", "merge", "put", "watch"]
 
@@ -46,7 +50,7 @@ __all__ = ["delete", "get", "list_items", "merge", "put", "watch"]
 @node_options
 def put(
     client: Client,
-    as_json: bool,
+    out: Output,
     value: str | None,
     file: Any,
     tier: str,
@@ -62,15 +66,17 @@ def put(
       meshsyncd put --file notes.json --tier semantic
       meshsyncd put --id 00112233445566778899aabbccddeeff 'replaced value'
     """
-    if (value is None) == (file is None):
-        raise Fail("give the value either as an argument or with --file, not both", 2)
+    if value is None and file is None:
+        raise Fail("put needs a value: give it as an argument or with --file", EXIT_USAGE)
+    if value is not None and file is not None:
+        raise Fail("give the value either as an argument or with --file, not both", EXIT_USAGE)
     data: str | bytes = value if value is not None else file.read(MAX_PAYLOAD + 1)
     size = len(data.encode() if isinstance(data, str) else data)
     if size > MAX_PAYLOAD:
-        raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", 2)
+        raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", EXIT_USAGE)
     target = item_target(item_id, key, required=False)
     result = client.put(data, tier=tier_arg(tier), priority=prio_arg(priority), **target)
-    written(result, as_json)
+    written(result, out)
 
 
 @click.command(cls=OneLineCommand)
@@ -80,7 +86,7 @@ def put(
 @click.option("--raw", is_flag=True, help="Write only the value's bytes to stdout.")
 @node_options
 def get(
-    client: Client, as_json: bool, item_id: str | None, key: str | None, tier: str, raw: bool
+    client: Client, out: Output, item_id: str | None, key: str | None, tier: str, raw: bool
 ) -> None:
     """Read one item.
 
@@ -90,12 +96,20 @@ def get(
       meshsyncd get --key ci/status --tier working --raw
     """
     target = item_target(item_id, key, required=True)
+    try:
+        if raw:
+            data = client.get_bytes(tier=tier_arg(tier), **target)
+        else:
+            result = client.get(tier=tier_arg(tier), **target)
+    except ClientError as exc:
+        if exc.code == "not_found":
+            raise Fail(_not_found(client, target, tier_arg(tier)), EXIT_FAILED) from None
+        raise
     if raw:
-        sys.stdout.buffer.write(client.get_bytes(tier=tier_arg(tier), **target))
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    result = client.get(tier=tier_arg(tier), **target)
-    if as_json:
+    if out.json:
         emit_json(result)
         return
     value = result.get("value")
@@ -108,11 +122,30 @@ def get(
             ("op", result.get("op")),
             ("seq", result.get("seq")),
             ("timestamp", when(result.get("timestamp_ns"))),
-            ("origin", result.get("origin")),
+            ("origin", origin_text(result.get("origin"))),
             ("size", result.get("size")),
             ("value", value),
         ]
     )
+
+
+def _not_found(client: Client, target: dict[str, Any], tier: str) -> str:
+    """Name what was asked for, and the tier it is in if it is in another one.
+
+    Why: ``get`` reads the episodic tier unless told otherwise, and an item written with
+    ``--tier working`` looked missing.
+    """
+    what = f'key "{target["key"]}"' if "key" in target else f"id {target['item_id']}"
+    message = f"no item with {what} in tier {tier}"
+    for other in (t.name.lower() for t in Tier):
+        if other == tier:
+            continue
+        try:
+            client.get(tier=other, **target)
+        except ClientError:
+            continue
+        return f"{message}; it is in tier {other}: add --tier {other}"
+    return message
 
 
 @click.command(cls=OneLineCommand)
@@ -123,7 +156,7 @@ def get(
 @node_options
 def delete(
     client: Client,
-    as_json: bool,
+    out: Output,
     item_id: str | None,
     key: str | None,
     tier: str,
@@ -137,7 +170,7 @@ def delete(
       meshsyncd delete --key ci/status --tier working
     """
     target = item_target(item_id, key, required=True)
-    written(client.delete(tier=tier_arg(tier), priority=prio_arg(priority), **target), as_json)
+    written(client.delete(tier=tier_arg(tier), priority=prio_arg(priority), **target), out)
 
 
 @click.command(cls=OneLineCommand)
@@ -149,7 +182,7 @@ def delete(
 @node_options
 def merge(
     client: Client,
-    as_json: bool,
+    out: Output,
     fields_json: str,
     item_id: str | None,
     key: str | None,
@@ -166,14 +199,14 @@ def merge(
     try:
         fields = json.loads(fields_json)
     except ValueError as exc:
-        raise Fail(f"bad JSON: {exc}", 2) from None
+        raise Fail(f"bad JSON: {exc}", EXIT_USAGE) from None
     if not isinstance(fields, dict):
-        raise Fail("merge takes a JSON object", 2)
+        raise Fail("merge takes a JSON object", EXIT_USAGE)
     if len(json.dumps(fields, separators=(",", ":")).encode()) > MAX_PAYLOAD:
-        raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", 2)
+        raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", EXIT_USAGE)
     target = item_target(item_id, key, required=False)
     result = client.merge(fields, tier=tier_arg(tier), priority=prio_arg(priority), **target)
-    written(result, as_json)
+    written(result, out)
 
 
 @click.command(name="list", cls=OneLineCommand)
@@ -183,9 +216,12 @@ def merge(
 @click.option("--deleted", is_flag=True, help="Include tombstones.")
 @node_options
 def list_items(
-    client: Client, as_json: bool, tier: str, limit: int, after: str | None, deleted: bool
+    client: Client, out: Output, tier: str, limit: int, after: str | None, deleted: bool
 ) -> None:
     """List items of a tier in id order, one page at a time.
+
+    The table fits 100 columns (the value cut to fit); -o wide adds the timestamp and
+    shows whole values.
 
     \b
     Examples:
@@ -195,37 +231,53 @@ def list_items(
     if after is not None:
         item_target(after, None, required=True)
     result = client.list(tier=tier_arg(tier), limit=limit, after=after, include_deleted=deleted)
-    if as_json:
+    if out.json:
         emit_json(result)
         return
     if not result.get("items"):
         click.echo("no items")
         return
-    print_table(
-        ["item_id", "seq", "op", "timestamp", "origin", "size", "value"],
-        [
-            [
-                i["item_id"],
-                i["seq"],
-                i["op"],
-                when(i["timestamp_ns"]),
-                i["origin"],
-                i["size"],
-                preview(i),
-            ]
-            for i in result.get("items", [])
-        ],
-    )
+    print_table(LIST_COLUMNS, list_rows(result.get("items", []), out), wide=out.wide)
     if result.get("next"):
         click.echo(f"(more: --after {result['next']})")
+
+
+LIST_COLUMNS = [
+    Column("item_id"),
+    Column("seq", right=True),
+    Column("op"),
+    Column("timestamp", wide_only=True),
+    Column("origin"),
+    Column("size", right=True),
+    Column("value", shrink=True),
+]
+
+
+def list_rows(items: list[dict[str, Any]], out: Output) -> list[list[Any]]:
+    """Rows of the ``list`` table (also rendered by the table-width test)."""
+    return [
+        [
+            i["item_id"],
+            i["seq"],
+            i["op"],
+            when(i["timestamp_ns"]),
+            origin_text(i["origin"]),
+            i["size"],
+            preview(i, width=1 << 16 if out.wide else 200),
+        ]
+        for i in items
+    ]
 
 
 @click.command(cls=OneLineCommand)
 @click.option("--tier", help=f"Only this tier: {TIERS}.")
 @click.option("--count", type=click.IntRange(1), help="Stop after N events.")
 @node_options
-def watch(client: Client, as_json: bool, tier: str | None, count: int | None) -> None:
+def watch(client: Client, out: Output, tier: str | None, count: int | None) -> None:
     """Print changes as they are applied (local writes and replicated ones) until Ctrl-C.
+
+    A line: time (UTC), tier, op, item id, the writer's node id (short form) and where
+    the change came from (local, or the peer that sent it); -o wide shows full ids.
 
     \b
     Examples:
@@ -236,14 +288,10 @@ def watch(client: Client, as_json: bool, tier: str | None, count: int | None) ->
     events = client.watch(None if tier is None else tier_arg(tier))
     try:
         for event in events:
-            if as_json:
+            if out.json:
                 click.echo(json.dumps(event, separators=(",", ":")))
             else:
-                click.echo(
-                    f"{when(event.get('timestamp_ns'))}  {event.get('tier', ''):<8}  "
-                    f"{event.get('op', ''):<6}  {event.get('item_id')}  "
-                    f"origin={event.get('origin')}  from={event.get('source')}"
-                )
+                click.echo(watch_line(event, wide=out.wide))
             seen += 1
             if count is not None and seen >= count:
                 return
@@ -251,3 +299,16 @@ def watch(client: Client, as_json: bool, tier: str | None, count: int | None) ->
         return
     finally:
         events.close()
+
+
+def watch_line(event: dict[str, Any], *, wide: bool = False) -> str:
+    """One change as a line of at most 100 columns (unless ``wide``)."""
+    stamp = when(event.get("timestamp_ns"))
+    source = str(event.get("source") or "")
+    if not wide:
+        stamp = stamp[11:]  # the time of day; a watch runs for hours, not days
+        source = source if source == "local" else short_text(source)
+    return (
+        f"{stamp}  {event.get('tier', '') or '':<8}  {event.get('op', '') or '':<6}  "
+        f"{event.get('item_id')}  {origin_text(event.get('origin')):<12}  from {source}"
+    )

@@ -7,9 +7,11 @@ the signal. Before signalling we check (on Linux, via ``/proc``) that the pid st
 a meshsyncd process, because a stale pid file can name an unrelated process that SIGHUP would
 kill.
 
-Errors are one line on stderr, ``meshsyncd: ...``; exit status 2 for a bad argument (id,
-tier, address), 1 for everything else. The bare ``meshsyncd peers`` table needs the daemon's
-control socket and is provided elsewhere through :data:`show_peers_hook`.
+Errors are one line on stderr, ``meshsyncd: ...``; the exit status is the same as every
+command's (``output.EXIT_HELP``): 2 for a bad argument (id, tier, address) or a config that
+cannot be loaded, 1 when the operation fails (a peer listed twice, a node already there).
+The bare ``meshsyncd peers`` table needs the daemon's control socket and is provided
+elsewhere through :data:`show_peers_hook`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ from ..identity import (
     node_id_text,
     parse_node_id,
 )
+from ..ids import resolve_prefix, short_text
 from ..store import Store
+from .output import EXIT_HELP, Output, output_options
 
 __all__ = [
     "BadArgument",
@@ -59,8 +63,9 @@ __all__ = [
     "signal_reload",
 ]
 
-ShowPeersHook = Callable[[Path | None, bool], None]
-"""Called by a bare ``meshsyncd peers`` with the ``--config`` value (or None) and ``--json``."""
+ShowPeersHook = Callable[[Path | None, Path | None, str], None]
+"""Called by a bare ``meshsyncd peers`` with ``--config``, ``--socket`` (or None) and the
+output form (``table``, ``wide`` or ``json``)."""
 
 _ALL = ",".join(tier.name.lower() for tier in sorted(ALL_TIERS))
 
@@ -75,7 +80,7 @@ class NodeError(click.ClickException):
 
 
 class BadArgument(NodeError):
-    """A bad id, tier or address on the command line; exit status 2 like a usage error."""
+    """A bad id, tier or address, or a config that cannot be loaded; exit status 2."""
 
     exit_code = 2
 
@@ -86,7 +91,12 @@ class _OneLineUsage(click.UsageError):
 
 
 class _Command(click.Command):
-    """A command whose argument errors are one line (status 2) instead of usage + Error."""
+    """A command whose argument errors are one line (status 2) instead of usage + Error;
+    its help ends with the exit statuses."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EXIT_HELP)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -97,6 +107,10 @@ class _Command(click.Command):
 
 class _Group(click.Group):
     command_class = _Command
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EXIT_HELP)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -113,7 +127,7 @@ class _Group(click.Group):
             raise _OneLineUsage(exc.format_message(), ctx) from None
 
 
-def _default_show_peers(config: Path | None, as_json: bool) -> None:
+def _default_show_peers(config: Path | None, socket: Path | None, form: str) -> None:
     raise NodeError("peers table needs the daemon's control socket (not available yet)")
 
 
@@ -124,7 +138,7 @@ _config_option = click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Config file [default: $MESHSYNCD_CONFIG, else ./meshsyncd.toml].",
+    help="Config file [env: MESHSYNCD_CONFIG; default: ./meshsyncd.toml].",
 )
 
 
@@ -189,7 +203,9 @@ def init(directory: Path, listen: str, as_json: bool) -> None:
 def id_command(config: Path | None, as_json: bool) -> None:
     """Print this node's id (what peers put in their config).
 
-    "short" in --json is the 64-bit origin that items written here carry, in hex.
+    In --json, "short" is the short form that tables and logs show (the first 12
+    characters, all that the origin of items written here determines), and "origin" that
+    64-bit origin in hex, as the control socket's JSON carries it.
 
     \b
     Examples:
@@ -199,28 +215,49 @@ def id_command(config: Path | None, as_json: bool) -> None:
     try:
         identity = load_identity(load_config(config).node_dir)
     except (IdentityError, ConfigError) as exc:
-        raise NodeError(str(exc)) from None
+        raise BadArgument(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"node_id": identity.text, "short": f"{identity.short:016x}"}))
+        click.echo(
+            json.dumps(
+                {
+                    "node_id": identity.text,
+                    "short": short_text(identity.text),
+                    "origin": f"{identity.short:016x}",
+                }
+            )
+        )
     else:
         click.echo(identity.text)
 
 
 @click.group(cls=_Group, invoke_without_command=True)
 @_config_option
-@click.option("--json", "as_json", is_flag=True, help="Print the peers table as JSON.")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, readable=False, path_type=Path),
+    envvar="MESHSYNCD_SOCKET",
+    help="Control socket of the node, for the table [env: MESHSYNCD_SOCKET; default: the "
+    "config's control_socket].",
+)
+@output_options
 @click.pass_context
-def peers(ctx: click.Context, config: Path | None, as_json: bool) -> None:
+def peers(ctx: click.Context, config: Path | None, socket_path: Path | None, out: Output) -> None:
     """Show the peers table (needs the running daemon), or add and remove peers.
+
+    The table fits 100 columns: each peer by the short form of its node id, its state,
+    when it was last seen and, for a peer not connected, the reason in plain words.
+    -o wide adds round trip, clock offset, cursors and lag, traffic and full ids.
 
     \b
     Examples:
       meshsyncd peers
+      meshsyncd peers -o wide --socket /run/meshsyncd/control.sock
       meshsyncd peers add 6xziurmgrqyz4xmoovsawsqnldlxpqsyxdk2cmuy5dyvdieg53pa 10.0.0.2:7700
-      meshsyncd peers remove 6xziurmgrqyz4xmoovsawsqnldlxpqsyxdk2cmuy5dyvdieg53pa
+      meshsyncd peers remove 6xzi
     """
     if ctx.invoked_subcommand is None:
-        show_peers_hook(config, as_json)
+        show_peers_hook(config, socket_path, out.form)
 
 
 @peers.command("add")
@@ -294,16 +331,19 @@ def peers_add(
 def peers_remove(ctx: click.Context, node_id: str, config: Path | None) -> None:
     """Stop trusting a peer: drop NODE_ID from the config, then reload a running daemon.
 
+    NODE_ID is the peer's node id or a unique prefix of it (at least 4 characters).
+
     \b
     Examples:
       meshsyncd peers remove 6xziurmgrqyz4xmoovsawsqnldlxpqsyxdk2cmuy5dyvdieg53pa
-      meshsyncd peers remove 6xziurmg... --config /etc/meshsyncd/meshsyncd.toml
+      meshsyncd peers remove 6xziurmg --config /etc/meshsyncd/meshsyncd.toml
     """
-    try:
-        peer_id = parse_node_id(node_id)
-    except ValueError as exc:
-        raise BadArgument(f"NODE_ID: {exc}") from None
     loaded = _load(config, ctx)
+    try:
+        typed = resolve_prefix(node_id, [p.text for p in loaded.peers], what="peer")
+        peer_id = parse_node_id(typed)
+    except ValueError as exc:  # IdPrefixError is one
+        raise BadArgument(f"NODE_ID: {exc}") from None
     try:
         remove_peer(loaded.path, peer_id)
     except ConfigError as exc:
@@ -364,7 +404,7 @@ def _load(config: Path | None, ctx: click.Context) -> Config:
     try:
         return load_config(config)
     except ConfigError as exc:
-        raise NodeError(str(exc)) from None
+        raise BadArgument(str(exc)) from None
 
 
 def _reload(pid_file: Path) -> None:

@@ -8,7 +8,6 @@ module installs the peers table as ``commands.node.show_peers_hook``.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
 import threading
@@ -20,12 +19,15 @@ from typing import Any
 import click
 
 from ..client import Client, ClientError
+from ..ids import IdPrefixError, origin_text, resolve_prefix, short_text
 from . import node
 from .clientcli import (
     TIERS,
-    USAGE_CODES,
+    Column,
     Fail,
     OneLineCommand,
+    Output,
+    client_status,
     die,
     emit_json,
     node_options,
@@ -35,14 +37,34 @@ from .clientcli import (
     tier_arg,
     when,
 )
+from .output import EXIT_FAILED, EXIT_USAGE
 
-__all__ = ["conflicts", "parse_duration", "show_peers", "status", "sync", "vectors"]
+__all__ = [
+    "CONFLICT_COLUMNS",
+    "PEER_COLUMNS",
+    "STATUS_COLUMNS",
+    "SYNC_COLUMNS",
+    "VECTOR_COLUMNS",
+    "conflict_rows",
+    "conflicts",
+    "parse_duration",
+    "peer_rows",
+    "show_peers",
+    "status",
+    "status_rows",
+    "sync",
+    "vector_rows",
+    "vectors",
+]
 
 
 @click.command(cls=OneLineCommand)
 @node_options
-def status(client: Client, as_json: bool) -> None:
+def status(client: Client, out: Output) -> None:
     """Node id, incarnation, uptime and per-tier items, tombstones, sequence and digest.
+
+    The table shows each digest's first 16 hex digits (enough to compare nodes by eye);
+    -o wide and -o json show it whole.
 
     \b
     Examples:
@@ -50,7 +72,7 @@ def status(client: Client, as_json: bool) -> None:
       meshsyncd status --json --config /etc/meshsyncd/node.toml
     """
     result = client.status()
-    if as_json:
+    if out.json:
         emit_json(result)
         return
     pairs(
@@ -61,19 +83,36 @@ def status(client: Client, as_json: bool) -> None:
         ]
     )
     click.echo()
+    print_table(STATUS_COLUMNS, status_rows(result, out), wide=out.wide)
+
+
+STATUS_COLUMNS = [
+    Column("tier"),
+    Column("items", right=True),
+    Column("tombstones", right=True),
+    Column("seq", right=True),
+    Column("digest"),
+]
+
+
+def status_rows(result: dict[str, Any], out: Output) -> list[list[Any]]:
+    """Rows of the ``status`` table."""
     tiers = result.get("tiers", {})
-    print_table(
-        ["tier", "items", "tombstones", "seq", "digest"],
+    return [
         [
-            [name, t.get("items"), t.get("tombstones"), t.get("seq"), t.get("digest")]
-            for name, t in tiers.items()
-        ],
-    )
+            name,
+            t.get("items"),
+            t.get("tombstones"),
+            t.get("seq"),
+            t.get("digest") if out.wide else str(t.get("digest", ""))[:16],
+        ]
+        for name, t in tiers.items()
+    ]
 
 
 @click.command(cls=OneLineCommand)
 @node_options
-def vectors(client: Client, as_json: bool) -> None:
+def vectors(client: Client, out: Output) -> None:
     """Sync vectors: per peer and tier, our cursor on its sequence and its ack of ours.
 
     \b
@@ -82,27 +121,46 @@ def vectors(client: Client, as_json: bool) -> None:
       meshsyncd vectors --json
     """
     result = client.vectors()
-    if as_json:
+    if out.json:
         emit_json(result)
         return
     local = result.get("local_seq", {})
     click.echo("local seq: " + ", ".join(f"{k}={v}" for k, v in local.items()))
-    rows = []
-    for peer in result.get("peers", []):
-        for tier, v in peer.get("tiers", {}).items():
-            rows.append([peer.get("peer"), tier, v.get("cursor"), v.get("acked")])
+    rows = vector_rows(result, out)
     if rows:
-        print_table(["peer", "tier", "cursor", "acked"], rows)
+        print_table(VECTOR_COLUMNS, rows, wide=out.wide)
     else:
         click.echo("no peers known yet")
+
+
+VECTOR_COLUMNS = [
+    Column("peer"),
+    Column("tier"),
+    Column("cursor", right=True),
+    Column("acked", right=True),
+]
+
+
+def vector_rows(result: dict[str, Any], out: Output) -> list[list[Any]]:
+    """Rows of the ``vectors`` table: a peer by its node id (short unless wide)."""
+    rows = []
+    for peer in result.get("peers", []):
+        name = str(peer.get("peer") or "")
+        shown = name if out.wide else short_text(name)
+        for tier, v in peer.get("tiers", {}).items():
+            rows.append([shown, tier, v.get("cursor"), v.get("acked")])
+    return rows
 
 
 @click.command(cls=OneLineCommand)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--tier", help=f"Only this tier: {TIERS}.")
 @node_options
-def conflicts(client: Client, as_json: bool, limit: int, tier: str | None) -> None:
+def conflicts(client: Client, out: Output, limit: int, tier: str | None) -> None:
     """The conflict log, newest first: which version won over which.
+
+    Winner and loser are named by their writer's node id (short form, as `meshsyncd id`
+    and `peers` show it); -o wide adds each version's timestamp.
 
     \b
     Examples:
@@ -110,25 +168,40 @@ def conflicts(client: Client, as_json: bool, limit: int, tier: str | None) -> No
       meshsyncd conflicts --tier semantic --limit 10 --json
     """
     rows = client.conflicts(limit=limit, tier=None if tier is None else tier_arg(tier))
-    if as_json:
+    if out.json:
         emit_json(rows)
         return
     if not rows:
         click.echo("no conflicts")
         return
-    print_table(
-        ["seen", "tier", "item_id", "winner", "loser"],
+    print_table(CONFLICT_COLUMNS, conflict_rows(rows), wide=out.wide)
+
+
+CONFLICT_COLUMNS = [
+    Column("seen"),
+    Column("tier"),
+    Column("item_id"),
+    Column("winner"),
+    Column("won at", wide_only=True),
+    Column("loser"),
+    Column("lost at", wide_only=True),
+]
+
+
+def conflict_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows of the ``conflicts`` table."""
+    return [
         [
-            [
-                when(c["at_ns"]),
-                c["tier"],
-                c["item_id"],
-                f"{when(c['winner']['timestamp_ns'])} {c['winner']['origin']}",
-                f"{when(c['loser']['timestamp_ns'])} {c['loser']['origin']}",
-            ]
-            for c in rows
-        ],
-    )
+            when(c["at_ns"], short=True),
+            c["tier"],
+            c["item_id"],
+            origin_text(c["winner"]["origin"]),
+            when(c["winner"]["timestamp_ns"]),
+            origin_text(c["loser"]["origin"]),
+            when(c["loser"]["timestamp_ns"]),
+        ]
+        for c in rows
+    ]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -142,11 +215,11 @@ def parse_duration(text: str) -> float:
     """
     match = _DURATION.match(text)
     if not match:
-        raise Fail(f"bad duration {text!r}: use e.g. 2s, 500ms or 1m", 2)
+        raise Fail(f"bad duration {text!r}: use e.g. 2s, 500ms or 1m", EXIT_USAGE)
     value = float(match.group(1))
     seconds = value * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
     if seconds <= 0:
-        raise Fail("the timeout must be positive", 2)
+        raise Fail("the timeout must be positive", EXIT_USAGE)
     return seconds
 
 
@@ -155,44 +228,78 @@ def parse_duration(text: str) -> float:
 @click.option("--peer", "peers", multiple=True, help="Peer node id (repeatable; default all).")
 @click.option("--timeout", default="2s", show_default=True, help="Give up after (2s, 500ms, 1m).")
 @node_options
-def sync(client: Client, as_json: bool, now: bool, peers: tuple[str, ...], timeout: str) -> None:
+def sync(client: Client, out: Output, now: bool, peers: tuple[str, ...], timeout: str) -> None:
     """Sync barrier. By default mesh-wide: when it exits 0, every write acknowledged on any
     node reachable through sessions before it began is readable here, and this node's
     earlier writes are on every reachable node. It exits 1 naming the nodes it could not
     cover (configured peers not connected here or further along, peers that did not answer
     in time). With --peer, two-node syncs with those direct peers only.
 
+    --peer takes a node id or a unique prefix of one (at least 4 characters).
+
     \b
     Examples:
       meshsyncd sync --now
-      meshsyncd sync --now --peer 4x3k...q --peer 7mfa...a --timeout 5s
+      meshsyncd sync --now --peer 4x3k --peer 7mfa --timeout 5s
     """
     if not now:
-        raise Fail("sync needs --now (the only mode: sync now and wait)", 2)
+        raise Fail("sync needs --now (the only mode: sync now and wait)", EXIT_USAGE)
     seconds = parse_duration(timeout)
-    show = not as_json and sys.stderr.isatty()
+    wanted = resolve_peer_ids(client, peers)
+    show = not out.json and sys.stderr.isatty()
     with _progress(client.path, enabled=show):
-        result = client.sync(list(peers) or None, seconds)
+        result = client.sync(wanted or None, seconds)
     failed = result.get("failed", [])
     nodes: dict[str, str] | None = result.get("nodes")
-    if as_json:
+    if out.json:
         emit_json(result)
     elif nodes is not None:  # the mesh-wide barrier: every node it knows of
-        rows = [[n, "synced" if s == "covered" else s.upper()] for n, s in nodes.items()]
+        rows = sync_rows(result, out)
         if rows:
-            print_table(["node", "result"], rows)
+            print_table(SYNC_NODE_COLUMNS, rows, wide=out.wide)
         covered = sum(1 for s in nodes.values() if s == "covered")
         click.echo(f"{covered}/{len(nodes)} nodes synced in {result.get('seconds', 0):.2f} s")
     else:
-        rows = [[p, "synced"] for p in result.get("synced", [])]
-        rows += [[p, "FAILED"] for p in failed]
+        rows = sync_rows(result, out)
         if rows:
-            print_table(["peer", "result"], rows)
+            print_table(SYNC_COLUMNS, rows, wide=out.wide)
         else:
             click.echo("no connected peers")
     if failed:
         named = [f"{n} ({nodes[n]})" if nodes and n in nodes else n for n in failed]
-        raise Fail(f"sync did not complete with: {', '.join(named)}", 1)
+        raise Fail(f"sync did not complete with: {', '.join(named)}", EXIT_FAILED)
+
+
+SYNC_COLUMNS = [Column("peer"), Column("result")]
+SYNC_NODE_COLUMNS = [Column("node"), Column("result")]
+
+
+def sync_rows(result: dict[str, Any], out: Output) -> list[list[Any]]:
+    """Rows of the ``sync`` table: each node or peer (short id unless wide), how it went."""
+
+    def name(p: Any) -> str:
+        return str(p) if out.wide else short_text(str(p))
+
+    nodes = result.get("nodes")
+    if isinstance(nodes, dict):
+        return [[name(n), "synced" if s == "covered" else str(s).upper()] for n, s in nodes.items()]
+    rows = [[name(p), "synced"] for p in result.get("synced", [])]
+    return rows + [[name(p), "FAILED"] for p in result.get("failed", [])]
+
+
+def resolve_peer_ids(client: Client, typed: tuple[str, ...]) -> list[str]:
+    """Full node ids for ``--peer`` values, each a node id or a unique prefix of a peer's.
+
+    Raises:
+        Fail: a prefix matches no configured peer or several (status 2).
+    """
+    if not typed:
+        return []
+    known = [str(r.get("id") or r.get("node_id") or "") for r in client.peers()]
+    try:
+        return [resolve_prefix(t, known, what="peer") for t in typed]
+    except IdPrefixError as exc:
+        raise Fail(f"--peer: {exc}", EXIT_USAGE) from None
 
 
 @contextlib.contextmanager
@@ -238,10 +345,18 @@ def _fmt_ms(value: Any) -> str:
     return "-" if not isinstance(value, int | float) else f"{value:.1f} ms"
 
 
-def _ago(value: Any) -> str:
+def _ago(value: Any, now: float | None = None) -> str:
+    """How long ago a wall-clock time was, in at most 10 columns."""
     if not isinstance(value, int | float) or value <= 0:
         return "-"
-    return f"{max(0.0, time.time() - value):.1f} s ago"
+    seconds = max(0.0, (time.time() if now is None else now) - value)
+    if seconds < 60:
+        return f"{seconds:.1f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 86400:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} d ago"
 
 
 def _cursor_lag(row: dict[str, Any]) -> str:
@@ -253,47 +368,72 @@ def _cursor_lag(row: dict[str, Any]) -> str:
     return " ".join(f"{t}:{c}/{lags.get(t, '-')}" for t, c in cursors.items())
 
 
-def show_peers(client: Client, as_json: bool) -> None:
-    """The peers table from the running daemon: one row per configured peer."""
+PEER_COLUMNS = [
+    Column("peer"),
+    Column("address"),
+    Column("state"),
+    Column("last seen"),
+    Column("rtt", wide_only=True, right=True),
+    Column("clock offset", wide_only=True, right=True),
+    Column("cursor/lag by tier", wide_only=True),
+    Column("bytes in/out", wide_only=True),
+    Column("items in/out", wide_only=True),
+    Column("dropped", wide_only=True, right=True),
+    Column("rejected", wide_only=True, right=True),
+    Column("reason", shrink=True),
+]
+
+
+def peer_rows(rows: list[dict[str, Any]], out: Output, now: float | None = None) -> list[list[Any]]:
+    """Rows of the ``peers`` table: a peer by its node id (short unless wide)."""
+    body = []
+    for r in rows:
+        name = str(r.get("id") or r.get("node_id") or "")
+        body.append(
+            [
+                name if out.wide else short_text(name),
+                r.get("address"),
+                r.get("state"),
+                _ago(r.get("last_seen"), now),
+                _fmt_ms(r.get("rtt_ms")),
+                _fmt_ms(r.get("clock_offset_ms")),
+                _cursor_lag(r),
+                f"{r.get('bytes_in', 0)}/{r.get('bytes_out', 0)}",
+                f"{r.get('items_in', 0)}/{r.get('items_out', 0)}",
+                r.get("pushes_dropped", 0),
+                r.get("rejected", 0),
+                "" if r.get("state") == "connected" else r.get("reason") or r.get("last_error"),
+            ]
+        )
+    return body
+
+
+def show_peers(client: Client, out: Output) -> None:
+    """The peers table from the running daemon: one row per configured peer.
+
+    Every peer not connected has a reason in plain words; last seen and the cursors are
+    those of its last session.
+    """
     rows = client.peers()
-    if as_json:
+    if out.json:
         emit_json(rows)
         return
     if not rows:
         click.echo("no peers configured")
         return
-    body = [
-        [
-            r.get("id") or r.get("node_id"),
-            r.get("address"),
-            r.get("state"),
-            _fmt_ms(r.get("rtt_ms")),
-            _ago(r.get("last_seen")),
-            _fmt_ms(r.get("clock_offset_ms")),
-            _cursor_lag(r),
-            f"{r.get('bytes_in', 0)}/{r.get('bytes_out', 0)}",
-            f"{r.get('items_in', 0)}/{r.get('items_out', 0)}",
-            r.get("pushes_dropped", 0),
-            r.get("rejected", 0),
-        ]
-        for r in rows
-    ]
-    headers = ["peer", "address", "state", "rtt", "last seen", "clock offset"]
-    headers += ["cursor/lag by tier", "bytes in/out", "items in/out", "dropped", "rejected"]
-    print_table(headers, body)
+    print_table(PEER_COLUMNS, peer_rows(rows, out), wide=out.wide)
 
 
-def _show_peers(config_path: Path | None, as_json: bool) -> None:
+def _show_peers(config_path: Path | None, socket_path: Path | None, form: str) -> None:
     """The bare ``meshsyncd peers`` (hook of ``commands/node.py``); one-line errors."""
-    socket_env = os.environ.get("MESHSYNCD_SOCKET")
     try:
-        path = resolve_socket(Path(socket_env) if socket_env else None, config_path)
+        path = resolve_socket(socket_path, config_path)
         with Client(path) as client:
-            show_peers(client, as_json)
+            show_peers(client, Output(form))
     except Fail as exc:
         die(str(exc), exc.status)
     except ClientError as exc:
-        die(exc.message, 2 if exc.code in USAGE_CODES else 1)
+        die(exc.message, client_status(exc))
 
 
 if node.show_peers_hook is node._default_show_peers:  # leave a hook someone else set

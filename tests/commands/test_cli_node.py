@@ -113,17 +113,18 @@ def test_id_uses_config_option_then_environment(node_dir: Path, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {
         "node_id": identity.text,
-        "short": f"{identity.short:016x}",
+        "short": identity.text[:12],
+        "origin": f"{identity.short:016x}",
     }
     missing = str(tmp_path / "missing.toml")
     result = run("id", "--config", missing, env={"MESHSYNCD_CONFIG": config_of(node_dir)})
-    assert_one_line_error(result, 1, f"{missing}: no such file")
+    assert_one_line_error(result, 2, f"{missing}: no such file")
 
 
 def test_id_names_an_unsafe_key(node_dir: Path) -> None:
     (node_dir / "node.key").chmod(0o644)
     result = run("id", "--config", config_of(node_dir))
-    assert_one_line_error(result, 1, "node.key: mode 0644")
+    assert_one_line_error(result, 2, "node.key: mode 0644")
 
 
 def test_peers_add_and_remove_round_trip(node_dir: Path) -> None:
@@ -159,7 +160,9 @@ def test_peers_add_and_remove_round_trip(node_dir: Path) -> None:
         (["add", OTHER, "h:1", "--write-tiers", "x"], 2, '--write-tiers: unknown tier "x"'),
         (["add", OTHER], 2, "Missing argument 'HOST:PORT'"),
         (["add", OTHER, "h:1", "--bogus"], 2, "No such option"),
-        (["remove", "!"], 2, "NODE_ID: node id must be 52"),
+        (["remove", "!"], 2, "NODE_ID: '!' is not a node id (base32 characters: a-z, 2-7)"),
+        (["remove", "6xz"], 2, "NODE_ID: '6xz' is too short to name a peer"),
+        (["remove", "7777"], 2, "NODE_ID: no peer id starts with '7777'"),
         (["remove", OTHER], 1, f"no peer {OTHER} is listed"),
         (["frobnicate"], 2, "No such command 'frobnicate'"),
     ],
@@ -183,7 +186,7 @@ def test_bad_config_file_is_named(node_dir: Path) -> None:
     path = node_dir / "meshsyncd.toml"
     path.write_text(path.read_text().replace("log_level", "log_levle"))
     result = run("peers", "add", OTHER, "h:1", "--config", str(path))
-    assert_one_line_error(result, 1, f'{path}: log_levle: unknown key (did you mean "log_level"?)')
+    assert_one_line_error(result, 2, f'{path}: log_levle: unknown key (did you mean "log_level"?)')
 
 
 def test_bare_peers_calls_the_hook(node_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,10 +197,14 @@ def test_bare_peers_calls_the_hook(node_dir: Path, monkeypatch: pytest.MonkeyPat
     assert_one_line_error(
         run("peers"), 1, "peers table needs the daemon's control socket (not available yet)"
     )
-    calls: list[tuple[Path | None, bool]] = []
-    monkeypatch.setattr(node_commands, "show_peers_hook", lambda c, j: calls.append((c, j)))
+    calls: list[tuple[Path | None, Path | None, str]] = []
+    monkeypatch.setattr(node_commands, "show_peers_hook", lambda c, s, f: calls.append((c, s, f)))
     assert run("peers", "--json", "--config", config_of(node_dir)).exit_code == 0
-    assert calls == [(Path(config_of(node_dir)), True)]
+    assert run("peers", "-o", "wide", "--socket", "/run/x.sock").exit_code == 0
+    assert calls == [
+        (Path(config_of(node_dir)), None, "json"),
+        (None, Path("/run/x.sock"), "wide"),
+    ]
 
 
 @pytest.mark.parametrize(
