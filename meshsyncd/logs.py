@@ -1,7 +1,8 @@
 """Structured logging: JSON lines for journald and files, readable lines on a terminal.
 
-Every event that concerns a peer carries ``peer`` (the first 16 characters of its node id)
-and, for connections, ``address``; operators grep and journald indexes on those keys.
+Every event that concerns a peer carries ``peer`` (the first 12 characters of its node id,
+the short form of ``meshsyncd.ids``) and, for connections, ``address``; operators grep and
+journald indexes on those keys.
 """
 
 from __future__ import annotations

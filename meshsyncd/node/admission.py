@@ -48,6 +48,7 @@ from ..config import HandshakeLimits
 from ..identity import parse_node_id
 from ..metrics import HANDSHAKE_REFUSALS as REFUSALS
 from .heap import HeapRelief
+from .reasons import refusal_hint
 from .refusals import RefusalLog
 from .transport import HandshakeRefused, TrustStore, accept_tls
 
@@ -257,8 +258,27 @@ class HandshakeGate:
     ) -> None:
         self._count(kind)
         noise = not known or self._claims_peer(claimed)
+        details: dict[str, str] = {}
+        if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason:
+            noise, details["note"] = True, "certificate probe: it learns ours"
+        elif self._claims_peer(claimed):
+            details["note"] = "first contact: learning its certificate"
+        elif claimed and _is_node_id(claimed):
+            # A node that lists us but is not in our config: the operator has a decision to
+            # make, so say which node and the command that would admit it (a warning).
+            noise = False
+            details |= {
+                "note": "node not in the config",
+                "node": claimed,
+                "admit": refusal_hint(claimed, address),
+            }
         self.refusals.refused(
-            source=source, address=address, claimed=claimed, reason=reason, noise=noise
+            source=source,
+            address=address,
+            claimed=claimed,
+            reason=reason,
+            noise=noise,
+            details=details,
         )
 
     def _claims_peer(self, claimed: str | None) -> bool:
@@ -277,3 +297,11 @@ def _remote(tcp: trio.SocketStream) -> tuple[str, str]:
     except OSError:
         return "?", "?"
     return str(host), f"{host}:{port}"
+
+
+def _is_node_id(text: str) -> bool:
+    try:
+        parse_node_id(text)
+    except ValueError:
+        return False
+    return True

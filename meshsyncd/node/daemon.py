@@ -39,6 +39,7 @@ from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
 from ..control.server import ChangeFeed, ControlServer, ControlSocketError
 from ..engine import AsyncEngine, Engine
 from ..identity import Identity, node_id_text
+from ..ids import short_text
 from ..mesh.barrier import Barriers
 from ..mesh.relay import Relay, RelayStats
 from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
@@ -246,9 +247,9 @@ class Daemon(Links):
         self.reloads += 1
         log.info(
             "config reloaded",
-            added=[node_id_text(p)[:16] for p in added],
-            removed=[node_id_text(p)[:16] for p in removed],
-            changed=[node_id_text(p)[:16] for p in changed],
+            added=[short_text(node_id_text(p)) for p in added],
+            removed=[short_text(node_id_text(p)) for p in removed],
+            changed=[short_text(node_id_text(p)) for p in changed],
         )
         return True
 
@@ -365,8 +366,12 @@ class Daemon(Links):
                 "tiers": sorted(t.name.lower() for t in state.config.tiers),
                 "write_tiers": sorted(t.name.lower() for t in state.config.write_tiers),
                 "last_error": state.last_error,
+                "reason": "" if session else state.reason or _waiting(state),
                 "connects": state.connects,
                 "refused": state.refused,
+                "last_seen": state.last_seen or None,
+                "cursors": dict(state.cursors),
+                "lag": dict(state.lag),
             }
             if session is not None:
                 st = session.stats
@@ -421,6 +426,11 @@ class Daemon(Links):
             "tiers": await self.engine.run(tier_counts, self.engine.engine.store),
             "peers": self.peers_table(),
         }
+
+
+def _waiting(state: PeerState) -> str:
+    """The reason shown before anything went wrong: the first dial has not answered yet."""
+    return "not connected yet" if state.connects == 0 else "reconnecting"
 
 
 def short(node_id: bytes) -> int:

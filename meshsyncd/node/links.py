@@ -32,9 +32,11 @@ import protocol as P
 from ..config import Config, PeerConfig
 from ..engine import AsyncEngine
 from ..identity import node_id_text
+from ..ids import short_text
 from ..mesh.relay import Relay
 from .admission import AdmissionRefused, HandshakeGate
 from .endings import DuplicateSession, SessionClosed
+from .reasons import dial_reason, session_reason
 from .session import FrameHandler, Session
 from .transport import HandshakeRefused, TrustStore, dial_tls
 
@@ -54,6 +56,10 @@ class PeerState:
     config: PeerConfig
     state: str = "connecting"
     last_error: str = ""
+    reason: str = ""  # plain words for the peers table (reasons.py); "" while connected
+    last_seen: float = 0.0  # kept from the last session, so a table row survives its end
+    cursors: dict[str, int] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)
     connects: int = 0
     refused: int = 0
     backoff: float = BACKOFF_MIN
@@ -102,7 +108,7 @@ class Links:
 
     async def _dialer(self, state: PeerState) -> None:
         peer = state.config
-        plog = log.bind(peer=peer.text[:16], address=peer.address)
+        plog = log.bind(peer=short_text(peer.text), address=peer.address)
         with trio.CancelScope() as scope:
             state.scope = scope
             while True:
@@ -115,6 +121,7 @@ class Links:
                 except (OSError, HandshakeRefused, trio.TooSlowError) as exc:
                     state.state = "backoff"
                     state.last_error = str(exc) or type(exc).__name__
+                    state.reason = dial_reason(exc, peer.address)
                     delay = state.backoff * random.uniform(0.5, 1.5)
                     state.backoff = min(state.backoff * 2, BACKOFF_MAX)
                     plog.info("dial failed", error=state.last_error, retry_in=round(delay, 2))
@@ -173,7 +180,7 @@ class Links:
             extensions=self.extensions,
             capabilities=self.capabilities,
         )
-        plog = log.bind(peer=peer.text[:16], address=peer.address, inbound=not initiator)
+        plog = log.bind(peer=short_text(peer.text), address=peer.address, inbound=not initiator)
         try:
             await session.run()
         except SessionClosed as exc:
@@ -181,6 +188,7 @@ class Links:
             state = self.peers.get(peer.node_id)
             if state is not None:
                 state.last_error = exc.reason
+                state.reason = session_reason(exc, opened=session.peer_hello is not None)
         finally:
             if self.sessions.get(peer.node_id) is session:
                 del self.sessions[peer.node_id]
@@ -188,6 +196,7 @@ class Links:
                 state = self.peers.get(peer.node_id)
                 if state is not None:
                     state.state = "disconnected"
+                    remember(state, session)
                     state.ended.set()
             await _close_gracefully(stream)
         return session
@@ -215,8 +224,23 @@ class Links:
             state.state = "connected"
             state.connects += 1
             state.last_error = ""
-        log.info("peer connected", peer=node_id_text(pid)[:16], inbound=not session.initiator)
+            state.reason = ""
+        log.info(
+            "peer connected", peer=short_text(node_id_text(pid)), inbound=not session.initiator
+        )
         self.relay.session_opened(self.sessions, pid)
+
+
+def remember(state: PeerState, session: Session) -> None:
+    """Keep what the peers table shows of an ended session: last seen, cursors, lag."""
+    if session.stats.last_seen:
+        state.last_seen = session.stats.last_seen
+    if session.cursors:
+        state.cursors = {t.name.lower(): c for t, c in session.cursors.items()}
+        state.lag = {
+            t.name.lower(): max(0, session.remote_seq.get(t, c) - c)
+            for t, c in session.cursors.items()
+        }
 
 
 async def _close_gracefully(stream: trio.abc.Stream) -> None:

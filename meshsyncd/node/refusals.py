@@ -29,6 +29,8 @@ from typing import Any
 import structlog
 import trio
 
+from ..ids import SHORT_LEN
+
 __all__ = ["DETAILED", "REASONS", "SOURCES", "WINDOW", "RefusalLog"]
 
 WINDOW = 10.0
@@ -72,13 +74,21 @@ class RefusalLog:
         self._wake = trio.Event()
 
     def refused(
-        self, *, source: str, address: str, claimed: str | None, reason: str, noise: bool
+        self,
+        *,
+        source: str,
+        address: str,
+        claimed: str | None,
+        reason: str,
+        noise: bool,
+        details: dict[str, str] | None = None,
     ) -> None:
         """Note one refused connection; log it now if it is the first of its kind.
 
         ``source`` is what limits count (an address or IPv6 /64), ``address`` the client's
         ``host:port``, ``claimed`` the node id it named in SNI, ``noise`` whether it is
-        first-contact noise (info) rather than a warning.
+        first-contact noise (info) rather than a warning; ``details`` go on the line logged
+        singly (what the operator can do about it: ``reasons.py``).
         """
         if self._opened is None:
             self._opened = trio.current_time()
@@ -97,7 +107,13 @@ class RefusalLog:
             tally.shown += 1
             self.lines += 1
             emit = self._log.info if noise else self._log.warning
-            emit("connection refused", peer=(claimed or "?")[:16], address=address, reason=reason)
+            emit(
+                "connection refused",
+                peer=(claimed or "?")[:SHORT_LEN],
+                address=address,
+                reason=reason,
+                **(details or {}),
+            )
 
     def flush(self) -> None:
         """Close the window: one summary line per source with refusals not shown singly."""

@@ -39,6 +39,7 @@ from protocol import Tier
 from ..clock import ClockSkewError
 from ..engine import AsyncEngine, short_id
 from ..identity import node_id_text
+from ..ids import short_text
 from .endings import DuplicateSession, SessionClosed
 from .lanes import SessionLanes
 
@@ -163,7 +164,7 @@ class Session(SessionLanes):
         self.stats = PeerStats()
         self.peer_hello: P.Hello | None = None
         self.log: Any = structlog.get_logger("meshsyncd.session").bind(
-            peer=node_id_text(peer_id)[:16] if peer_id else "?"
+            peer=short_text(node_id_text(peer_id)) if peer_id else "?"
         )
         # Urgent lane: pushes (bounded, dropped when full) and small control frames.
         self._urgent: collections.deque[bytes] = collections.deque()
@@ -423,7 +424,7 @@ class Session(SessionLanes):
                 field="hello.node_id",
             )
         self.peer_hello = hello
-        self.log = self.log.bind(peer=node_id_text(hello.node_id)[:16])
+        self.log = self.log.bind(peer=short_text(node_id_text(hello.node_id)))
         self.stats.clock_offset_ms = (hello.timestamp_ns - time.time_ns()) / 1e6
         # A peer whose clock runs ahead would drag our HLC into the future with its first
         # batch; refuse it at HELLO with a reason naming it (ClockSkewError ends the session).

@@ -94,7 +94,7 @@ class FaultNode:
     @property
     def short(self) -> str:
         """The ``peer`` value the daemon's log uses for this node."""
-        return self.node_id[:16]
+        return self.node_id[:12]
 
     @property
     def origin(self) -> int:

@@ -6,7 +6,7 @@ changes. The attacker ``e`` is a configured, authenticated peer allowed to write
 WORKING tier (``--write-tiers working``); ``x`` has a real identity nobody configured. Every
 case then checks the same things: ``a`` is alive, its digests did not change, the honest peer
 ``b`` still syncs with it both ways, and ``a``'s JSON log named the offender (``peer``: the
-first 16 characters of its node id, or the claimed name for unauthenticated connections).
+first 12 characters of its node id, or the claimed name for unauthenticated connections).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ CASES = [
     Case(item_payload_bomb, "protocol error", _e, error_frame=True),
     Case(push_to_a_forbidden_tier, "push rejected: tier not writable by peer", _e),
     Case(episodic_items_in_a_working_batch, "protocol error", _e, error_frame=True),
-    Case(tls_without_client_certificate, "connection refused", lambda s: "anonymous-client"[:16]),
+    Case(tls_without_client_certificate, "connection refused", lambda s: "anonymous-client"[:12]),
     Case(unknown_certificate, "connection refused", lambda s: s.stranger.short),
     Case(plain_tcp_garbage, "connection refused", lambda s: "?"),
 ]

@@ -126,7 +126,7 @@ def test_malformed_frame_disconnects_only_that_peer(tmp_path: Path) -> None:
             cl.put("after", tier="episodic", key="k2", priority="urgent")
         wait_for(lambda: a.digests() == b.digests(), 30, "a and b to converge again")
         assert any(
-            e.get("event") == "protocol error" and e.get("peer") == evil.node_id[:16]
+            e.get("event") == "protocol error" and e.get("peer") == evil.node_id[:12]
             for e in a.logs()
         )
     finally:

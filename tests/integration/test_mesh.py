@@ -47,7 +47,7 @@ def test_unknown_certificate_is_refused_and_named(tmp_path: Path) -> None:
     try:
         wait_for(
             lambda: any(
-                e.get("event") == "connection refused" and e.get("peer") == stranger.node_id[:16]
+                e.get("event") == "connection refused" and e.get("peer") == stranger.node_id[:12]
                 for e in a.logs()
             ),
             20,
