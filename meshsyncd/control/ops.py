@@ -176,7 +176,8 @@ async def op_get(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, item_id = _tier(p), _target(p, allow_new=False)
     found: StoredItem | None = await daemon.engine.get(tier, item_id)
     if found is None or (found.deleted and not p.get("include_deleted")):
-        raise ControlError("not_found", f"no item {item_id.hex()} in tier {tier.name.lower()}")
+        what = f'key "{p["key"]}" (id {item_id.hex()})' if p.get("key") else f"id {item_id.hex()}"
+        raise ControlError("not_found", f"no item with {what} in tier {tier.name.lower()}")
     return _stored(found)
 
 
@@ -199,6 +200,8 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
     size = len(json.dumps(fields, separators=(",", ":")).encode())
     if size > MAX_PAYLOAD:
         raise ControlError("too_large", f"fields are {size} bytes; the limit is {MAX_PAYLOAD}")
+    if p.get("item_id") is not None or p.get("key") is not None:
+        _check_mergeable(await daemon.engine.get(tier, item_id), p)
     item = await daemon.engine.write_early(
         tier,
         item_id,
@@ -208,6 +211,32 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
         announce=daemon.on_local_write,
     )
     return _local_write(daemon, item, announced=True)
+
+
+def _check_mergeable(found: StoredItem | None, p: Params) -> None:
+    """Refuse to merge fields into a live value that is not a JSON object.
+
+    Why: merging ``{"a": 1}`` into plain text used to answer ok and replace the text,
+    which is what a put does, not what the caller asked for. Absent and deleted items
+    are fine (the merge creates the object). This guards local writes only; a merge
+    arriving from a peer is applied by the conflict order whatever it lands on.
+
+    Raises:
+        ControlError: ``not_mergeable``.
+    """
+    if found is None or found.deleted or found.value is None:
+        return
+    try:
+        current = json.loads(found.value)
+    except (ValueError, UnicodeDecodeError):
+        current = None
+    if not isinstance(current, dict):
+        name = f'key "{p["key"]}"' if p.get("key") else f"id {found.item_id.hex()}"
+        raise ControlError(
+            "not_mergeable",
+            f"item with {name} holds a value that is not a JSON object; merge adds fields "
+            "to an object: put a JSON object first, or put the whole new value",
+        )
 
 
 async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:

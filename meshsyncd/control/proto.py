@@ -36,7 +36,15 @@ MAX_LINE = 2 << 20
 """Longest request line the server reads (2 MiB, newline excluded)."""
 
 ERROR_CODES = frozenset(
-    {"bad_request", "not_found", "too_large", "unknown_tier", "unavailable", "internal"}
+    {
+        "bad_request",
+        "not_found",
+        "not_mergeable",
+        "too_large",
+        "unknown_tier",
+        "unavailable",
+        "internal",
+    }
 )
 
 _TIER_ALIASES = {"l1": Tier.WORKING, "l2": Tier.EPISODIC, "l3": Tier.SEMANTIC}

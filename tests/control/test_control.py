@@ -345,7 +345,7 @@ async def test_watch_receives_local_and_replicated_changes(tmp_path: Path) -> No
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.to_thread.run_sync, watcher)
             await wait_until(lambda: daemon.feed.statistics().subscribers >= 1)
-            await in_thread(path, lambda c: c.put("a", tier="working", key="k"))
+            await in_thread(path, lambda c: c.put('{"a": 1}', tier="working", key="k"))
             await in_thread(path, lambda c: c.put("skip", tier="semantic"))  # other tier
             await in_thread(path, lambda c: c.merge({"x": 1}, tier="working", key="k"))
             daemon.feed.publish(
