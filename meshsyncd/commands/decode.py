@@ -38,6 +38,8 @@ from protocol import (
 from protocol.constants import BATCH_MAGIC, BODY_ZSTD, ITEM_HEADER_SIZE, ITEM_VERSION
 from protocol.memshadow import is_memshadow
 
+from ..ids import origin_text
+
 __all__ = ["DecodeError", "decode", "decode_bytes", "detect_kind"]
 
 KINDS = ("auto", "item", "batch", "frame")
@@ -93,6 +95,8 @@ def _fields(parsed: Any, *, frame_name: str | None = None) -> dict[str, Any]:
 
 def _item(parsed: Any) -> dict[str, Any]:
     out = {"offset": parsed["_start"], **_fields(parsed)}
+    # the writer as the short node id that `meshsyncd id`, peers and conflicts show
+    out["origin_name"] = origin_text(parsed.origin)
     out["flags_names"] = _flag_names(parsed.flags, {PAYLOAD_ZSTD: "PAYLOAD_ZSTD"})
     value = parsed.payload
     if parsed.flags & PAYLOAD_ZSTD:
@@ -108,6 +112,9 @@ def _batch(parsed: Any, items: list[Any]) -> dict[str, Any]:
     out.pop("body")
     out.pop("items", None)
     out["flags_names"] = _flag_names(parsed.flags, {BODY_ZSTD: "BODY_ZSTD"})
+    for end in ("source", "target"):  # short node ids, shown like an item's origin
+        if isinstance(out.get(end), int):
+            out[f"{end}_name"] = origin_text(out[end])
     out["items"] = [_item(item) for item in items]
     return out
 
@@ -148,8 +155,23 @@ def _frames_chain(data: bytes) -> bool:
 
 
 def _frame_start(data: bytes) -> bool:
-    """A known type byte after a length prefix: report this frame's fault, whatever it is."""
-    return len(data) >= 5 and data[4] in FRAME_TYPES
+    """A known type byte after a plausible length prefix: report this frame's fault.
+
+    The length must be plausible too: a batch whose magic is damaged (``mSBT``) reads as
+    a length of 1.8 GB, and "frame.length: declares 1834173012 bytes" sent the operator
+    looking at the wrong format.
+    """
+    if len(data) < 5 or data[4] not in FRAME_TYPES:
+        return False
+    return 1 <= int.from_bytes(data[:4], "big") <= MAX_FRAME
+
+
+def _damaged_magic(data: bytes) -> bool:
+    """The first bytes are the batch magic with one or two bytes wrong."""
+    head = data[: len(BATCH_MAGIC)]
+    if len(head) != len(BATCH_MAGIC):
+        return False
+    return sum(a != b for a, b in zip(head, BATCH_MAGIC, strict=True)) <= 2
 
 
 def detect_kind(data: bytes) -> str:
@@ -166,6 +188,8 @@ def detect_kind(data: bytes) -> str:
         return "item"
     if _frame_start(data):
         return "frame"
+    if _damaged_magic(data):
+        return "batch"  # the batch parser names the magic, at offset 0
     raise DecodeError(
         "input at offset 0: not a meshsyncd batch (MSBT), frame stream or item"
         " (version 2 at offset 32), nor a MEMSHADOW batch; try --kind or --format"
