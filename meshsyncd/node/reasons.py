@@ -8,9 +8,11 @@ turns it into the ``reason`` an operator can act on:
 * ``connection refused at HOST:PORT`` (nothing listens there), ``cannot reach HOST:PORT: ...``
 * ``refused by peer: our id is not in its config``: TLS 1.3 lets a client finish its side
   of the handshake before the server judges the client's certificate, so a peer that does
-  not list us shows up as a TLS alert on the first read, before its HELLO. (It is also what
-  a peer that lists us says once, before it has learned our certificate; that resolves on
-  the next dial and the reason goes away.)
+  not list us shows up after the handshake, before its HELLO, as the connection breaking
+  (a TLS alert, or, as trio's server side closes without flushing the alert, a TLS EOF).
+  A peer that accepts us always speaks HELLO first. (It is also what a peer that lists us
+  does once, before it has learned our certificate; that resolves on the next dial and the
+  reason goes away.)
 * ``TLS: certificate does not match the configured id`` (someone else at that address)
 * ``clock skew 3.2 s`` (either side refused the other's timestamps)
 
@@ -30,11 +32,19 @@ WRONG_ID = "TLS: certificate does not match the configured id"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, its causes and contexts, and the members of any group among them."""
     seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if any(current is s for s in seen):
+            continue
         seen.append(current)
-        current = current.__cause__ or current.__context__
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        nxt = current.__cause__ or current.__context__
+        if nxt is not None:
+            todo.append(nxt)
     return seen
 
 
@@ -48,6 +58,11 @@ def _tls_alert(exc: BaseException) -> str | None:
     return None
 
 
+def _tls_cut(exc: BaseException) -> bool:
+    """The TLS connection broke under us: an alert, a TLS EOF or a reset."""
+    return any(isinstance(link, ssl.SSLError | ConnectionResetError) for link in _chain(exc))
+
+
 def _skew(text: str) -> str | None:
     match = _SKEW.search(text)
     if match is None:
@@ -59,10 +74,11 @@ def dial_reason(exc: BaseException, address: str) -> str:
     """Why dialling ``address`` failed, for the peers table."""
     from .transport import HandshakeRefused  # transport imports cryptography; keep it lazy
 
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused at {address}"
+    if any(isinstance(link, ConnectionRefusedError) for link in _chain(exc)):
+        return f"connection refused at {address}"  # trio wraps it: "all attempts ... failed"
     if isinstance(exc, OSError):
-        detail = exc.strerror or str(exc) or type(exc).__name__
+        named = [link.strerror for link in _chain(exc) if isinstance(link, OSError)]
+        detail = next((n for n in named if n), None) or str(exc) or type(exc).__name__
         return f"cannot reach {address}: {detail[:1].lower()}{detail[1:]}"
     if isinstance(exc, HandshakeRefused):
         text = str(exc)
@@ -82,7 +98,11 @@ def session_reason(exc: BaseException, *, opened: bool) -> str:
     skew = _skew(text)
     if skew is not None:
         return skew
-    if not opened and _tls_alert(exc) is not None:
+    if text.startswith("peer said bye") and "shutting down" in text:
+        return "the peer shut down"
+    if text.startswith("peer said bye") and "removed from config" in text:
+        return "refused by peer: it removed our id from its config"
+    if not opened and _tls_cut(exc):
         return NOT_LISTED
     return text
 
