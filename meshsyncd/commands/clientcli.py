@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
-from ..client import Client, ClientError, Unreachable
+from ..client import Client, ClientError, DaemonNotRunning, Unreachable
 from ..control.proto import ControlError, parse_item_id, parse_priority, parse_tier
 from ..ids import origin_text
 from .output import (
@@ -137,16 +137,37 @@ def node_options(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(socket_path: Path | None, config_path: Path | None, out: Output, **kw: Any) -> None:
         try:
-            with Client(resolve_socket(socket_path, config_path)) as client:
+            path = resolve_socket(socket_path, config_path)
+            with Client(path) as client:
                 fn(client, out, **kw)
         except Fail as exc:
             die(str(exc), exc.status)
+        except DaemonNotRunning as exc:
+            die(exc.message + service_hint(path), client_status(exc))
         except ClientError as exc:
             die(exc.message, client_status(exc))
         except ControlError as exc:
             die(exc.message, EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
+
+
+SERVICE_SOCKET = Path("/run/meshsyncd/control.sock")
+"""Where the shipped systemd unit's daemon has its socket (``RuntimeDirectory=meshsyncd``)."""
+
+
+def service_hint(tried: Path) -> str:
+    """A pointer to the systemd service's socket when that one exists and was not tried.
+
+    Why: in a login shell ``$RUNTIME_DIRECTORY`` is unset, so a config with a relative
+    ``control_socket`` points at the node directory while the service listens in /run.
+    """
+    if tried != SERVICE_SOCKET and SERVICE_SOCKET.exists():
+        return (
+            f" (a meshsyncd service listens on {SERVICE_SOCKET}: pass --socket "
+            f"{SERVICE_SOCKET}, or set control_socket to it in the config)"
+        )
+    return ""
 
 
 def resolve_socket(socket_path: Path | None, config_path: Path | None) -> Path:

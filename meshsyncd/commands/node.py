@@ -157,8 +157,16 @@ _config_option = click.option(
     metavar="HOST:PORT",
     help="Address the daemon accepts peers on.",
 )
+@click.option(
+    "--control-socket",
+    default="control.sock",
+    show_default=True,
+    metavar="PATH",
+    help="The config's control_socket. Under systemd give /run/meshsyncd/control.sock, so "
+    "that commands reading the config find the service's socket without --socket.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"node_id": ..., "config": ...}.')
-def init(directory: Path, listen: str, as_json: bool) -> None:
+def init(directory: Path, listen: str, control_socket: str, as_json: bool) -> None:
     """Create a node: Ed25519 key and certificate, meshsyncd.toml and an empty store.
 
     Prints the new node id; give it to the peers that should trust this node. Refuses a
@@ -166,7 +174,8 @@ def init(directory: Path, listen: str, as_json: bool) -> None:
 
     \b
     Examples:
-      meshsyncd init --dir /var/lib/meshsyncd --listen 0.0.0.0:7700
+      meshsyncd init --dir /etc/meshsyncd --listen 0.0.0.0:7700 \\
+          --control-socket /run/meshsyncd/control.sock
       NODE=$(meshsyncd init --dir ./node-a --listen 127.0.0.1:7701)
       meshsyncd init --dir ./node-b --listen [::1]:7702 --json
     """
@@ -174,6 +183,8 @@ def init(directory: Path, listen: str, as_json: bool) -> None:
         parse_address(listen, "--listen", allow_port_zero=True)
     except ConfigError as exc:
         raise BadArgument(str(exc)) from None
+    if not control_socket.strip():
+        raise BadArgument("--control-socket: give a path (default control.sock)")
     for name in (KEY_FILE, CERT_FILE, CONFIG_FILE, "store.db"):
         if (directory / name).exists():
             raise NodeError(f"{directory} already holds a node ({name}); refusing to overwrite")
@@ -183,7 +194,7 @@ def init(directory: Path, listen: str, as_json: bool) -> None:
             directory.chmod(0o700)  # the umask may have narrowed it; never leave it wider
         identity = create_identity(directory)
         config_path = directory / CONFIG_FILE
-        write_new_config(config_path, listen=listen)
+        write_new_config(config_path, listen=listen, control_socket=control_socket)
         config = load_config(config_path)
         config.store_path.parent.mkdir(parents=True, exist_ok=True)
         Store.open(config.store_path).close()

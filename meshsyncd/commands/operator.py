@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from ..client import Client, ClientError
+from ..client import Client, ClientError, DaemonNotRunning
 from ..ids import IdPrefixError, origin_text, resolve_prefix, short_text
 from . import node
 from .clientcli import (
@@ -34,6 +34,7 @@ from .clientcli import (
     pairs,
     print_table,
     resolve_socket,
+    service_hint,
     tier_arg,
     when,
 )
@@ -432,6 +433,8 @@ def _show_peers(config_path: Path | None, socket_path: Path | None, form: str) -
             show_peers(client, Output(form))
     except Fail as exc:
         die(str(exc), exc.status)
+    except DaemonNotRunning as exc:
+        die(exc.message + service_hint(path), client_status(exc))
     except ClientError as exc:
         die(exc.message, client_status(exc))
 

@@ -175,15 +175,19 @@ def load_config(path: Path | None = None) -> Config:
     return _parse(_read_text(path), path)
 
 
-def write_new_config(path: Path, *, listen: str) -> None:
+def write_new_config(path: Path, *, listen: str, control_socket: str = "control.sock") -> None:
     """Write a fresh, fully commented config listening on ``listen``; never overwrites.
 
+    ``control_socket`` as an absolute path (``/run/meshsyncd/control.sock``) lets every CLI
+    command that reads the config find the socket of a systemd service without flags.
+
     Raises:
-        ConfigError: ``listen`` is bad, the file exists, or it cannot be written.
+        ConfigError: ``listen`` or ``control_socket`` is bad, the file exists, or it cannot
+            be written.
     """
     path = Path(path)
     parse_address(listen, "listen", allow_port_zero=True)
-    text = config_text.new_config(listen)
+    text = config_text.new_config(listen, control_socket)
     _parse(text, path)
     _write(path, text, exclusive=True)
 

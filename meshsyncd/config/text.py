@@ -30,7 +30,7 @@ _TEMPLATE = """\
 
 listen = {listen}                  # host:port peers dial
 store = "store.db"                 # SQLite store ($STATE_DIRECTORY when set)
-control_socket = "control.sock"    # local API socket ($RUNTIME_DIRECTORY when set)
+control_socket = {control_socket}    # local API socket ($RUNTIME_DIRECTORY when set)
 sync_interval = "30s"              # periodic pull from every peer
 max_clock_skew = "500ms"           # refuse items stamped further ahead of our clock
 durability = "full"                # "full": survives power loss; "normal": survives kill -9
@@ -73,9 +73,9 @@ def toml_str(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def new_config(listen: str) -> str:
+def new_config(listen: str, control_socket: str = "control.sock") -> str:
     """The commented template for a new node, listening on ``listen``."""
-    return _TEMPLATE.format(listen=toml_str(listen))
+    return _TEMPLATE.format(listen=toml_str(listen), control_socket=toml_str(control_socket))
 
 
 def peer_table(node_id: str, address: str, tiers: Iterable[str], write_tiers: Iterable[str]) -> str:
