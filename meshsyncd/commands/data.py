@@ -249,7 +249,7 @@ LIST_COLUMNS = [
     Column("timestamp", wide_only=True),
     Column("origin"),
     Column("size", right=True),
-    Column("value", shrink=True),
+    Column("value", shrink=1),
 ]
 
 

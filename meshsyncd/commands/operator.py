@@ -371,7 +371,7 @@ def _cursor_lag(row: dict[str, Any]) -> str:
 
 PEER_COLUMNS = [
     Column("peer"),
-    Column("address"),
+    Column("address", shrink=1, floor=15),
     Column("state"),
     Column("last seen"),
     Column("rtt", wide_only=True, right=True),
@@ -381,7 +381,7 @@ PEER_COLUMNS = [
     Column("items in/out", wide_only=True),
     Column("dropped", wide_only=True, right=True),
     Column("rejected", wide_only=True, right=True),
-    Column("reason", shrink=True),
+    Column("reason", shrink=2, floor=20),
 ]
 
 

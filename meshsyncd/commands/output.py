@@ -72,12 +72,18 @@ class Output:
 
 @dataclass(frozen=True)
 class Column:
-    """A table column. ``shrink``: may be cut to fit; ``wide_only``: only in ``-o wide``."""
+    """A table column. ``wide_only``: only in ``-o wide``.
+
+    ``shrink``: 0 never cut; otherwise the column may be cut to fit, down to ``floor``
+    characters, columns of a lower ``shrink`` first (a long host name gives way before
+    the reason a peer is down does).
+    """
 
     header: str
-    shrink: bool = False
+    shrink: int = 0
     wide_only: bool = False
     right: bool = False
+    floor: int = 6
 
 
 def output_options(fn: F) -> F:
@@ -125,17 +131,18 @@ def render_table(
     body = [[_cell(r[i]) for i in keep] for r in rows]
     widths = [max([len(h)] + [len(r[j]) for r in body]) for j, h in enumerate(heads)]
     if not wide:
-        shrinkable = [j for j, i in enumerate(keep) if columns[i].shrink]
         total = sum(widths) + 2 * (len(widths) - 1)
-        while total > max_width and shrinkable:
-            j = max(shrinkable, key=lambda k: widths[k])
-            floor = max(len(heads[j]), 6)
-            if widths[j] <= floor:
-                shrinkable.remove(j)
-                continue
-            cut = min(total - max_width, widths[j] - floor)
-            widths[j] -= cut
-            total -= cut
+        for level in sorted({columns[i].shrink for i in keep} - {0}):
+            shrinkable = [j for j, i in enumerate(keep) if columns[i].shrink == level]
+            while total > max_width and shrinkable:
+                j = max(shrinkable, key=lambda k: widths[k])
+                floor = max(len(heads[j]), columns[keep[j]].floor)
+                if widths[j] <= floor:
+                    shrinkable.remove(j)
+                    continue
+                cut = min(total - max_width, widths[j] - floor, 1 + (widths[j] - floor) // 2)
+                widths[j] -= cut
+                total -= cut
     lines = []
     for row in [heads, *body]:
         cells = []
