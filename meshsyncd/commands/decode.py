@@ -304,7 +304,10 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-@click.command()
+@click.command(
+    epilog="Exit status: 0 ok; 2 the input is malformed or cannot be read (as a usage error: "
+    "the same statuses as every command, and decode never needs a daemon)."
+)
 @click.argument("source", default="-", metavar="[FILE|-]")
 @click.option("--hex", "as_hex", is_flag=True, help="Input is hex text (whitespace ignored).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
