@@ -135,11 +135,13 @@ def node_options(fn: F) -> F:
     @socket_options
     @output_options
     @functools.wraps(fn)
-    def wrapper(socket_path: Path | None, config_path: Path | None, out: Output, **kw: Any) -> None:
+    def wrapper(
+        socket_path: Path | None, config_path: Path | None, output: Output, **kw: Any
+    ) -> None:
         try:
             path = resolve_socket(socket_path, config_path)
             with Client(path) as client:
-                fn(client, out, **kw)
+                fn(client, output, **kw)
         except Fail as exc:
             die(str(exc), exc.status)
         except DaemonNotRunning as exc:

@@ -27,7 +27,16 @@ from protocol import Op, Priority, ProtocolError, Tier
 from protocol import memshadow as MS
 
 from ..client import Client
-from .clientcli import Fail, OneLineCommand, emit_json, node_options, print_table, tier_arg
+from .clientcli import (
+    Column,
+    Fail,
+    OneLineCommand,
+    Output,
+    emit_json,
+    node_options,
+    print_table,
+    tier_arg,
+)
 
 __all__ = ["export", "import_command", "plan_import"]
 
@@ -145,7 +154,7 @@ def _read_batches(files: tuple[Path, ...]) -> list[tuple[Path, MS.MemshadowBatch
 @click.option("--dry-run", is_flag=True, help="Check and count, write nothing.")
 @node_options
 def import_command(
-    client: Client, as_json: bool, files: tuple[Path, ...], fmt: str, dry_run: bool
+    client: Client, output: Output, files: tuple[Path, ...], fmt: str, dry_run: bool
 ) -> None:
     """Write the items of MEMSHADOW v2 batch files into this node, timestamps kept.
 
@@ -193,20 +202,21 @@ def import_command(
         "counts": {op: dict(c) for op, c in sorted(counts.items())},
         "refused": refused,
     }
-    _print_import(report, as_json)
+    _print_import(report, output)
     if refused:
         raise Fail(f"{len(refused)} item(s) refused", 1)
 
 
-def _print_import(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
+def _print_import(report: dict[str, Any], output: Output) -> None:
+    if output.json:
         emit_json(report)
         return
     shown = [o for o in OUTCOMES if any(o in c for c in report["counts"].values())]
     rows = [[op, *(c.get(o, 0) for o in shown)] for op, c in report["counts"].items()]
     click.echo(f"{'dry run: ' if report['dry_run'] else ''}{report['files']} file(s)")
     if rows:
-        print_table(["op", *shown], rows)
+        columns = [Column("op"), *(Column(o, right=True) for o in shown)]
+        print_table(columns, rows, wide=output.wide)
     for entry in report["refused"]:
         click.echo(f"refused: {entry['where']}: {entry['reason']}")
 
@@ -227,7 +237,7 @@ def _print_import(report: dict[str, Any], as_json: bool) -> None:
     help="Directory for the batch files.",
 )
 @node_options
-def export(client: Client, as_json: bool, fmt: str, tier: str, since: int, out: Path) -> None:
+def export(client: Client, output: Output, fmt: str, tier: str, since: int, out: Path) -> None:
     """Write a tier's changes after local sequence SEQ as MEMSHADOW v2 batch files.
 
     Each file is one MEMORY_SYNC batch of at most 255 items that MEMSHADOW's
@@ -285,7 +295,7 @@ def export(client: Client, as_json: bool, fmt: str, tier: str, since: int, out: 
         "items": written,
         "skipped": skipped,
     }
-    if as_json:
+    if output.json:
         emit_json(report)
     else:
         click.echo(f"{report['items']} item(s) in {len(files)} file(s); next --since {after}")

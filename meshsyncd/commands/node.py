@@ -253,7 +253,9 @@ def id_command(config: Path | None, as_json: bool) -> None:
 )
 @output_options
 @click.pass_context
-def peers(ctx: click.Context, config: Path | None, socket_path: Path | None, out: Output) -> None:
+def peers(
+    ctx: click.Context, config: Path | None, socket_path: Path | None, output: Output
+) -> None:
     """Show the peers table (needs the running daemon), or add and remove peers.
 
     The table fits 100 columns: each peer by the short form of its node id, its state,
@@ -268,7 +270,7 @@ def peers(ctx: click.Context, config: Path | None, socket_path: Path | None, out
       meshsyncd peers remove 6xzi
     """
     if ctx.invoked_subcommand is None:
-        show_peers_hook(config, socket_path, out.form)
+        show_peers_hook(config, socket_path, output.form)
 
 
 @peers.command("add")

@@ -87,7 +87,10 @@ class Column:
 
 
 def output_options(fn: F) -> F:
-    """``-o table|wide|json`` and ``--json`` (alias of ``-o json``); passes ``out: Output``."""
+    """``-o table|wide|json`` and ``--json`` (alias of ``-o json``); passes ``output: Output``.
+
+    (``output``, not ``out``: ``export`` has an ``--out`` directory.)
+    """
 
     @click.option(
         "-o",
@@ -101,7 +104,7 @@ def output_options(fn: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Same as -o json.")
     @functools.wraps(fn)
     def wrapper(output_form: str, as_json: bool, **kw: Any) -> Any:
-        return fn(out=Output("json" if as_json else output_form), **kw)
+        return fn(output=Output("json" if as_json else output_form), **kw)
 
     return wrapper  # type: ignore[return-value]
 
