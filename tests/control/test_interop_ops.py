@@ -74,7 +74,7 @@ def test_bad_versions_are_refused_one_by_one(client: Client) -> None:
 
 
 def test_changes_pages_in_sequence_order(client: Client) -> None:
-    ids = [client.put(f"v{i}", tier="semantic")["item_id"] for i in range(5)]
+    ids = [client.put(f'{{"v": {i}}}', tier="semantic")["item_id"] for i in range(5)]
     client.merge({"k": 1}, item_id=ids[0], tier="semantic")
     seen, after, pages = [], 0, 0
     while True:

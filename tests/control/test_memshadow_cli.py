@@ -192,7 +192,8 @@ def test_origin_of_a_node_is_refused(node: BackgroundNode) -> None:
 
 def test_export_is_read_by_the_reference_rules(node: BackgroundNode, tmp_path: Path) -> None:
     with Client(node.path) as client:
-        ids = [client.put(f"value {i}", tier="episodic")["item_id"] for i in range(300)]
+        values = ['{"v": 0}'] + [f"value {i}" for i in range(1, 300)]  # merge needs an object
+        ids = [client.put(v, tier="episodic")["item_id"] for v in values]
         client.merge({"a": 1}, item_id=ids[0], tier="episodic")
         client.delete(item_id=ids[1], tier="episodic")
         client.put("x" * 70_000, tier="episodic")  # too big for a u16 payload_len
