@@ -88,10 +88,22 @@ def test_node_an_hour_ahead_is_refused_and_named(fleet: Fleet) -> None:
         assert row is not None and row["state"] != "connected", row
         with n.client() as cl, pytest.raises(ClientError, match="no item"):
             cl.get(tier="episodic", key="future")
+    # both sides say why in the peers table's plain words (issue 12)
+    for n in (a, b):
+        wait_for(
+            lambda n=n: str((n.peer_row(skewed) or {}).get("reason")).startswith("clock skew 36"),
+            20,
+            f"{n.name}'s peers table to say clock skew",
+        )
     # d is told why: its peers table shows the refusal for both
     for n in (a, b):
         row = skewed.peer_row(n)
         assert row is not None and row["state"] != "connected", row
+        wait_for(
+            lambda n=n: str((skewed.peer_row(n) or {}).get("reason")).startswith("clock skew"),
+            20,
+            f"d's peers table to say clock skew with {n.name}",
+        )
     assert any(
         "peer error 3" in str(e.get("reason", "")) or "clock" in str(e.get("reason", ""))
         for e in skewed.log_events("session closed")

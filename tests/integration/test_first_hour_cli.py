@@ -72,6 +72,21 @@ def test_a_one_sided_peer_is_explained_on_both_sides(nodes: list[Node], tmp_path
     assert row(x, y)["reason"] == ""
 
 
+def test_another_node_at_the_address_is_named_a_certificate_mismatch(
+    nodes: list[Node], tmp_path: Path
+) -> None:
+    x, y, z = Node(tmp_path, "x"), Node(tmp_path, "y"), Node(tmp_path, "z")
+    nodes += [x, y, z]
+    cli("peers", "add", z.node_id, f"127.0.0.1:{y.port}", "--config", str(x.config))
+    x.start()
+    y.start()  # y answers where x expects z
+    wait_for(
+        lambda: row(x, z)["reason"].startswith("TLS: certificate does not match the configured id"),
+        30,
+        "x to say the certificate at the address is not z's",
+    )
+
+
 def test_first_contact_refusals_are_not_warnings(nodes: list[Node], tmp_path: Path) -> None:
     pair = mesh(tmp_path, ["p", "q"])
     nodes += pair
