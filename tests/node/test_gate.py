@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from meshsyncd.config import HandshakeLimits
 from meshsyncd.identity import create_identity
+from meshsyncd.ids import SHORT_LEN
 from meshsyncd.node import transport
 from meshsyncd.node.admission import HandshakeGate
 from meshsyncd.node.transport import HandshakeRefused, TrustStore, dial_tls
@@ -94,7 +95,7 @@ async def test_refusals_are_classified_and_a_peer_becomes_known(tmp_path: Path) 
     assert [(e["peer"], e["log_level"]) for e in refused] == [
         ("?", "info"),
         ("silent", "info"),
-        (client.identity.text[:16], "info"),
+        (client.identity.text[:SHORT_LEN], "info"),
     ]
 
 
