@@ -23,6 +23,10 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     (systemd ``RuntimeDirectory=``), else to ``node_dir``. At most 107 bytes (a Unix limit).
 ``sync_interval = "30s"``
     How often each peer is pulled (LOW and BACKGROUND writes travel this way). Above zero.
+``verify_interval = "1h"``
+    How often the store's digests are checked against its rows (also once at start); a
+    mismatch is fixed, logged and counted, and repair then fetches what is missing. Above
+    zero.
 ``max_clock_skew = "500ms"``
     Items stamped further ahead of our wall clock are refused and counted. Above zero.
 ``durability = "full"``
@@ -117,6 +121,7 @@ _TOP_KEYS = {
     "store": "store.db",
     "control_socket": "control.sock",
     "sync_interval": "30s",
+    "verify_interval": "1h",
     "max_clock_skew": "500ms",
     "durability": "full",
     "log_format": "auto",
@@ -142,6 +147,7 @@ class Config:
     store_path: Path
     control_socket: Path
     sync_interval: float
+    verify_interval: float
     max_clock_skew_ns: int
     durability: str
     log_format: str
@@ -314,7 +320,12 @@ def _build(data: dict[str, Any], path: Path) -> Config:
     listen_host, listen_port = parse_address(top["listen"], "listen", allow_port_zero=True)
     sync_interval = parse_duration(top["sync_interval"], "sync_interval")
     skew = parse_duration(top["max_clock_skew"], "max_clock_skew")
-    for key, value in (("sync_interval", sync_interval), ("max_clock_skew", skew)):
+    verify = parse_duration(top["verify_interval"], "verify_interval")
+    for key, value in (
+        ("sync_interval", sync_interval),
+        ("verify_interval", verify),
+        ("max_clock_skew", skew),
+    ):
         if value <= 0:
             raise ConfigError(f'must be above zero, got "{top[key]}"', key=key)
 
@@ -352,6 +363,7 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         store_path=store_path,
         control_socket=control_socket,
         sync_interval=sync_interval,
+        verify_interval=verify,
         max_clock_skew_ns=_ns(skew),
         durability=_choice(top["durability"], "durability", ("full", "normal")),
         log_format=_choice(top["log_format"], "log_format", ("auto", "json", "console")),

@@ -65,6 +65,11 @@ class DaemonView(Protocol):
 
     def on_local_write(self, item: Item) -> None: ...
 
+    @property
+    def repair(self) -> Any: ...  # repair counters: ``repair.status()`` (mesh/repair.py)
+
+    async def check_mesh(self) -> dict[str, Any]: ...
+
     # The timeout is part of the request (the daemon reports which peers missed it).
     async def sync_now(
         self,
@@ -299,6 +304,7 @@ async def op_status(daemon: DaemonView, p: Params) -> dict[str, Any]:
         "uptime": round(max(0.0, time.time() - daemon.started_at), 3),
         "tiers": tiers,
         "feed": _asdict(daemon.feed.statistics()),
+        "repair": daemon.repair.status(),
     }
 
 
@@ -405,7 +411,13 @@ async def op_sync_progress(daemon: DaemonView, p: Params) -> dict[str, Any]:
     return dict(daemon.sync_progress())
 
 
+async def op_check(daemon: DaemonView, p: Params) -> dict[str, Any]:
+    """Per tier: this node's digest, each connected peer's, and which differ."""
+    return await daemon.check_mesh()
+
+
 HANDLERS: dict[str, Handler] = {
+    "check": op_check,
     "put": op_put,
     "get": op_get,
     "delete": op_delete,

@@ -42,6 +42,7 @@ from ..identity import Identity, node_id_text
 from ..ids import short_text
 from ..mesh.barrier import Barriers
 from ..mesh.relay import Relay, RelayStats
+from ..mesh.repair import Repair
 from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
 from .admission import HandshakeGate
@@ -99,6 +100,12 @@ class Daemon(Links):
             count=self.metrics.observe_refusal,
             is_peer=lambda pid: pid in self.trust.allowed,
         )
+        # repair (mesh/repair.py): self-check, digest announcements, range reconciliation
+        self.repair = Repair(
+            verify_interval=config.verify_interval, announce_every=config.sync_interval
+        )
+        self.extensions.update(self.repair.handlers())
+        self.capabilities |= P.Capability.REPAIR
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -147,6 +154,7 @@ class Daemon(Links):
                 nursery.start_soon(self.relay.run_announcer, self._announce)
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self.gate.run)
+                nursery.start_soon(self.repair.run, self.engine, self.sessions.values)
                 if cfg.metrics_listen:
                     host, port = parse_address(cfg.metrics_listen, "metrics.listen")
                     where = f"cannot listen on {cfg.metrics_listen} (metrics endpoint)"
@@ -425,7 +433,13 @@ class Daemon(Links):
             "handshakes_in_progress": self.gate.admission.in_progress,
             "tiers": await self.engine.run(tier_counts, self.engine.engine.store),
             "peers": self.peers_table(),
+            "repair": self.repair.status(),
         }
+
+    async def check_mesh(self) -> dict[str, Any]:
+        """Per-tier digests here and at every connected peer (``meshsyncd check``)."""
+        sessions = list(self.sessions.values())
+        return await self.repair.check(self.engine, sessions, list(self.peers), self.node_id)
 
 
 def _waiting(state: PeerState) -> str:

@@ -230,6 +230,34 @@ class SessionLanes:
             ack = P.Ack(request_id=request_id, tier=tier, seq=last)
             self._queue_urgent(self._frame(ack))
 
+    async def replicate(self, tier: Tier, item_id: bytes) -> int:
+        """Fetch the peer's current version of one item and apply it like a push.
+
+        Repair's way to fetch what differs (SPEC.md 4.2): REPLICATE is answered by one BATCH
+        covering ``(0, 0]``, applied without a cursor. Returns the versions that changed our
+        state.
+
+        Raises:
+            BadFieldError: the answer is not that one item of that tier.
+        """
+        request_id = next(self._request_ids)
+        send, recv = trio.open_memory_channel[P.BatchFrame](1)
+        self._waiting[request_id] = send
+        try:
+            ask = P.Replicate(request_id=request_id, tier=tier, item_id=item_id)
+            self._queue_urgent(self._frame(ask))
+            frame = await recv.receive()
+        finally:
+            self._waiting.pop(request_id, None)
+        batch = await _decode(frame)
+        if frame.more or frame.tier != tier or any(i.item_id != item_id for i in batch.items):
+            raise P.BadFieldError("not the answer to a one-item REPLICATE", field="batch_frame")
+        if not batch.items:
+            return 0
+        result = await self.engine.apply_sync_batch(batch, peer=self.peer_short)
+        self._count_in(batch, result)
+        return int(result[0])
+
     def _count_in(self, batch: P.Batch, result: Any, changed: list[P.Item] | None = None) -> None:
         """Count a batch in; if it changed our state, tell the daemon (feed and relay).
 

@@ -439,7 +439,14 @@ class Session(SessionLanes):
             nursery.start_soon(self._guarded, functools.partial(self._puller, tier))
         nursery.start_soon(self._guarded, self._pinger)
 
+    def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run a mesh module's task until the session ends; its protocol errors end it."""
+        self._nursery.start_soon(self._guarded, task)
+
     async def _on_digest(self, digest: P.Digest) -> None:
+        hook = self.extensions.get(P.Digest)  # repair's detection goes first (mesh/repair.py)
+        if hook is not None:
+            await hook(self, digest)
         if digest.tier not in self.accept_tiers:
             return
         store = self.engine.engine.store

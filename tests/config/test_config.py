@@ -61,6 +61,7 @@ def test_empty_file_gives_documented_defaults(tmp_path: Path) -> None:
         store_path=tmp_path / "store.db",
         control_socket=tmp_path / "control.sock",
         sync_interval=30.0,
+        verify_interval=3600.0,
         max_clock_skew_ns=500_000_000,
         durability="full",
         log_format="auto",

@@ -22,6 +22,7 @@ import trio
 
 from meshsyncd.control.server import ChangeFeed, ControlServer
 from meshsyncd.engine import AsyncEngine, Engine
+from meshsyncd.mesh.repair import Repair
 from meshsyncd.store import Store
 from protocol import Item
 
@@ -40,6 +41,10 @@ class FakeDaemon:
         self.pushed: list[Item] = []
         self.sync_calls: list[tuple[list[bytes] | None, float]] = []
         self.unreachable: set[bytes] = set()
+        self.repair = Repair(verify_interval=3600.0, announce_every=30.0)
+
+    async def check_mesh(self) -> dict[str, Any]:
+        return await self.repair.check(self.engine, [], [], self.node_id)
 
     def peers_table(self) -> list[dict[str, Any]]:
         from meshsyncd.control.proto import node_id_text
