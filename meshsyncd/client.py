@@ -315,6 +315,10 @@ class Client:
     def status(self) -> dict[str, Any]:
         return self.request("status")
 
+    def check(self) -> dict[str, Any]:
+        """Per tier: this node's digest, each connected peer's, and which nodes differ."""
+        return self.request("check")
+
     def peers(self) -> builtins.list[dict[str, Any]]:
         rows = self.request("peers").get("peers", [])
         return rows if isinstance(rows, builtins.list) else []

@@ -60,7 +60,8 @@ Snapshot = Mapping[str, Any]
 
     {"node": "6xziurmg...", "version": "0.1.0", "reloads": 2, "refused_unknown": 0,
      "handshakes_in_progress": 0, "tiers": {"working": {"items": 10, "seq": 42}, ...},
-     "peers": [<rows of Daemon.peers_table()>]}
+     "peers": [<rows of Daemon.peers_table()>],
+     "repair": {"repairs": 1, "items_repaired": 3, "cursor_rewinds": 0, "digest_fixes": 2}}
 """
 
 APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -336,8 +337,32 @@ class _StateCollector(Collector):
         )
         handshakes.add_metric([], float(snap.get("handshakes_in_progress", 0)))
         yield handshakes
+        yield from _repair_metrics(snap.get("repair", {}))
         yield from _tier_metrics(snap.get("tiers", {}))
         yield from _peer_metrics(snap.get("peers", []))
+
+
+_REPAIR: tuple[tuple[str, str, str], ...] = (
+    ("repairs", "meshsyncd_repairs", "Reconciliations that found differing items (repairs)."),
+    ("items_repaired", "meshsyncd_repair_items", "Versions fetched by repair that changed here."),
+    (
+        "cursor_rewinds",
+        "meshsyncd_repair_cursor_rewinds",
+        "Peers found restored from an older copy of their store (our cursor went back).",
+    ),
+    (
+        "digest_fixes",
+        "meshsyncd_repair_digest_fixes",
+        "Bucket digests the self-check found not matching the rows (and fixed).",
+    ),
+)
+
+
+def _repair_metrics(repair: Mapping[str, Any]) -> Iterator[Metric]:
+    for key, name, text in _REPAIR:
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], float(repair.get(key, 0)))
+        yield counter
 
 
 def _tier_metrics(tiers: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:

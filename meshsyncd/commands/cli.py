@@ -64,6 +64,7 @@ class _UnknownCommand(click.UsageError):
 
 _COMMANDS = {
     "bench": "meshsyncd.bench.commands:bench",
+    "check": "meshsyncd.commands.check:check",
     "conflicts": "meshsyncd.commands.operator:conflicts",
     "decode": "meshsyncd.commands.decode:decode",
     "delete": "meshsyncd.commands.data:delete",

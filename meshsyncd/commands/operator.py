@@ -85,6 +85,18 @@ def status(client: Client, out: Output) -> None:
     )
     click.echo()
     print_table(STATUS_COLUMNS, status_rows(result, out), wide=out.wide)
+    repair = result.get("repair")
+    if repair:
+        click.echo()
+        pairs(
+            [
+                ("repairs", repair.get("repairs")),
+                ("items repaired", repair.get("items_repaired")),
+                ("cursor rewinds", repair.get("cursor_rewinds")),
+                ("digest fixes", repair.get("digest_fixes")),
+                ("last self-check", when(int((repair.get("last_verify") or 0) * 1e9))),
+            ]
+        )
 
 
 STATUS_COLUMNS = [
