@@ -14,7 +14,8 @@ HELLO, and runs :meth:`Repair.run`, which does two things:
   logged and counted, and every peer is told our new digests: that is what makes a row
   deleted behind the daemon's back visible to the peers' comparison, and so repaired.
 * Announcements. A session that opens is told our digest of every tier it receives; after
-  that, each ``announce_every`` seconds, only what changed. The peer answers with its own
+  that, each ``announce_every`` seconds, what changed (and every ``FORCE_EVERY`` rounds
+  everything). The peer answers with its own
   when that changed (``RepairLink.on_digest``), which is how detection sees both sides.
 
 ``meshsyncd check`` (:meth:`Repair.check`) tells every connected peer our digests (forced),
@@ -47,6 +48,7 @@ __all__ = ["Repair", "RepairStats"]
 
 NEW_SESSION_POLL = 0.25  # how soon a new session is told our digests
 CHECK_SETTLE = 0.2  # extra wait for answers, beyond two round trips
+FORCE_EVERY = 10  # every this many announcement rounds, unchanged digests are told too
 
 log: Any = structlog.get_logger("meshsyncd.repair")
 
@@ -93,17 +95,22 @@ class Repair:
 
     async def _announce_loop(self, sessions: Callable[[], Iterable[SessionLike]]) -> None:
         last = time.monotonic()
+        rounds = 0
         while True:
             await trio.sleep(NEW_SESSION_POLL)
             due = time.monotonic() - last >= self.announce_every
             if due:
                 last = time.monotonic()
+                rounds += 1
+            # Now and then unchanged digests are told again: a divergence that appeared
+            # while neither side changed (a rewound cursor caught up) is judged anew.
+            again = due and rounds % FORCE_EVERY == 0
             for session in list(sessions()):
                 if not session.peer_speaks(P.Capability.REPAIR):
                     continue
                 link = self.link(session)
                 if not link.told or due:
-                    await link.announce(force=not link.told)
+                    await link.announce(force=not link.told or again)
 
     async def _verify_loop(
         self, engine: AsyncEngine, sessions: Callable[[], Iterable[SessionLike]]

@@ -64,6 +64,7 @@ __all__ = ["QUIET", "RepairLink", "RepairStats", "SessionLike", "Verdict", "judg
 QUIET = 0.5  # seconds without change before a suspected divergence is acted on
 MIN_GAP = 5.0  # seconds between two reconciliations of one tier with one peer
 FETCH_WINDOW = 16  # REPLICATEs in flight per reconciliation
+CONFIRM_TRIES = 20  # quiet periods to wait for the pulls to catch up before judging
 
 
 class SessionLike(Protocol):
@@ -213,32 +214,57 @@ class RepairLink:
                 cursor=cursor,
             )
             s.poke()
-        elif (
-            verdict == Verdict.DIVERGED
+        if (
+            verdict != Verdict.FINE
             and self.shared(tier)
             and s.peer_speaks(P.Capability.REPAIR)
             and tier not in self._confirming
         ):
+            # A restored peer may have written before it told us its sequence: what it
+            # wrote below it is found by the digests once the pull has caught up.
             self._confirming.add(tier)
-            seen = (cursor, our_seq, ours)
-            s.spawn(lambda: self._confirm(tier, seen))
+            s.spawn(lambda: self._confirm(tier))
 
-    async def _confirm(self, tier: Tier, seen: tuple[int, int, bytes]) -> None:
-        """Start a reconciliation if nothing changed for a quiet period (module docstring)."""
+    async def _confirm(self, tier: Tier) -> None:
+        """Judge again after a quiet period; start a reconciliation if it still diverges.
+
+        Waits while our pull (or the peer's) is still catching up, for a bounded number of
+        quiet periods; a divergence that is only data in flight goes away by itself.
+        """
         try:
-            asked = time.monotonic()
-            await trio.sleep(QUIET if self.lower else 3 * QUIET)
             store, peer = self.engine.engine.store, self.session.peer_short
-            now = await self.engine.run(
-                lambda: (store.cursor(peer, tier), store.tier_seq(tier), store.digest(tier))
-            )
-            heard = self.heard.get(tier)
-            if now != seen or heard is None or heard[0] != now[0] or heard[1] == now[2]:
-                return
-            if self.last_run.get(tier, -MIN_GAP) > asked - MIN_GAP or self._active(tier):
-                return
-            self.session.log.info("repair: digests differ at equal sequences", tier=tier.name)
-            await self.start(tier)
+            for _ in range(CONFIRM_TRIES):
+                asked = time.monotonic()
+                await trio.sleep(QUIET if self.lower else 3 * QUIET)
+                cursor, our_seq, ours, acked = await self.engine.run(
+                    lambda: (
+                        store.cursor(peer, tier),
+                        store.tier_seq(tier),
+                        store.digest(tier),
+                        store.acked(peer, tier),
+                    )
+                )
+                heard = self.heard.get(tier)
+                if heard is None:
+                    return
+                verdict = judge(
+                    announced=heard[0],
+                    theirs=heard[1],
+                    cursor=cursor,
+                    ours=ours,
+                    our_seq=our_seq,
+                    acked=acked,
+                )
+                if verdict == Verdict.DIVERGED:
+                    if self.last_run.get(tier, -MIN_GAP) > asked - MIN_GAP or self._active(tier):
+                        return
+                    self.session.log.info(
+                        "repair: digests differ at equal sequences", tier=tier.name
+                    )
+                    await self.start(tier)
+                    return
+                if heard[0] == cursor and acked >= our_seq:
+                    return  # caught up both ways, and the digests agree
         finally:
             self._confirming.discard(tier)
 
