@@ -16,6 +16,7 @@ What a peer may send is decided here and nowhere else, so a hostile peer gets th
   refined parts inside it, all in one frame;
 * a RANGE_IDS(reply 1) range must be one we listed and not yet had answered.
 
+:func:`judge` decides what a peer's DIGEST says (a restored peer, a divergence, nothing).
 The functions :func:`compare` and :func:`diff_entries` are the decisions on data: which of
 the peer's ranges differ from ours, and which ids each side must fetch. Reading our rows is
 the driver's job (``repair.py``), so this module can be tested without a store.
@@ -34,9 +35,11 @@ __all__ = [
     "PARTS",
     "Range",
     "Reconciliation",
+    "Verdict",
     "compare",
     "diff_entries",
     "inside",
+    "judge",
     "pack_lists",
     "pack_ranges",
 ]
@@ -168,6 +171,31 @@ class Reconciliation:
         self.asked, self.asking = self.asking, set()
         if not self.asked:
             self.ranges_done = True  # we asked nothing: the peer will not answer
+
+
+class Verdict:
+    """What a peer's DIGEST of a tier says about its store and ours."""
+
+    FINE = "fine"
+    RESTORED = "restored"
+    DIVERGED = "diverged"
+
+
+def judge(
+    *, announced: int, theirs: bytes, cursor: int, ours: bytes, our_seq: int, acked: int
+) -> str:
+    """Judge a peer's DIGEST (``announced`` sequence, digest ``theirs``) of a tier we pull.
+
+    RESTORED: it announces a sequence below our cursor on it, so its store went back in
+    time keeping its incarnation (a restored backup). DIVERGED: our cursor is at its
+    sequence and it acknowledged ours, so cursors say we hold the same, yet the digests
+    differ. Anything else is data still in flight: FINE.
+    """
+    if announced < cursor:
+        return Verdict.RESTORED
+    if announced == cursor and acked >= our_seq and theirs != ours:
+        return Verdict.DIVERGED
+    return Verdict.FINE
 
 
 def compare(

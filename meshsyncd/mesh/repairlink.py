@@ -7,7 +7,7 @@ Theory of operation (DESIGN.md "The mesh", Repair; SPEC.md 4 DIGEST and 4.2). A
   to it, per tier; a DIGEST from the peer is answered with ours when ours changed since we
   last told it, so two nodes that talk learn each other's current digest and the exchange
   stops by itself. ``meshsyncd check`` reads what was heard.
-* Detection (:func:`judge`, pure). A peer announcing a sequence *below* our cursor on it has
+* Detection (``reconcile.judge``, pure). A peer announcing a sequence *below* our cursor on it has
   lost data (a store restored from an old backup keeps its incarnation): our cursor goes
   back to its sequence, so what it writes next is pulled again. Equal sequences (our cursor
   at its announced sequence, its ack at ours) with different digests of a shared tier are a
@@ -53,17 +53,20 @@ from .reconcile import (
     Entries,
     Range,
     Reconciliation,
+    Verdict,
     compare,
     diff_entries,
+    judge,
     pack_lists,
     pack_ranges,
 )
 
-__all__ = ["QUIET", "RepairLink", "RepairStats", "SessionLike", "Verdict", "judge"]
+__all__ = ["QUIET", "RepairLink", "RepairStats", "SessionLike"]
 
 QUIET = 0.5  # seconds without change before a suspected divergence is acted on
 MIN_GAP = 5.0  # seconds between two reconciliations of one tier with one peer
 FETCH_WINDOW = 16  # REPLICATEs in flight per reconciliation
+STALLED = 120.0  # seconds after which an unfinished reconciliation is given up
 CONFIRM_TRIES = 20  # quiet periods to wait for the pulls to catch up before judging
 
 
@@ -104,23 +107,6 @@ class RepairStats:
     cursor_rewinds: int = 0  # peers found restored from an older copy
     digest_fixes: int = 0  # buckets whose stored digest did not match the rows
     verify_rounds: int = 0
-
-
-class Verdict:
-    FINE = "fine"
-    RESTORED = "restored"
-    DIVERGED = "diverged"
-
-
-def judge(
-    *, announced: int, theirs: bytes, cursor: int, ours: bytes, our_seq: int, acked: int
-) -> str:
-    """What a peer's DIGEST of a tier we pull says (module docstring). Pure."""
-    if announced < cursor:
-        return Verdict.RESTORED
-    if announced == cursor and acked >= our_seq and theirs != ours:
-        return Verdict.DIVERGED
-    return Verdict.FINE
 
 
 @dataclass
@@ -269,6 +255,13 @@ class RepairLink:
             self._confirming.discard(tier)
 
     def _active(self, tier: Tier) -> bool:
+        """Is a reconciliation of ``tier`` running? One stalled past the limit is dropped
+        (a peer that stopped answering must not block repair of the tier for ever)."""
+        stale = time.monotonic() - STALLED
+        for rid, r in list(self.recs.items()):
+            if r.started < stale:
+                del self.recs[rid]
+                self.session.log.warning("repair: reconciliation stalled, dropped", rid=rid)
         return any(r.state.tier == tier for r in self.recs.values())
 
     # -- the exchange -------------------------------------------------------------------

@@ -9,7 +9,7 @@ skipped too. The tail's ids of a bucket are found through the bucket's pending l
 superset: the fold and purges leave extra entries in it, filtered by tail membership).
 
 Why no scan of ``items``: a range of 1/64 of a million-item tier is ~15,600 rows, and the
-``ids`` b-tree yields them in order for ~1-2 us each plus one rowid lookup; ``items`` is in
+``ids`` b-tree yields them in order for ~4 us each, its rowid lookup included; ``items`` is in
 sequence order, so a range of ids is scattered over the whole table.
 
 Reads come in chunks (:func:`read_range` returns where to go on), each its own call on the
@@ -52,7 +52,7 @@ __all__ = [
 
 ID_MIN = bytes(16)
 ID_MAX = b"\xff" * 16
-READ_CHUNK = 1000  # rows per worker call: ~1-2 ms, what an urgent write may wait for
+READ_CHUNK = 250  # rows per worker call: ~1 ms on a 1M-row tier (measured 4.3 ms per 1000)
 _IN_CHUNK = 512
 TOP_RANGES = 64
 RowHash = tuple[bytes, int]  # (item_id, full row hash)

@@ -20,7 +20,7 @@ import trio.testing
 
 import protocol as P
 from meshsyncd.engine import AsyncEngine, Engine
-from meshsyncd.mesh.reconcile import Reconciliation
+from meshsyncd.mesh.reconcile import Reconciliation, Verdict, judge
 from meshsyncd.mesh.repair import Repair
 from meshsyncd.node.session import Session, SessionClosed
 from meshsyncd.store import Store
@@ -299,3 +299,14 @@ async def test_restored_peer_rewinds_our_cursor(tmp_path: Path) -> None:
         assert a.store.cursor(7, TIER) == 25
     finally:
         a.store.close()
+
+
+def test_judge_tells_a_restored_peer_a_divergence_and_data_in_flight_apart() -> None:
+    same, other = bytes(32), b"\x01" * 32
+    kw = {"ours": same, "our_seq": 9, "acked": 9}
+    assert judge(announced=5, theirs=same, cursor=7, **kw) == Verdict.RESTORED
+    assert judge(announced=7, theirs=other, cursor=7, **kw) == Verdict.DIVERGED
+    assert judge(announced=7, theirs=same, cursor=7, **kw) == Verdict.FINE
+    assert judge(announced=8, theirs=other, cursor=7, **kw) == Verdict.FINE  # still pulling
+    kw["acked"] = 8  # the peer has not applied our last change yet
+    assert judge(announced=7, theirs=other, cursor=7, **kw) == Verdict.FINE
