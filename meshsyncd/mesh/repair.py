@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -63,7 +62,8 @@ class Repair:
         self.announce_every = announce_every
         self.stats = RepairStats()
         self.last_verify: float | None = None
-        self._links: weakref.WeakKeyDictionary[Any, RepairLink] = weakref.WeakKeyDictionary()
+        # By session; a link refers to its session, so ended ones are pruned by the loop.
+        self._links: dict[Any, RepairLink] = {}
 
     def link(self, session: SessionLike) -> RepairLink:
         """The session's repair link, made on first use."""
@@ -105,7 +105,10 @@ class Repair:
             # Now and then unchanged digests are told again: a divergence that appeared
             # while neither side changed (a rewound cursor caught up) is judged anew.
             again = due and rounds % FORCE_EVERY == 0
-            for session in list(sessions()):
+            current = list(sessions())
+            for gone in [s for s in self._links if s not in current]:
+                del self._links[gone]
+            for session in current:
                 if not session.peer_speaks(P.Capability.REPAIR):
                     continue
                 link = self.link(session)

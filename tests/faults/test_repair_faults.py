@@ -8,6 +8,7 @@ transfer.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -125,3 +126,24 @@ def test_store_restored_from_an_old_backup_catches_up_both_ways(fleet: Fleet) ->
     )
     assert rewinds and _repair(a)["cursor_rewinds"] >= 1
     assert {t: a.digests()[t] for t in TIERS} == {t: b.digests()[t] for t in TIERS}
+
+
+def test_check_names_the_node_whose_digest_differs(fleet: Fleet) -> None:
+    a, b = fleet.node("a"), fleet.node("b")
+    a.add_peer(b)
+    b.add_peer(a, None, "--write-tiers", "working,episodic")  # a may not write semantic here
+    for node in (a, b):
+        node.set_option("sync_interval", "1s")
+        node.start()
+    with a.client() as cl:
+        cl.put("only on a", tier="semantic", key="s", priority="urgent")
+        cl.put("on both", tier="episodic", key="e", priority="urgent")
+    wait_for(lambda: a.digests()["episodic"] == b.digests()["episodic"], 30, "episodic to agree")
+    proc = subprocess.run(
+        [EXE, "check", "--json", "--config", str(a.config)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["tiers"]["semantic"]["differ"] == [b.node_id]
+    assert result["tiers"]["episodic"]["agree"] and result["tiers"]["working"]["agree"]
+    assert b.node_id[:16] in proc.stderr
