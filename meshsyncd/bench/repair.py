@@ -22,6 +22,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,16 @@ async def _exchange(a: Engine, b: Engine) -> dict[str, Any]:
     }
 
 
-def run_repair_bench(items: int, cache: Path | None = None) -> dict[str, Any]:
-    """Build (or reuse) the pair, run one reconciliation, return its figures and targets."""
+def run_repair_bench(
+    items: int, cache: Path | None = None, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Build (or reuse) the pair, run one reconciliation, return its figures and targets.
+
+    ``progress`` gets a line before each phase (``bench mesh`` shows them on a terminal).
+    """
+    say = progress or (lambda _line: None)
     with tempfile.TemporaryDirectory(prefix="meshsyncd-bench-repair-") as tmp:
+        say(f"bench repair: two stores of {items:,} items, one differing")
         built = time.perf_counter()
         pa, pb = _pair(Path(tmp), items, cache)
         build_s = time.perf_counter() - built
@@ -193,6 +201,7 @@ def run_repair_bench(items: int, cache: Path | None = None) -> dict[str, Any]:
             assert a.digest(TIER) != b.digest(TIER)
             _as_synced(a.store, b.store, b.origin, a.origin)
             _as_synced(b.store, a.store, a.origin, b.origin)
+            say("bench repair: reconciling")
             result = trio.run(_exchange, a, b)
             result["converged"] = a.digest(TIER) == b.digest(TIER)
         finally:

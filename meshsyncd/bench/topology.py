@@ -162,7 +162,7 @@ def run_mesh_bench(
 def _repair_figures(items: int, progress: Any) -> dict[str, Any] | None:
     """``bench repair``'s figures, if that bench exists in this build."""
     try:
-        from . import repair as repair_bench  # type: ignore[attr-defined]
+        from . import repair as repair_bench
     except ImportError:
         return None
     run = getattr(repair_bench, "run_repair_bench", None)
