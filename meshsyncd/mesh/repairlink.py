@@ -162,14 +162,10 @@ class RepairLink:
                 self.told[tier] = now
                 self.session.send_nowait(P.Digest(tier=tier, seq=now[0], digest=now[1]))
 
-    async def on_digest(self, digest: P.Digest) -> None:
-        """A DIGEST from the peer: remember it, answer it, and judge it (module docstring)."""
-        s, tier = self.session, digest.tier
-        self.heard[tier] = (digest.seq, digest.digest, time.monotonic())
-        if tier not in s.accept_tiers:
-            return
-        store, peer = self.engine.engine.store, s.peer_short
-        cursor, our_seq, ours, acked = await self.engine.run(
+    async def _local(self, tier: Tier) -> tuple[int, int, bytes, int]:
+        """Our cursor on the peer, our sequence and digest, and the peer's ack of ours."""
+        store, peer = self.engine.engine.store, self.session.peer_short
+        found: tuple[int, int, bytes, int] = await self.engine.run(
             lambda: (
                 store.cursor(peer, tier),
                 store.tier_seq(tier),
@@ -177,7 +173,21 @@ class RepairLink:
                 store.acked(peer, tier),
             )
         )
-        if tier in s.send_tiers and self.told.get(tier) != (our_seq, ours):
+        return found
+
+    async def on_digest(self, digest: P.Digest) -> None:
+        """A DIGEST from the peer: remember it, answer it, and judge it (module docstring)."""
+        s, tier = self.session, digest.tier
+        self.heard[tier] = (digest.seq, digest.digest, time.monotonic())
+        if tier not in s.accept_tiers:
+            return
+        cursor, our_seq, ours, acked = await self._local(tier)
+        store, peer = self.engine.engine.store, s.peer_short
+        if (
+            tier in s.send_tiers
+            and s.peer_speaks(P.Capability.REPAIR)
+            and self.told.get(tier) != (our_seq, ours)
+        ):
             self.told[tier] = (our_seq, ours)
             s.send_nowait(P.Digest(tier=tier, seq=our_seq, digest=ours))
         verdict = judge(
@@ -218,18 +228,10 @@ class RepairLink:
         quiet periods; a divergence that is only data in flight goes away by itself.
         """
         try:
-            store, peer = self.engine.engine.store, self.session.peer_short
             for _ in range(CONFIRM_TRIES):
                 asked = time.monotonic()
                 await trio.sleep(QUIET if self.lower else 3 * QUIET)
-                cursor, our_seq, ours, acked = await self.engine.run(
-                    lambda: (
-                        store.cursor(peer, tier),
-                        store.tier_seq(tier),
-                        store.digest(tier),
-                        store.acked(peer, tier),
-                    )
-                )
+                cursor, our_seq, ours, acked = await self._local(tier)
                 heard = self.heard.get(tier)
                 if heard is None:
                     return
