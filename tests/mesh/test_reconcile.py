@@ -26,14 +26,15 @@ from meshsyncd.node.session import Session, SessionClosed
 from meshsyncd.store import Store
 from meshsyncd.store.ranges import ID_MAX, ID_MIN, read_range, set_cursor
 from meshsyncd.store.rows import to_db
-from protocol import Op, Tier
+from protocol import Item, Op, Tier
 
 TIER = Tier.EPISODIC
+BASE_NS = 1_700_000_000_000_000_000
 A_ID, B_ID = bytes([1]) * 32, bytes([2]) * 32
 
 
 def _engine(path: Path, node_id: bytes) -> Engine:
-    store = Store.open(path, tail_limit=200, local_synchronous="OFF", replicated_synchronous="OFF")
+    store = Store.open(path, tail_limit=2000, local_synchronous="OFF", replicated_synchronous="OFF")
     return Engine(store, node_id=node_id)
 
 
@@ -106,15 +107,35 @@ async def _settled(ra: Repair, rb: Repair, rounds: int = 1) -> None:
             await trio.sleep(0.01)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_random_differences_converge_fetching_only_them(tmp_path: Path, seed: int) -> None:
+def _common(rng: random.Random, n: int) -> list[Item]:
+    """Items both stores got from a third node (origin 3)."""
+    return [
+        Item(
+            item_id=rng.randbytes(16),
+            timestamp_ns=BASE_NS + i,
+            origin=3,
+            tier=TIER,
+            op=Op.INSERT,
+            payload=json.dumps({"v": i}).encode(),
+        )
+        for i in range(n)
+    ]
+
+
+# 300 and 3000 rows: the opening's differing ranges are listed at once; 20,000: they hold
+# more than 256 rows each, so they are refined into parts first.
+@pytest.mark.parametrize(("seed", "size"), [(1, 300), (2, 3000), (3, 20_000)])
+async def test_random_differences_converge_fetching_only_them(
+    tmp_path: Path, seed: int, size: int
+) -> None:
     rng = random.Random(seed)
     a, b = _engine(tmp_path / "a.db", A_ID), _engine(tmp_path / "b.db", B_ID)
     try:
-        common = [rng.randbytes(16) for _ in range(rng.choice([300, 3000]))]
-        for iid in common:
-            item = a.write(TIER, iid, Op.INSERT, json.dumps({"v": iid.hex()}).encode())
-            b.store.apply(TIER, [item])
+        items = _common(rng, size)
+        for start in range(0, size, 1000):
+            a.store.apply(TIER, items[start : start + 1000])
+            b.store.apply(TIER, items[start : start + 1000])
+        common = [item.item_id for item in items]
         only_a = rng.sample(common, 5)
         edited = rng.sample([i for i in common if i not in only_a], 4)
         with b.store._conn:  # rows lost behind the daemon's back on b
