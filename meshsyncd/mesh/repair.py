@@ -9,8 +9,8 @@ HELLO, and runs :meth:`Repair.run`, which does two things:
 
 * The self-check. A digest compared with a peer's proves nothing if it does not match the
   rows, so right after start, and every ``verify_interval``, every bucket digest of every
-  tier is recomputed from the rows (``store/verify.py``, one bucket per worker call, giving
-  way to urgent writes). A bucket that does not match is rewritten to match the rows,
+  tier is recomputed from the rows (``store/verify.py``, one bucket per worker call, which
+  gives way between chunks of ~1 ms to queued calls, urgent ones always). A bucket that does not match is rewritten to match the rows,
   logged and counted, and every peer is told our new digests: that is what makes a row
   deleted behind the daemon's back visible to the peers' comparison, and so repaired.
 * Announcements. A session that opens is told our digest of every tier it receives; after
@@ -28,6 +28,7 @@ neighbours.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = ["Repair", "RepairStats"]
 
 NEW_SESSION_POLL = 0.25  # how soon a new session is told our digests
 CHECK_SETTLE = 0.2  # extra wait for answers, beyond two round trips
+POLITE_TRIES = 3  # a bucket check gives way to any queued call this many times
 FORCE_EVERY = 10  # every this many announcement rounds, unchanged digests are told too
 
 log: Any = structlog.get_logger("meshsyncd.repair")
@@ -128,15 +130,21 @@ class Repair:
 
     async def verify(self, engine: AsyncEngine) -> int:
         """Check every bucket digest of every tier against the rows; return buckets fixed."""
-        store = engine.engine.store
-        urgent = engine.worker.urgent_waiting
+        store, worker = engine.engine.store, engine.worker
+
+        def waiting() -> bool:  # read from the worker thread: two deque lengths
+            return worker.statistics().tasks_waiting > 0
+
         fixed_total = 0
         for tier in Tier:
             fixed: list[int] = []
             rows = 0
             for bucket in range(256):
-                while True:
-                    done = await engine.run(verify_bucket, store, tier, bucket, urgent)
+                # A bucket gives way to any queued call the first times, then only to
+                # urgent ones, so that a busy writer cannot starve the check.
+                for attempt in itertools.count():
+                    give_way = waiting if attempt < POLITE_TRIES else worker.urgent_waiting
+                    done = await engine.run(verify_bucket, store, tier, bucket, give_way)
                     if done is not None:
                         break
                 rows += done.rows
