@@ -343,7 +343,7 @@ class _StateCollector(Collector):
 
 
 _REPAIR: tuple[tuple[str, str, str], ...] = (
-    ("repairs", "meshsyncd_repairs", "Reconciliations that found differing items (repairs)."),
+    ("repairs", "meshsyncd_repairs", "Reconciliations that changed this node's state (repairs)."),
     ("items_repaired", "meshsyncd_repair_items", "Versions fetched by repair that changed here."),
     (
         "cursor_rewinds",

@@ -101,7 +101,7 @@ class RepairStats:
     """Counters shown in ``status`` and the metrics (one set per daemon)."""
 
     reconciliations: int = 0  # exchanges run (either end started them)
-    repairs: int = 0  # exchanges that found differing items
+    repairs: int = 0  # exchanges that changed something here
     items_fetched: int = 0  # REPLICATEs answered
     items_repaired: int = 0  # versions those changed here
     cursor_rewinds: int = 0  # peers found restored from an older copy
@@ -487,7 +487,7 @@ class RepairLink:
             return
         entry.logged = True
         self.stats.items_repaired += entry.repaired
-        if rec.differing or entry.fetched:
+        if entry.repaired:  # a difference that changed nothing here (expired) is no repair
             self.stats.repairs += 1
         self.session.log.info(
             "repair: reconciliation done",
