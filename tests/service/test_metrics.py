@@ -135,8 +135,13 @@ def test_events_and_snapshot_render() -> None:
         "bytes_out": 99,
         "rejected": 2,
     }
+    repair = {"repairs": 2, "items_repaired": 3, "cursor_rewinds": 1, "digest_fixes": 4}
     text = m.render(
-        {"tiers": {"semantic": {"items": 9, "seq": 11}}, "peers": [row, {"id": "peer-y"}]}
+        {
+            "tiers": {"semantic": {"items": 9, "seq": 11}},
+            "peers": [row, {"id": "peer-y"}],
+            "repair": repair,
+        }
     ).decode()
     for line in (
         'meshsyncd_batches_total{direction="out"} 1.0',
@@ -151,6 +156,10 @@ def test_events_and_snapshot_render() -> None:
         'meshsyncd_peer_connected{peer="peer-y"} 0.0',
         'meshsyncd_urgent_propagation_seconds_bucket{le="0.001"} 1.0',
         'meshsyncd_apply_seconds_bucket{le="0.005"} 1.0',
+        "meshsyncd_repairs_total 2.0",
+        "meshsyncd_repair_items_total 3.0",
+        "meshsyncd_repair_cursor_rewinds_total 1.0",
+        "meshsyncd_repair_digest_fixes_total 4.0",
     ):
         assert line in text, line
     assert 'peer="peer-y",tier' not in text  # no session: no lag rows
