@@ -178,7 +178,10 @@ def summarize(
 def set_cursor(store: Store, peer: int, tier: Tier, seq: int) -> int:
     """Lower our cursor on ``peer`` to ``seq`` (a peer restored from a backup); return the old.
 
-    The only way a cursor moves backwards: ``apply`` never lowers one. Its own transaction.
+    The only way a cursor moves backwards: ``apply`` never lowers one. The peer's
+    acknowledgements of our sequences (every tier) go to 0 as well: a restored store no
+    longer holds what it acknowledged, and a tombstone must not be purged on the strength of
+    an old ack before the peer has pulled it again. Its own transaction.
 
     Raises:
         sqlite3.Error: the disk failed; the cursor did not move.
@@ -192,6 +195,7 @@ def set_cursor(store: Store, peer: int, tier: Tier, seq: int) -> int:
             "UPDATE cursors SET applied = ? WHERE peer = ? AND tier = ?",
             (seq, to_db(peer), int(tier)),
         )
+        store._conn.execute("UPDATE cursors SET acked = 0 WHERE peer = ?", (to_db(peer),))
         store._commit()
     except BaseException:
         store._rollback()

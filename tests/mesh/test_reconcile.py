@@ -314,7 +314,9 @@ async def test_restored_peer_rewinds_our_cursor(tmp_path: Path) -> None:
     a = _engine(tmp_path / "a.db", A_ID)
     try:
         a.store.apply(TIER, [], peer=7, to_seq=40)
+        a.store.record_ack(7, Tier.WORKING, 12)
         assert set_cursor(a.store, 7, TIER, 25) == 40
+        assert a.store.acked(7, Tier.WORKING) == 0  # what it acked, it may no longer hold
         assert a.store.cursor(7, TIER) == 25
         assert set_cursor(a.store, 7, TIER, 30) == 25  # never forwards
         assert a.store.cursor(7, TIER) == 25
