@@ -10,9 +10,10 @@ HELLO, and runs :meth:`Repair.run`, which does two things:
 * The self-check. A digest compared with a peer's proves nothing if it does not match the
   rows, so right after start, and every ``verify_interval``, every bucket digest of every
   tier is recomputed from the rows (``store/verify.py``, one bucket per worker call, which
-  gives way between chunks of ~1 ms to queued calls, urgent ones always). A bucket that does not match is rewritten to match the rows,
-  logged and counted, and every peer is told our new digests: that is what makes a row
-  deleted behind the daemon's back visible to the peers' comparison, and so repaired.
+  gives way between chunks of ~1 ms to queued calls, urgent ones always). A bucket that
+  does not match is rewritten to match the rows, logged and counted, and every peer is told
+  our new digests: that is what makes a row deleted behind the daemon's back visible to the
+  peers' comparison, and so repaired.
 * Announcements. A session that opens is told our digest of every tier it receives; after
   that, each ``announce_every`` seconds, what changed (and every ``FORCE_EVERY`` rounds
   everything). The peer answers with its own
