@@ -146,4 +146,4 @@ def test_check_names_the_node_whose_digest_differs(fleet: Fleet) -> None:
     result = json.loads(proc.stdout)
     assert result["tiers"]["semantic"]["differ"] == [b.node_id]
     assert result["tiers"]["episodic"]["agree"] and result["tiers"]["working"]["agree"]
-    assert b.node_id[:16] in proc.stderr
+    assert b.short in proc.stderr
