@@ -481,3 +481,25 @@ async def test_permission_denied(tmp_path: Path) -> None:
 
         error = await trio.to_thread.run_sync(attempt)
         assert str(error).startswith(f"permission denied on the control socket {path}")
+
+
+async def test_check_and_the_repair_counters_in_status(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (daemon, path, _server):
+        await daemon.engine.write(Tier.SEMANTIC, b"k" * 16, Op.INSERT, b"fact")
+
+        def scenario(c: Client) -> dict[str, Any]:
+            return {"check": c.check(), "status": c.status()}
+
+        out = await in_thread(path, scenario)
+        check = out["check"]
+        assert check["agree"] and check["unreachable"] == []
+        here = node_id_text(daemon.node_id)
+        assert check["tiers"]["semantic"]["nodes"] == {
+            here: {
+                "digest": daemon.engine.engine.digest(Tier.SEMANTIC).hex(),
+                "seq": 1,
+            }
+        }
+        repair = out["status"]["repair"]
+        assert repair["repairs"] == repair["cursor_rewinds"] == repair["running"] == 0
+        assert repair["last_verify"] is None  # the fake daemon runs no self-check
