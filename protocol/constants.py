@@ -22,6 +22,8 @@ __all__ = [
     "MAX_FRAME",
     "MAX_PAYLOAD",
     "MAX_TEXT",
+    "MIN_PROTOCOL_VERSION",
+    "NAMED",
     "PAYLOAD_ZSTD",
     "PROTOCOL_VERSION",
     "ZSTD_LEVEL",
@@ -37,6 +39,7 @@ ITEM_VERSION = 2
 ITEM_HEADER_SIZE = 48
 MAX_PAYLOAD = 1 << 20
 PAYLOAD_ZSTD = 0x0001
+NAMED = 0x0002  # the payload starts with a name block (SPEC.md section 2.1)
 
 BATCH_MAGIC = b"MSBT"
 BATCH_VERSION = 1
@@ -48,7 +51,9 @@ COMPRESS_THRESHOLD = 1024
 ZSTD_LEVEL = 3
 
 HELLO_MAGIC = b"MSYN"
-PROTOCOL_VERSION = 2  # 2: BARRIER, BARRIER_DONE, RANGES, RANGE_IDS (SPEC.md section 6)
+# 2: BARRIER, BARRIER_DONE, RANGES, RANGE_IDS; 3: NAMED items (SPEC.md section 6)
+PROTOCOL_VERSION = 3
+MIN_PROTOCOL_VERSION = 3  # older peers cannot decode NAMED items: refused at HELLO
 MAX_FRAME = 17 << 20
 MAX_TEXT = 1024
 

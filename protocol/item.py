@@ -40,6 +40,7 @@ from .errors import (
     RemoteProtocolError,
     TruncatedError,
 )
+from .names import NAMED, Name, name_id, parse_name, read_name, skip_name
 
 __all__ = ["Item", "inflate", "pack_item", "pack_items", "unpack_item", "unpack_items"]
 
@@ -52,6 +53,7 @@ _FIELDS = struct.Struct(">16sQQBBBBHHII")
 _HEAD44 = struct.Struct(">16sQQBBBBHHI")
 _CRC = struct.Struct(">I")
 _U64_MAX = (1 << 64) - 1
+_KNOWN_FLAGS = PAYLOAD_ZSTD | NAMED
 _local = threading.local()
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 frame magic 0xFD2FB528, little-endian
 
@@ -110,7 +112,7 @@ class Item(_ItemFields):
             tier_e, op_e, prio_e = Tier(tier), Op(op), Priority(priority)
         except ValueError as exc:
             raise LocalProtocolError(str(exc), field="item.tier/op/priority") from None
-        if flags & ~PAYLOAD_ZSTD or flags < 0:
+        if flags & ~_KNOWN_FLAGS or flags < 0:
             raise LocalProtocolError(f"unknown flag bits {flags:#06x}", field="item.flags")
         if not isinstance(payload, bytes):
             raise LocalProtocolError("must be bytes", field="item.payload")
@@ -119,7 +121,7 @@ class Item(_ItemFields):
                 f"{len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit", field="item.payload"
             )
         try:
-            _check_payload(op_e, flags, payload, "item.payload", None)
+            _check_payload(op_e, flags, payload, "item", None, item_id)
         except RemoteProtocolError as exc:
             raise LocalProtocolError(exc.reason, field=exc.field) from None
         return tuple.__new__(
@@ -177,10 +179,20 @@ class Item(_ItemFields):
         return ITEM_HEADER_SIZE + len(self.payload)
 
     def value(self) -> bytes:
-        """The payload with any per-item compression undone."""
+        """The value: the payload without its name block, any per-item compression undone."""
+        payload = self.payload
+        if self.flags & NAMED:
+            payload = payload[skip_name(payload) :]
         if self.flags & PAYLOAD_ZSTD:
-            return inflate(self.payload, MAX_PAYLOAD, "item.payload", None)
-        return self.payload
+            return inflate(payload, MAX_PAYLOAD, "item.payload", None)
+        return payload
+
+    @property
+    def name(self) -> Name | None:
+        """The item's namespace and key (SPEC.md section 2.1); ``None`` for a nameless item."""
+        if not self.flags & NAMED:
+            return None
+        return read_name(self.payload)[0]
 
 
 def inflate(data: Buffer, limit: int, field: str, offset: int | None) -> bytes:
@@ -228,15 +240,38 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-def _check_payload(op: int, flags: int, payload: bytes, field: str, offset: int | None) -> None:
-    """Apply the per-op payload rules of SPEC.md section 2 (DELETE empty, MERGE object)."""
-    if op == Op.DELETE and payload:
+def _check_payload(
+    op: int, flags: int, payload: bytes, prefix: str, offset: int | None, item_id: bytes
+) -> None:
+    """Apply the payload rules of SPEC.md sections 2 and 2.1 to an item named ``prefix``.
+
+    ``offset`` is the payload's position in the buffer (``None``: no offsets). A NAMED
+    item's name block is checked first, then that it matches the item id, then the rules
+    on the value that follows it.
+    """
+    if flags & NAMED:
+        _name, used = parse_name(payload, prefix, offset)
+        if name_id(payload[:used]) != item_id:
+            raise BadFieldError(
+                "item_id is not the id of the item's name",
+                field=f"{prefix}.item_id",
+                offset=None if offset is None else offset - ITEM_HEADER_SIZE,
+            )
+        payload = payload[used:]
+        if offset is not None:
+            offset += used
+    check_value(op, flags, payload, f"{prefix}.payload", offset)
+
+
+def check_value(op: int, flags: int, value: bytes, field: str, offset: int | None) -> None:
+    """The rules on an item's value (after any name block): DELETE empty, MERGE object."""
+    if op == Op.DELETE and value:
         raise BadFieldError(
-            f"DELETE must carry an empty payload, got {len(payload)} bytes",
+            f"DELETE must carry an empty value, got {len(value)} bytes",
             field=field,
             offset=offset,
         )
-    data = inflate(payload, MAX_PAYLOAD, field, offset) if flags & PAYLOAD_ZSTD else payload
+    data = inflate(value, MAX_PAYLOAD, field, offset) if flags & PAYLOAD_ZSTD else value
     if op == Op.MERGE:
         try:
             obj = json.loads(data.decode("utf-8"))
@@ -258,7 +293,7 @@ def _diagnose(buf: Buffer, off: int, prefix: str) -> ProtocolError:
         ("tier", 33, tier in Tier._value2member_map_, f"unknown tier {tier}"),
         ("op", 34, op in Op._value2member_map_, f"unknown op {op}"),
         ("priority", 35, prio in Priority._value2member_map_, f"unknown priority {prio}"),
-        ("flags", 36, not flags & ~PAYLOAD_ZSTD, f"unknown flag bits {flags:#06x}"),
+        ("flags", 36, not flags & ~_KNOWN_FLAGS, f"unknown flag bits {flags:#06x}"),
         ("reserved", 38, reserved == 0, f"must be 0, got {reserved:#06x}"),
     ]
     for name, rel, ok, msg in checks:
@@ -363,7 +398,7 @@ def _unpack_py(
             )
         item_id, ts, origin, vtop, fr, plen, crc = unpack_from(data, off)
         decoded = vtop_get(vtop)
-        if decoded is None or fr & 0xFFFEFFFF:
+        if decoded is None or fr & 0xFFFCFFFF:  # flags other than PAYLOAD_ZSTD | NAMED
             name = _name(prefix, total, index)
             raise _diagnose(data, off, name)
         if plen > 0x100000:
@@ -396,7 +431,7 @@ def _unpack_py(
         flags = fr >> 16
         if check or flags:
             name = _name(prefix, total, index)
-            _check_payload(op, flags, payload, f"{name}.payload", start)
+            _check_payload(op, flags, payload, name, start, item_id)
         append(new(Item, (item_id, ts, origin, tier, op, prio, flags, payload)))
         off = end
     return items, off

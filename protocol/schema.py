@@ -11,7 +11,9 @@ stands for and at which byte offset, and the public ``parse_*`` functions turn e
 error into that ``ProtocolError``. The checks run in the order SPEC.md gives, so both codecs
 report the same first fault. What the schema leaves to a post-parse step: a batch's CRC,
 inflation and item parsing (:func:`finish_batch`), because a batch body may be compressed;
-and an item's payload rules, which reuse ``item._check_payload`` from within the schema.
+and an item's value rules, which reuse ``item.check_value`` from within the schema. A NAMED
+item's name block (section 2.1) is the schema's own: :data:`NAME_BLOCK`, parsed over the
+payload by ``_Within`` with offsets moved to the item's buffer.
 
 The compiled parsers (:func:`compiled_item_header`, :func:`compiled_batch_body`) are built
 on first use: compiling costs tens of milliseconds that ``import protocol.schema`` should not.
@@ -54,7 +56,8 @@ from .errors import (
     TruncatedError,
     VersionError,
 )
-from .item import Buffer, _check_payload, inflate
+from .item import Buffer, check_value, inflate
+from .names import MAX_DEPTH, MAX_KEY, NAMED, SEPARATOR, name_id
 
 __all__ = [
     "BATCH",
@@ -64,6 +67,7 @@ __all__ = [
     "FRAME_BODY_NAMES",
     "ITEM",
     "ITEM_HEADER",
+    "NAME_BLOCK",
     "compiled_batch_body",
     "compiled_item_header",
     "construct_parse_items",
@@ -224,7 +228,7 @@ class _Check(_Construct):
         error: type[ProtocolError],
         test: Callable[[Ctx], str | None],
         *,
-        at: int | None = None,
+        at: int | Callable[[Ctx], int] | None = None,
     ) -> None:
         super().__init__()
         self.field = field
@@ -240,7 +244,8 @@ class _Check(_Construct):
         except ProtocolError as exc:
             error, problem = type(exc), exc.reason
         if problem is not None:
-            offset = stream.tell() if self.at is None else context._start + self.at
+            at = self.at(context) if callable(self.at) else self.at
+            offset = stream.tell() if at is None else context._start + at
             index = context.get("_index")
             raise _Violation(
                 error, problem, path=path, field=self.field, offset=offset, index=index
@@ -345,10 +350,63 @@ def _tier_problem(ctx: Ctx) -> str | None:
     return f"item of tier {ctx.tier} in a batch of tier {want}"
 
 
+def _name_len(ctx: Ctx) -> int:
+    return 0 if ctx.name is None else int(ctx.name._end)
+
+
+def _id_problem(ctx: Ctx) -> str | None:
+    if ctx.name is None or name_id(ctx.payload[: _name_len(ctx)]) == ctx.item_id:
+        return None
+    return "item_id is not the id of the item's name"
+
+
 def _payload_problem(ctx: Ctx) -> str | None:
     if ctx.flags or ctx.op in (Op.DELETE, Op.MERGE):
-        _check_payload(ctx.op, ctx.flags, ctx.payload, "", None)
+        check_value(ctx.op, ctx.flags, ctx.payload[_name_len(ctx) :], "", None)
     return None
+
+
+class _Within(_Subconstruct):
+    """Parse ``subcon`` over the item's payload alone (it may not read past it).
+
+    Errors come out as the item's own: the field gets the ``name.`` prefix and the offset
+    the payload's position in the item's buffer, as the hot path reports them.
+    """
+
+    def _parse(self, stream: Any, context: Ctx, path: str) -> Any:
+        sub = io.BytesIO(context.payload)
+        try:
+            return self.subcon._parsereport(sub, context, "(name)")
+        except _Violation as exc:
+            compiled = path == "(???)"
+            field = ".".join(exc.segments)
+            raise _Violation(
+                exc.error,
+                exc.reason,
+                path=path,
+                field=f"name.{field}" if compiled else field,
+                offset=None if exc.offset is None else context._start + 48 + exc.offset,
+                index=context.get("_index"),
+            ) from None
+        except c.StreamError:  # pragma: no cover - every read is guarded by a _need
+            raise
+
+    def _build(self, obj: Any, stream: Any, context: Ctx, path: str) -> Any:
+        return self.subcon._build(obj, stream, context, path)
+
+
+class _Label(_Utf8):
+    """A namespace label: UTF-8 text without the separator."""
+
+    def _parse(self, stream: Any, context: Ctx, path: str) -> str:
+        start = stream.tell()
+        text = super()._parse(stream, context, path)
+        if SEPARATOR in text:
+            at = start + text.encode("utf-8").index(SEPARATOR.encode())
+            raise _Violation(
+                BadFieldError, "label holds the separator", path=path, field=None, offset=at
+            )
+        return text
 
 
 # --- item (SPEC.md section 2) -----------------------------------------------------------
@@ -363,7 +421,15 @@ ITEM_HEADER: Any = c.Struct(
     _tier(),
     _rule("op", c.Int8ub, (_values(Op), BadFieldError, "unknown op {v}")),
     _rule("priority", c.Int8ub, (_values(Priority), BadFieldError, "unknown priority {v}")),
-    _rule("flags", c.Int16ub, ({0, PAYLOAD_ZSTD}, BadFieldError, "unknown flag bits {v:#06x}")),
+    _rule(
+        "flags",
+        c.Int16ub,
+        (
+            {0, PAYLOAD_ZSTD, NAMED, NAMED | PAYLOAD_ZSTD},
+            BadFieldError,
+            "unknown flag bits {v:#06x}",
+        ),
+    ),
     _rule("reserved", c.Int16ub, ({0}, BadFieldError, "must be 0, got {v:#06x}")),
     _rule(
         "payload_len",
@@ -374,13 +440,39 @@ ITEM_HEADER: Any = c.Struct(
 )
 """The 48-byte item header with every header rule; parses a header alone."""
 
+_LABEL: Any = c.Struct(
+    _need(1, "len", "label length"),
+    _rule("len", c.Int8ub, (range(1, 256), BadFieldError, "empty label")),
+    _need(c.this.len, "text", "label"),
+    "text" / _Label(c.Bytes(c.this.len)),
+)
+
+NAME_BLOCK: Any = c.Struct(
+    _need(1, "depth", "depth"),
+    _rule("depth", c.Int8ub, (range(MAX_DEPTH + 1), BadFieldError, "namespace depth {v}")),
+    "labels" / _Items(c.this.depth, _LABEL),
+    _need(2, "key_len", "key_len"),
+    _rule(
+        "key_len",
+        c.Int16ub,
+        (range(1, 1 << 16), BadFieldError, "empty key"),
+        (range(MAX_KEY + 1), LimitError, "key of {v} bytes"),
+    ),
+    _need(c.this.key_len, "key", "key"),
+    "key" / _Utf8(c.Bytes(c.this.key_len)),
+    "_end" / c.Tell,
+)
+"""A NAMED item's name block (SPEC.md section 2.1), parsed from the start of the payload."""
+
 ITEM: Any = c.Struct(
     *ITEM_HEADER.subcons,
     _need(c.this.payload_len, "payload", "payload"),
     "payload" / c.Bytes(c.this.payload_len),
     _Check("crc32", ChecksumError, _crc_problem, at=44),
     _Check("tier", BadFieldError, _tier_problem, at=33),
-    _Check("payload", BadFieldError, _payload_problem, at=48),
+    "name" / c.If(c.this.flags & NAMED, _Within(NAME_BLOCK)),
+    _Check("item_id", BadFieldError, _id_problem, at=0),
+    _Check("payload", BadFieldError, _payload_problem, at=lambda ctx: 48 + _name_len(ctx)),
 )
 """One whole item; parse with ``tier=T`` to require that tier (items of a batch)."""
 

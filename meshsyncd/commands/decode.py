@@ -22,6 +22,7 @@ from protocol import (
     FRAME_TYPES,
     MAX_FRAME,
     MAX_PAYLOAD,
+    NAMED,
     PAYLOAD_ZSTD,
     BarrierStatus,
     ByeCode,
@@ -97,8 +98,13 @@ def _item(parsed: Any) -> dict[str, Any]:
     out = {"offset": parsed["_start"], **_fields(parsed)}
     # the writer as the short node id that `meshsyncd id`, peers and conflicts show
     out["origin_name"] = origin_text(parsed.origin)
-    out["flags_names"] = _flag_names(parsed.flags, {PAYLOAD_ZSTD: "PAYLOAD_ZSTD"})
+    out["flags_names"] = _flag_names(parsed.flags, {PAYLOAD_ZSTD: "PAYLOAD_ZSTD", NAMED: "NAMED"})
     value = parsed.payload
+    name = out.pop("name", None)
+    if name is not None:  # SPEC.md section 2.1: the block is shown as its parts
+        out["namespace"] = "/".join(label.text for label in name.labels)
+        out["key"] = name.key
+        value = value[name._end :]
     if parsed.flags & PAYLOAD_ZSTD:
         value = inflate(value, MAX_PAYLOAD, "item.payload", parsed["_start"] + ITEM_HEADER_SIZE)
         out["payload_inflated_len"] = len(value)

@@ -417,6 +417,14 @@ class Session(SessionLanes):
         self._queue_urgent(self._frame(event))
 
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
+        if hello.version < P.MIN_PROTOCOL_VERSION:
+            # It could not decode a NAMED item (SPEC.md section 6): refuse it by name
+            # rather than let its first pull fail on one.
+            raise P.VersionError(
+                f"peer speaks protocol {hello.version}, this node needs at least "
+                f"{P.MIN_PROTOCOL_VERSION} (named items): upgrade it",
+                field="hello.version",
+            )
         if self.expected_peer is not None and hello.node_id != self.expected_peer:
             raise P.BadFieldError(
                 f"peer claims node id {node_id_text(hello.node_id)}, expected "

@@ -92,7 +92,7 @@ def test_malformed_frame_disconnects_only_that_peer(tmp_path: Path) -> None:
                     await stream.send_all(
                         conn.send(
                             P.Hello(
-                                version=1,
+                                version=P.PROTOCOL_VERSION,
                                 node_id=ident.node_id,
                                 incarnation=bytes(16),
                                 capabilities=0,

@@ -107,7 +107,7 @@ async def test_malformed_frame_closes_only_that_session_with_an_error(tmp_path: 
         session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
         peer = P.Connection()
         hello = P.Hello(
-            version=1,
+            version=P.PROTOCOL_VERSION,
             node_id=bytes([2]) * 32,
             incarnation=bytes(16),
             capabilities=0,
@@ -139,7 +139,7 @@ async def test_silent_peer_is_declared_dead(tmp_path: Path, autojump_clock: trio
         )
         peer = P.Connection()
         hello = P.Hello(
-            version=1,
+            version=P.PROTOCOL_VERSION,
             node_id=bytes([2]) * 32,
             incarnation=bytes(16),
             capabilities=0,
@@ -161,7 +161,7 @@ async def test_peer_clock_far_ahead_is_refused_at_hello(tmp_path: Path) -> None:
         peer = P.Connection()
         an_hour_ahead = time.time_ns() + 3600 * 10**9
         hello = P.Hello(
-            version=1,
+            version=P.PROTOCOL_VERSION,
             node_id=bytes([2]) * 32,
             incarnation=bytes(16),
             capabilities=0,
@@ -205,3 +205,29 @@ async def test_sync_barrier_completes_when_the_peer_is_already_up_to_date(tmp_pa
     finally:
         a.store.close()
         b.store.close()
+
+
+async def test_peer_of_protocol_2_is_refused_at_hello_by_name(tmp_path: Path) -> None:
+    """A protocol-2 peer cannot decode NAMED items: refused with both versions named."""
+    a = _engine(tmp_path / "a.db", 1)
+    try:
+        left, right = trio.testing.memory_stream_pair()
+        session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
+        peer = P.Connection()
+        hello = P.Hello(
+            version=2,
+            node_id=bytes([2]) * 32,
+            incarnation=bytes(16),
+            capabilities=0x3F,
+            timestamp_ns=1,
+        )
+        await right.send_all(peer.send(hello))
+        with pytest.raises(SessionClosed, match="protocol 2"):
+            await session.run()
+        peer.receive_data(await right.receive_some(65536))
+        events = []
+        while (event := peer.next_event()) is not P.NEED_DATA:
+            events.append(event)
+        assert isinstance(events[-1], P.Error) and "upgrade" in events[-1].text
+    finally:
+        a.store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ JSON_OBJECTS = st.dictionaries(
 )
 
 
+# Labels: any text but the separator (surrogates cannot be encoded), keys: any text.
+LABELS = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/"), min_size=1, max_size=6
+)
+KEYS = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
 @st.composite
 def items(draw: st.DrawFn, tier: protocol.Tier | None = None) -> protocol.Item:
     op = draw(st.sampled_from(list(protocol.Op)))
@@ -50,8 +58,12 @@ def items(draw: st.DrawFn, tier: protocol.Tier | None = None) -> protocol.Item:
     flags = 0
     if value and draw(st.booleans()):
         value, flags = _ZSTD.compress(value), PAYLOAD_ZSTD
+    item_id = draw(st.binary(min_size=16, max_size=16))
+    if draw(st.booleans()):  # a NAMED item (SPEC.md section 2.1)
+        block = protocol.name_block(tuple(draw(st.lists(LABELS, max_size=3))), draw(KEYS))
+        value, flags, item_id = block + value, flags | protocol.NAMED, protocol.name_id(block)
     return protocol.Item(
-        item_id=draw(st.binary(min_size=16, max_size=16)),
+        item_id=item_id,
         timestamp_ns=draw(U64),
         origin=draw(U64),
         tier=draw(TIERS) if tier is None else tier,
@@ -361,6 +373,59 @@ def test_mutated_items_agree(data: st.DataObject) -> None:
     valid = protocol.pack_item(data.draw(items()))
     broken = data.draw(mutated(valid, 48))
     assert _outcome(_item_schema_parse, broken) == _outcome(_item_struct_parse, broken)
+
+
+def _repacked(item: protocol.Item, payload: bytes) -> bytes:
+    """``item`` with another payload: length and CRC fixed up, so the payload rules run."""
+    head = bytearray(protocol.pack_item(item)[:44])
+    head[40:44] = len(payload).to_bytes(4, "big")
+    crc = zlib.crc32(payload, zlib.crc32(bytes(head)))
+    return bytes(head) + crc.to_bytes(4, "big") + payload
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_names_agree(data: st.DataObject) -> None:
+    """A NAMED item with a broken name block (valid CRC): both name the same part."""
+    item = data.draw(items().filter(lambda i: bool(i.flags & protocol.NAMED)))
+    broken = _repacked(item, data.draw(mutated(item.payload, 24)))
+    expected = _outcome(_item_struct_parse, broken)
+    assert _outcome(_item_schema_parse, broken) == expected
+    count = 1
+
+    def body_side(raw: bytes) -> list[dict[str, Any]]:
+        got = protocol.unpack_items(raw, count, prefix="batch.items")
+        return [_item_struct(one) for one in got]
+
+    def compiled_side(raw: bytes) -> list[dict[str, Any]]:
+        return [_item_schema(f) for f in schema.construct_parse_items(raw, count)]
+
+    assert _outcome(compiled_side, broken) == _outcome(body_side, broken)
+
+
+@pytest.mark.parametrize(
+    ("block", "field", "offset"),
+    [
+        (b"", "item.name.depth", 48),
+        (b"\x11", "item.name.depth", 48),
+        (b"\x01\x00", "item.name.labels[0].len", 49),
+        (b"\x01\x03a/b\x00\x01k", "item.name.labels[0].text", 51),
+        (b"\x01\x02\xff\xfe\x00\x01k", "item.name.labels[0].text", 50),
+        (b"\x00\x00\x00", "item.name.key_len", 49),
+        (b"\x00\x04\x01" + bytes(1025), "item.name.key_len", 49),
+        (b"\x00\x00\x05abc", "item.name.key", 51),
+        (b"\x00\x00\x01k", "item.item_id", 0),
+    ],
+)
+def test_bad_names_are_named(block: bytes, field: str, offset: int) -> None:
+    """Every malformed part of a name is refused by both codecs, naming the part."""
+    item = protocol.Item(item_id=bytes(16), timestamp_ns=1, origin=2, tier=0, op=1)
+    data = bytearray(_repacked(item, block))
+    data[36:38] = protocol.NAMED.to_bytes(2, "big")
+    data[44:48] = zlib.crc32(block, zlib.crc32(bytes(data[:44]))).to_bytes(4, "big")
+    for side in (_item_struct_parse, _item_schema_parse):
+        outcome = _outcome(side, bytes(data))
+        assert outcome[0] == "error" and outcome[2:] == (field, offset), outcome
 
 
 @SETTINGS

@@ -19,6 +19,15 @@ VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 
 
 def item_to_json(item: P.Item) -> dict[str, Any]:
+    out = _item_fields(item)
+    name = item.name
+    if name is not None:  # NAMED (SPEC.md section 2.1): spelled out for other implementations
+        out["name"] = {"namespace": list(name.namespace), "key": name.key}
+        out["name_block_hex"] = P.name_block(name.namespace, name.key).hex()
+    return out
+
+
+def _item_fields(item: P.Item) -> dict[str, Any]:
     return {
         "item_id": item.item_id.hex(),
         "timestamp_ns": item.timestamp_ns,
