@@ -48,6 +48,7 @@ from protocol import (
     ITEM_HEADER_SIZE,
     MAX_BATCH_ITEMS,
     MAX_BATCH_RAW,
+    NAMED,
     PAYLOAD_ZSTD,
     Batch,
     Item,
@@ -115,6 +116,7 @@ def stored_item(tier: Tier, seq: int, row: Row) -> StoredItem:
         deleted=row.deleted,
         value=row.value(),
         fields={k: v for k, v in row.fields.items()},
+        name=row.name,
     )
 
 
@@ -157,15 +159,21 @@ class Engine:
         *,
         priority: Priority = Priority.NORMAL,
         compress: bool = False,
+        name: bytes = b"",
     ) -> Item:
         """Stamp, store durably and return one local version (INSERT/UPDATE/DELETE/MERGE).
+
+        ``name`` is the item's name block (``protocol.name_block``) for a NAMED version;
+        ``item_id`` must then be its id.
 
         Raises:
             LocalProtocolError: the version is invalid (payload too large, MERGE not an
                 object, DELETE with a payload, REPLICATE).
             sqlite3.Error: the disk failed; the write did not happen.
         """
-        item = self.stamp(tier, item_id, op, payload, priority=priority, compress=compress)
+        item = self.stamp(
+            tier, item_id, op, payload, priority=priority, compress=compress, name=name
+        )
         self.commit(item)
         return item
 
@@ -178,6 +186,7 @@ class Engine:
         *,
         priority: Priority = Priority.NORMAL,
         compress: bool = False,
+        name: bytes = b"",
     ) -> Item:
         """A new local version, stamped but not stored (thread-safe; see :meth:`write`).
 
@@ -191,6 +200,8 @@ class Engine:
             packed = zstandard.ZstdCompressor(write_content_size=True).compress(payload)
             if len(packed) < len(payload):
                 payload, flags = packed, PAYLOAD_ZSTD
+        if name:  # SPEC.md section 2.1: the name goes first, never compressed
+            payload, flags = name + payload, flags | NAMED
         return Item(
             item_id=item_id,
             timestamp_ns=self.clock.now(),
@@ -273,14 +284,21 @@ class Engine:
         self._require_live(tier, item_id)
         return self.write(tier, item_id, Op.UPDATE, payload, priority=priority, compress=compress)
 
-    def delete(self, tier: Tier, item_id: bytes, *, priority: Priority = Priority.NORMAL) -> Item:
-        """Write a tombstone for an existing item.
+    def delete(
+        self,
+        tier: Tier,
+        item_id: bytes,
+        *,
+        priority: Priority = Priority.NORMAL,
+        name: bytes = b"",
+    ) -> Item:
+        """Write a tombstone for an existing item (a named one keeps its name).
 
         Raises:
             ItemNotFoundError: no live item with that id in the tier.
         """
         self._require_live(tier, item_id)
-        return self.write(tier, item_id, Op.DELETE, priority=priority)
+        return self.write(tier, item_id, Op.DELETE, priority=priority, name=name)
 
     def merge(
         self,
@@ -289,13 +307,16 @@ class Engine:
         fields: Mapping[str, Any],
         *,
         priority: Priority = Priority.NORMAL,
+        name: bytes = b"",
     ) -> Item:
         """MERGE top-level fields into an item (creating it if needed).
 
         Raises:
             TypeError: a field value is not JSON-serialisable.
         """
-        return self.write(tier, item_id, Op.MERGE, merge_payload(fields), priority=priority)
+        return self.write(
+            tier, item_id, Op.MERGE, merge_payload(fields), priority=priority, name=name
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -549,6 +570,7 @@ class AsyncEngine:
         *,
         priority: Priority = Priority.NORMAL,
         announce: Callable[[Item], None],
+        name: bytes = b"",
     ) -> Item:
         """A local write whose ``announce`` (the daemon's push) runs as soon as is safe.
 
@@ -563,7 +585,7 @@ class AsyncEngine:
         """
         engine = self.engine
         if priority >= Priority.HIGH and len(payload) <= EARLY_MAX_PAYLOAD:
-            item = engine.stamp(tier, item_id, op, payload, priority=priority)
+            item = engine.stamp(tier, item_id, op, payload, priority=priority, name=name)
             early = engine.may_send_early(item)
             if not early:
                 await self.worker.run(engine.commit, item, urgent=True)
@@ -580,7 +602,8 @@ class AsyncEngine:
         # Acknowledged and announced without waiting for store upkeep (pulls pay for it).
         urgent = priority >= Priority.HIGH
         item = await self.worker.run(
-            lambda: engine.write(tier, item_id, op, payload, priority=priority), urgent=urgent
+            lambda: engine.write(tier, item_id, op, payload, priority=priority, name=name),
+            urgent=urgent,
         )
         announce(item)
         return item

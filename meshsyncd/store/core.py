@@ -46,12 +46,13 @@ from hashlib import blake2b as _blake2b
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from protocol import Item, Op, Tier
+from protocol import Item, Name, Op, Tier
 
 from .bulk import insert_rows
 from .checkpoint import Checkpointer
 from .fold import FoldMixin
 from .maintenance import DAY_NS, Conflict, MaintenanceMixin
+from .names import INSERT_NAMES, NamesMixin, new_names
 from .rows import (
     BASE_HEAD,
     BIAS,
@@ -150,9 +151,10 @@ class StoredItem:
     deleted: bool
     value: bytes | None
     fields: Mapping[str, tuple[int, int, Any]]
+    name: Name | None = None
 
 
-class Store(FoldMixin, MaintenanceMixin):
+class Store(FoldMixin, NamesMixin, MaintenanceMixin):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
@@ -448,6 +450,8 @@ class Store(FoldMixin, MaintenanceMixin):
             return ApplyResult(0, 0)
         ids = [item[0] for item in todo]
         existing = self._existing(t, ids)
+        # Names of items this slice creates (names.py), before the loop fills the tail.
+        names = new_names(t, todo, existing.get)
         dups: set[bytes] = set()
         if len(set(ids)) != len(ids):
             seen: set[bytes] = set()
@@ -535,6 +539,8 @@ class Store(FoldMixin, MaintenanceMixin):
             self._conn.executemany(_UPDATE_FIELDS, update)
         if insert:
             insert_rows(self._conn, _INSERT, 11, insert)
+        if names:
+            self._conn.executemany(INSERT_NAMES, names)
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq

@@ -15,7 +15,16 @@ from typing import Any
 from protocol import Op, Tier
 
 from .reads import ReadMixin
-from .rows import NO_BASE, base_hash, decode_fields, encode_fields, fields_hash, from_db, to_db
+from .rows import (
+    NO_BASE,
+    base_hash,
+    decode_fields,
+    encode_fields,
+    fields_hash,
+    from_db,
+    name_only_base,
+    to_db,
+)
 
 __all__ = ["DAY_NS", "Conflict", "MaintenanceMixin"]
 
@@ -50,6 +59,9 @@ class MaintenanceMixin(ReadMixin):
 
     def _rollback(self) -> None:
         raise NotImplementedError
+
+    def _unindex(self, t: int, rows: list[tuple[int, bytes]]) -> None:
+        raise NotImplementedError  # names.NamesMixin
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
         raise NotImplementedError
@@ -164,26 +176,31 @@ class MaintenanceMixin(ReadMixin):
                     (t << SEQ_BITS, (t << SEQ_BITS) | SEQ_MASK, to_db(cutoff)),
                 ).fetchall()
                 gone: list[tuple[int, bytes, int]] = []
+                unnamed: list[tuple[int, bytes]] = []
                 for rowid, iid, ts, origin, op, flags, payload, ftext, bh in recs:
                     old_hash = int.from_bytes(bh, "big") + fields_hash(iid, ftext)
                     fields = {k: v for k, v in decode_fields(ftext).items() if v[0] >= cutoff}
                     if not fields:
                         gone.append((rowid, iid, old_hash))
+                        unnamed.append((flags, payload))
                         continue
                     if op == NO_BASE and len(fields) == len(decode_fields(ftext)):
                         continue
-                    del ts, origin, flags, payload
+                    del ts, origin
                     ftext2 = encode_fields(fields)
-                    bh2 = base_hash(iid, 0, 0, NO_BASE, 0, b"")
+                    # A named row keeps its name as a name-only base (rows.py, "Names").
+                    flags2, body = name_only_base(flags, payload)
+                    bh2 = base_hash(iid, 0, 0, NO_BASE, flags2, body)
                     self._conn.execute(
-                        "UPDATE items SET ts = ?, origin = ?, op = 0, flags = 0, payload = ?,"
+                        "UPDATE items SET ts = ?, origin = ?, op = 0, flags = ?, payload = ?,"
                         " fields = ?, bhash = ? WHERE rowid = ?",
-                        (to_db(0), to_db(0), b"", ftext2, bh2.to_bytes(32, "big"), rowid),
+                        (to_db(0), to_db(0), flags2, body, ftext2, bh2.to_bytes(32, "big"), rowid),
                     )
                     self._write_buckets(t, {iid[0]: bh2 + fields_hash(iid, ftext2) - old_hash})
                     touched += 1
                 if gone:
                     self._remove_rows(t, gone)
+                    self._unindex(t, unnamed)
                     touched += len(gone)
                 self._commit()
             except BaseException:
@@ -213,7 +230,8 @@ class MaintenanceMixin(ReadMixin):
             self._begin(self.local_synchronous)
             try:
                 recs = self._conn.execute(
-                    "SELECT rowid, item_id, bhash FROM items WHERE rowid > ? AND rowid <= ?"
+                    "SELECT rowid, item_id, bhash, flags, payload FROM items"
+                    " WHERE rowid > ? AND rowid <= ?"
                     " AND op = ? AND fields IS NULL AND ts < ?",
                     (
                         t << SEQ_BITS,
@@ -223,7 +241,8 @@ class MaintenanceMixin(ReadMixin):
                     ),
                 ).fetchall()
                 if recs:
-                    self._remove_rows(t, [(r, i, int.from_bytes(b, "big")) for r, i, b in recs])
+                    self._remove_rows(t, [(r[0], r[1], int.from_bytes(r[2], "big")) for r in recs])
+                    self._unindex(t, [(r[3], r[4]) for r in recs])
                     removed += len(recs)
                 self._commit()
             except BaseException:

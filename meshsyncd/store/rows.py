@@ -15,6 +15,13 @@ and serialised canonically (sorted keys, compact separators), so every node deri
 bytes. A row re-sends itself as its base version plus one MERGE item per distinct field key
 (:func:`row_versions`): a receiver that folds those in reaches the identical row.
 
+Names (SPEC.md section 2.1): a NAMED version's payload starts with the item's name block,
+and so does the stored base payload, with ``NAMED`` in the row's flags (a tombstone of a
+named item keeps its name). A row with MERGE fields only has no base to carry the name, so
+the first NAMED MERGE gives it the *name-only base*: op ``NO_BASE``, key (0, 0), the name
+block as payload and ``NAMED`` as flags. Every node folds the same versions into the same
+base, so digests still agree, and the MERGE versions a row re-sends carry its name again.
+
 Keys are ``(timestamp_ns, origin)`` as unsigned integers. SQLite integers are signed, so the
 store keeps both biased by ``2**63`` (:func:`to_db` / :func:`from_db`), which preserves order.
 
@@ -32,7 +39,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import PAYLOAD_ZSTD, Item, Op, Priority, Tier, inflate
+from protocol import NAMED, PAYLOAD_ZSTD, Item, Name, Op, Priority, Tier, inflate
+from protocol.names import read_name, skip_name
 
 __all__ = [
     "BASE_HEAD",
@@ -43,6 +51,7 @@ __all__ = [
     "base_digest",
     "base_hash",
     "fields_hash",
+    "name_only_base",
     "from_db",
     "to_db",
 ]
@@ -168,6 +177,10 @@ class Row:
             if key != self.key and item.origin != self.origin:
                 losers.append((self.key, key))
             return False
+        if self.op == NO_BASE and item.flags & NAMED and not self.flags & NAMED:
+            payload = item.payload
+            self.flags, self.payload = NAMED, payload[: skip_name(payload)]
+            self.base_changed = True
         obj: dict[str, Any] = json.loads(item.value())
         changed = False
         for name, value in obj.items():
@@ -206,9 +219,19 @@ class Row:
             obj[name] = val
         return json.dumps(obj, **_CANON).encode()
 
+    @property
+    def name(self) -> Name | None:
+        """The item's name, ``None`` when nameless. Needs the payload loaded."""
+        if not self.flags & NAMED or not self.payload:
+            return None
+        return read_name(self.payload)[0]
+
     def versions(self, tier: Tier) -> list[Item]:
         """The versions that reproduce this row on a receiver: base, then MERGEs by key."""
         out: list[Item] = []
+        block, mflags = b"", 0
+        if self.flags & NAMED and self.payload:
+            block, mflags = self.payload[: skip_name(self.payload)], NAMED
         if self.op != NO_BASE:
             assert self.payload is not None
             out.append(
@@ -235,7 +258,8 @@ class Row:
                     tier=tier,
                     op=Op.MERGE,
                     priority=self.priority,
-                    payload=json.dumps(obj, **_CANON).encode(),
+                    flags=mflags,
+                    payload=block + json.dumps(obj, **_CANON).encode(),
                 )
             )
         return out
@@ -246,6 +270,8 @@ class Row:
 
 
 def _inflated(payload: bytes, flags: int) -> bytes:
+    if flags & NAMED:
+        payload = payload[skip_name(payload) :]
     if flags & PAYLOAD_ZSTD:
         return inflate(payload, 1 << 20, "item.payload", None)
     return payload
@@ -258,3 +284,10 @@ def _as_object(data: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return {}
     return obj if isinstance(obj, dict) else {}
+
+
+def name_only_base(flags: int, payload: bytes) -> tuple[int, bytes]:
+    """(flags, payload) of the base a row keeps when only MERGE fields remain of it."""
+    if flags & NAMED:
+        return NAMED, payload[: skip_name(payload)]
+    return 0, b""

@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 7; older versions differed only where noted):
+Layout (version 8; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -53,6 +53,10 @@ Layout (version 7; older versions differed only where noted):
     tombstone purging).
 ``peers``
     The last incarnation seen for each peer, to detect a recreated store.
+``names``
+    (version 8) The names index of NAMED items (SPEC.md section 2.1): (tier, namespace as
+    ``agents/alden/``, key) -> item id, clustered on the name for prefix listing
+    (``names.py``). One entry per named item, written with the row that creates it.
 ``conflicts``
     The bounded conflict log; (version 6) unique per (tier, item, winner key, loser key),
     so the same loss seen twice (a resent batch) is logged once; (version 7) that index
@@ -187,7 +191,18 @@ def _v7(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(conn: sqlite3.Connection) -> None:
+    # Empty at creation: no store before version 8 can hold a NAMED item (a protocol-2
+    # decoder refused flag bit 1), so there is nothing to backfill.
+    conn.execute(
+        "CREATE TABLE names (tier INTEGER NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL,"
+        " item_id BLOB NOT NULL, PRIMARY KEY (tier, ns, key)) WITHOUT ROWID"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,192 @@
+"""Named items in the store: the names index, listing by namespace prefix, namespace counts.
+
+Theory of operation: ``names`` (schema version 8) maps (tier, namespace, key) to the item id,
+clustered on the name, so "every item under ``agents/alden/``" is one range scan in name
+order. The namespace is stored as its labels each followed by ``/`` (``agents/alden/``; the
+root namespace is ``""``): a label never holds ``/`` (SPEC.md section 2.1), so the items under
+a prefix are exactly the range ``[prefix, prefix with its last "/" replaced by "0")`` ("0"
+follows "/" in every encoding), and deeper namespaces sort right after their parent.
+
+An entry is written once per item, in the transaction that creates the item's row (an
+item's name never changes: its id is derived from it), with ``INSERT OR IGNORE``, so a
+version that arrives twice or a concurrent creation costs nothing more. It is removed with
+the row when a purge removes the row. Entries point at ids, not rows: a row moves on every
+change (its rowid is its sequence), and keeping the index on rowids would rewrite a random
+index page per change. A listing resolves ids to rows the way every read does (the tail map,
+then ``ids``) and skips tombstones unless asked.
+
+Paging is by name: a page ends at a (namespace, key) and the next starts after it, so items
+written meanwhile appear in their place or not at all, and an item listed once is never
+listed again (stable paging while writes continue).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from protocol import NAMED, SEPARATOR, Item, Name, Tier
+from protocol.names import read_name
+
+from .idfilter import IdFilter
+from .rows import Row, decode_fields, from_db
+
+__all__ = ["INSERT_NAMES", "NamesMixin", "new_names", "ns_prefix", "ns_range"]
+
+SEQ_BITS = 56
+SEQ_MASK = (1 << SEQ_BITS) - 1
+INSERT_NAMES = "INSERT OR IGNORE INTO names (tier, ns, key, item_id) VALUES (?, ?, ?, ?)"
+_ROW_SQL = "SELECT rowid, item_id, ts, origin, op, priority, flags, payload, fields FROM items"
+_IN = 256  # rowids per IN list (padded to a power of two: few distinct statements cached)
+
+
+def ns_prefix(labels: Sequence[str]) -> str:
+    """The index form of a namespace: each label followed by ``/`` (root: ``""``)."""
+    return "".join(label + SEPARATOR for label in labels)
+
+
+def ns_range(prefix: str) -> tuple[str, str | None]:
+    """``[lo, hi)`` of the index forms under ``prefix`` (``hi`` None: no upper bound)."""
+    if not prefix:
+        return "", None
+    return prefix, prefix[:-1] + chr(ord(SEPARATOR) + 1)
+
+
+def new_names(
+    t: int, todo: Sequence[Item], old_of: Callable[[bytes], Any]
+) -> list[tuple[int, str, str, bytes]]:
+    """Index entries for the NAMED versions in ``todo`` whose item has no row yet."""
+    out = []
+    for item in todo:
+        if item[6] & NAMED and old_of(item[0]) is None:
+            name, _ = read_name(item[7])
+            out.append((t, ns_prefix(name.namespace), name.key, item[0]))
+    return out
+
+
+def _padded(values: list[int]) -> list[int]:
+    size = 1 << (len(values) - 1).bit_length()
+    return values + values[: size - len(values)] if size > len(values) else values
+
+
+def _row(rec: tuple[Any, ...]) -> tuple[int, Row]:
+    rowid, iid, ts, origin, op, prio, flags, payload, ftext = rec
+    row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, payload)
+    row.fields = decode_fields(ftext)
+    return rowid & SEQ_MASK, row
+
+
+class NamesMixin:
+    """Queries over the names index (a mixin of :class:`meshsyncd.store.core.Store`)."""
+
+    _conn: sqlite3.Connection
+    _tail: dict[int, dict[bytes, int]]
+    _filters: dict[int, IdFilter]
+
+    def _name_entries(
+        self, t: int, prefix: str, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str, bytes, int | None]]:
+        """Up to ``limit`` index entries under ``prefix`` after ``after``, with their rowid."""
+        lo, hi = ns_range(prefix)
+        where = "n.tier = ? AND n.ns >= ?"
+        args: list[Any] = [t, lo]
+        if hi is not None:
+            where += " AND n.ns < ?"
+            args.append(hi)
+        if after is not None:
+            where += " AND (n.ns, n.key) > (?, ?)"
+            args.extend(after)
+        recs = self._conn.execute(
+            "SELECT n.ns, n.key, n.item_id, ids.rid FROM names AS n"
+            " LEFT JOIN ids ON ids.tier = n.tier AND ids.item_id = n.item_id"
+            f" WHERE {where} ORDER BY n.ns, n.key LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        tail = self._tail[t]
+        return [(ns, key, iid, tail.get(iid, rid)) for ns, key, iid, rid in recs]
+
+    def _rows_by_rid(self, rids: list[int]) -> dict[int, tuple[int, Row]]:
+        out: dict[int, tuple[int, Row]] = {}
+        for start in range(0, len(rids), _IN):
+            chunk = _padded(rids[start : start + _IN])
+            sql = f"{_ROW_SQL} WHERE rowid IN ({','.join('?' * len(chunk))})"
+            for rec in self._conn.execute(sql, chunk):
+                out[rec[0]] = _row(rec)
+        return out
+
+    def list_names(
+        self,
+        tier: Tier,
+        prefix: Sequence[str] = (),
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+        include_deleted: bool = False,
+    ) -> tuple[list[tuple[int, Row, Name]], tuple[str, str] | None]:
+        """Named items of ``tier`` under the namespace ``prefix``, in name order.
+
+        ``after`` is the (index namespace, key) a previous page ended at. Returns the
+        ``(seq, row, name)`` of up to ``limit`` items and the position to continue after
+        (``None`` when the range is exhausted).
+        """
+        t = int(tier)
+        text = ns_prefix(prefix)
+        out: list[tuple[int, Row, Name]] = []
+        last = after
+        while len(out) < limit:
+            want = limit - len(out)
+            entries = self._name_entries(t, text, last, want)
+            found = self._rows_by_rid([rid for *_, rid in entries if rid is not None])
+            for ns, key, _iid, rid in entries:
+                last = (ns, key)
+                hit = None if rid is None else found.get(rid)
+                if hit is None or (hit[1].deleted and not include_deleted):
+                    continue
+                labels = tuple(ns.split(SEPARATOR)[:-1])
+                out.append((hit[0], hit[1], Name(labels, key)))
+                if len(out) == limit:
+                    break
+            if len(entries) < want:
+                return out, None
+        return out, last
+
+    def count_names(
+        self, tier: Tier, prefix: Sequence[str], after: tuple[str, str] | None, limit: int
+    ) -> tuple[dict[str, int], tuple[str, str] | None]:
+        """Live items per index namespace for up to ``limit`` entries after ``after``.
+
+        Returns the counts and where to continue (``None``: done). Why in pieces: counting
+        a large tier reads every row under the prefix, and on the writer thread an urgent
+        write would wait for all of it; the caller sums pieces, each its own worker call.
+        """
+        t = int(tier)
+        entries = self._name_entries(t, ns_prefix(prefix), after, limit)
+        live: dict[str, int] = {}
+        rids = [rid for *_, rid in entries if rid is not None]
+        alive: set[int] = set()
+        for start in range(0, len(rids), _IN):
+            chunk = _padded(rids[start : start + _IN])
+            alive.update(
+                rid
+                for (rid,) in self._conn.execute(
+                    f"SELECT rowid FROM items WHERE rowid IN ({','.join('?' * len(chunk))})"
+                    " AND (fields IS NOT NULL OR op IN (1, 2))",
+                    chunk,
+                )
+            )
+        for ns, _key, _iid, rid in entries:
+            if rid in alive:
+                live[ns] = live.get(ns, 0) + 1
+        more = (entries[-1][0], entries[-1][1]) if len(entries) == limit else None
+        return live, more
+
+    def _unindex(self, t: int, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Drop the index entries of removed rows, given their (flags, payload)."""
+        gone = []
+        for flags, payload in rows:
+            if flags & NAMED and payload:
+                name, _ = read_name(payload)
+                gone.append((t, ns_prefix(name.namespace), name.key))
+        if gone:
+            self._conn.executemany("DELETE FROM names WHERE tier = ? AND ns = ? AND key = ?", gone)
