@@ -51,8 +51,8 @@ __all__ = [
     "base_digest",
     "base_hash",
     "fields_hash",
-    "name_only_base",
     "from_db",
+    "name_only_base",
     "to_db",
 ]
 

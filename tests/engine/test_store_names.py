@@ -101,7 +101,7 @@ def test_paging_is_stable_while_writes_continue(store: Store) -> None:
 
 def test_a_merge_only_row_keeps_its_name_and_resends_it(store: Store, tmp_path: Path) -> None:
     store.apply(T, [nv(("a",), "m", 10, Op.MERGE, b'{"x":1}')])
-    seq, row = store.rows_since(T, 0, 10)[0]
+    _seq, row = store.rows_since(T, 0, 10)[0]
     assert row.name == Name(("a",), "m")
     versions = row.versions(T)
     assert [v.name for v in versions] == [Name(("a",), "m")]
