@@ -43,7 +43,8 @@ from typing import Any
 
 import click
 
-from protocol import Batch, Item, Op, Tier
+from protocol import NAMED, Batch, Item, Op, Tier, name_block, name_id
+from protocol.names import skip_name
 
 from ..engine import Engine
 from ..store import SCHEMA_VERSION, Store
@@ -58,6 +59,8 @@ _WORDS = (
     "agent observed user asked tool returned plan step memory context file error retry "
     "summary fact pattern result success failure latency token model prompt answer cache"
 ).split()
+_KINDS = ("prefs", "episodes", "findings", "patterns")
+_KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _BARE_SQL = (
     "INSERT INTO bare (item_id, ts, origin, payload) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (item_id) DO UPDATE SET ts = excluded.ts, origin = excluded.origin,"
@@ -74,12 +77,27 @@ def _progress(label: str, done: int, total: int) -> None:
 
 
 class Workload:
-    """Deterministic item generator: ids from a seeded RNG, ~200-byte JSON payloads."""
+    """Deterministic item generator: ids from a seeded RNG, ~200-byte JSON payloads.
 
-    def __init__(self, seed: int, base_ns: int) -> None:
+    ``named``: NAMED items (SPEC.md section 2.1) instead, in a namespace of three labels
+    (``agents/agent-NN/<kind>``) with a random 16-character key, their ids derived from
+    the names; ``blocks`` keeps the name block of the ids the scenario will touch again.
+    """
+
+    def __init__(self, seed: int, base_ns: int, named: bool = False) -> None:
         self.rnd = random.Random(seed)
         self.base_ns = base_ns
         self.counter = 0
+        self.named = named
+        self.blocks: dict[bytes, bytes] = {}
+
+    def name(self) -> tuple[bytes, bytes]:
+        """A new (item id, name block)."""
+        rnd = self.rnd
+        ns = ("agents", f"agent-{rnd.randrange(16):02d}", rnd.choice(_KINDS))
+        key = "".join(rnd.choice(_KEY_CHARS) for _ in range(16))
+        block = name_block(ns, key)
+        return name_id(block), block
 
     def payload(self) -> bytes:
         rnd = self.rnd
@@ -92,21 +110,26 @@ class Workload:
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    def item(self, item_id: bytes, ts: int, origin: int) -> Item:
+    def item(self, item_id: bytes, ts: int, origin: int, block: bytes = b"") -> Item:
         self.counter += 1
+        if self.named and not block:
+            block = self.blocks[item_id]
         return Item(
             item_id=item_id,
             timestamp_ns=ts,
             origin=origin,
             tier=TIER,
             op=Op.UPDATE,
-            payload=self.payload(),
+            flags=NAMED if block else 0,
+            payload=block + self.payload(),
         )
 
     def fresh(self, n: int) -> list[Item]:
-        return [
-            self.item(self.rnd.randbytes(16), self.base_ns + self.counter, PEER) for _ in range(n)
-        ]
+        out = []
+        for _ in range(n):
+            iid, block = self.name() if self.named else (self.rnd.randbytes(16), b"")
+            out.append(self.item(iid, self.base_ns + self.counter, PEER, block))
+        return out
 
 
 def _batches(
@@ -159,15 +182,28 @@ def _engine_apply(engine: Engine, items: list[Item], to_seq: int) -> tuple[float
 
 
 def _preload(
-    engine: Engine, bare: sqlite3.Connection, name: str, n: int, seed: int, base_ns: int
+    engine: Engine,
+    bare: sqlite3.Connection,
+    name: str,
+    n: int,
+    seed: int,
+    base_ns: int,
+    blocks: dict[bytes, bytes],
+    named: bool = False,
 ) -> list[bytes]:
-    """Fill both stores with ``n`` fresh items; return a sample of their ids."""
+    """Fill both stores with ``n`` fresh items; return a sample of their ids.
+
+    ``blocks`` gets the name blocks of the sampled ids of NAMED items.
+    """
     sample: list[bytes] = []
-    work = Workload(seed, base_ns)
+    work = Workload(seed, base_ns, named)
     # Batches of the timed size: the preload is not timed, but it counts in the peak RSS.
     for done in range(0, n, BATCH):
         items = work.fresh(min(BATCH, n - done))
-        sample.extend(i.item_id for i in items[:: max(1, n // 20_000)])
+        for i in items[:: max(1, n // 20_000)]:
+            sample.append(i.item_id)
+            if named:
+                blocks[i.item_id] = i.payload[: skip_name(i.payload)]
         _engine_apply(engine, items, done + len(items))
         _bare_apply(bare, items)
         _progress(f"{name}: preloading", done + len(items), n)
@@ -191,12 +227,20 @@ def _copy_db(src: Path, dst: Path) -> None:
 
 
 def run_scenario(
-    workdir: Path, name: str, preload: int, n: int, seed: int, cache: Path | None = None
+    workdir: Path,
+    name: str,
+    preload: int,
+    n: int,
+    seed: int,
+    cache: Path | None = None,
+    named: bool = False,
 ) -> dict[str, Any]:
     """Preload both stores with ``preload`` items, then time ``n`` items into each."""
     base_ns = time.time_ns() - 3600 * 10**9
     db, bare_db = workdir / f"{name}.db", workdir / f"{name}-bare.db"
     key = f"preload-v{SCHEMA_VERSION}-p{PAGE_SIZE}-t{TAIL_LIMIT}-{preload}-{seed}"
+    key += "-named" if named else ""
+    blocks: dict[bytes, bytes] = {}
     cached = cache is not None and preload > 0 and (cache / f"{key}.json").exists()
     if cached:
         assert cache is not None
@@ -210,8 +254,9 @@ def run_scenario(
     try:
         if cached:
             sample = [bytes.fromhex(h) for h in meta["sample"]]
+            blocks = {bytes.fromhex(k): bytes.fromhex(v) for k, v in meta["blocks"].items()}
         else:
-            sample = _preload(engine, bare, name, preload, seed, base_ns)
+            sample = _preload(engine, bare, name, preload, seed, base_ns, blocks, named)
             if cache is not None and preload > 0:
                 store.close()
                 bare.close()
@@ -221,13 +266,18 @@ def run_scenario(
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     conn.close()
                     _copy_db(src, cache / dst)
-                doc = {"base_ns": base_ns, "sample": [i.hex() for i in sample]}
+                doc = {
+                    "base_ns": base_ns,
+                    "sample": [i.hex() for i in sample],
+                    "blocks": {k.hex(): v.hex() for k, v in blocks.items()},
+                }
                 (cache / f"{key}.json").write_text(json.dumps(doc))
                 store = Store.open(db)
                 engine = Engine(store, node_id=0xA)
                 bare = _bare_open(bare_db)
         seq = preload
-        work = Workload(seed + 1, base_ns + preload)
+        work = Workload(seed + 1, base_ns + preload, named)
+        work.blocks = blocks
         t_engine = t_bare = 0.0
         conflicts = 0
         for k, items in enumerate(_batches(work, n, sample)):
@@ -243,7 +293,7 @@ def run_scenario(
         bare.close()
     engine_rate, bare_rate = n / t_engine, n / t_bare
     return {
-        "scenario": name,
+        "scenario": name + (" named" if named else ""),
         "preloaded": preload,
         "items": n,
         "rows_after": rows,
@@ -263,6 +313,7 @@ def run_repeated(
     seed: int,
     cache: Path | None,
     repeat: int,
+    named: bool = False,
 ) -> dict[str, Any]:
     """:func:`run_scenario` ``repeat`` times on fresh copies; each figure's median run.
 
@@ -282,7 +333,7 @@ def run_repeated(
         rundir = workdir / f"{name}-run{k + 1}"
         rundir.mkdir()
         try:
-            runs.append(run_scenario(rundir, name, preload, n, seed, cache))
+            runs.append(run_scenario(rundir, name, preload, n, seed, cache, named))
         finally:
             shutil.rmtree(rundir, ignore_errors=True)
     out = dict(runs[0])
@@ -315,6 +366,11 @@ def run_repeated(
     help="Keep the preloaded stores here and reuse them in later runs.",
 )
 @click.option(
+    "--names/--no-names",
+    default=False,
+    help="Also run each scenario with NAMED items (three labels, 16-char keys).",
+)
+@click.option(
     "--only",
     type=click.Choice(["both", "fresh", "preloaded"]),
     default="both",
@@ -328,6 +384,7 @@ def apply_cmd(
     preload: int,
     workdir: str | None,
     cache_dir: str | None,
+    names: bool,
     only: str,
 ) -> None:
     """Apply sync batches into a fresh and a 1M-item store, next to a bare upsert.
@@ -345,11 +402,16 @@ def apply_cmd(
     cache = Path(cache_dir) if cache_dir else None
     with tempfile.TemporaryDirectory(prefix="meshsyncd-bench-", dir=workdir) as tmp:
         results = []
+        kinds = (False, True) if names else (False,)
         if only in ("both", "fresh"):
-            results.append(run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat))
+            for named in kinds:
+                results.append(run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat, named))
         if only in ("both", "preloaded"):
             name = f"preloaded-{preload // 1000}k"
-            results.append(run_repeated(Path(tmp), name, preload, items, 2, cache, repeat))
+            for named in kinds:
+                results.append(
+                    run_repeated(Path(tmp), name, preload, items, 2, cache, repeat, named)
+                )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     targets = {
         "min_items_per_s": 60_000,
@@ -364,8 +426,15 @@ def apply_cmd(
         )
         and peak_mib < targets["max_peak_rss_mib"]
     )
+    rates = {r["scenario"]: r["engine_items_per_s"] for r in results}
+    named_vs = {
+        base: round(rates[f"{base} named"] / rate, 3)
+        for base, rate in rates.items()
+        if f"{base} named" in rates
+    }
     report = {
         "bench": "apply",
+        "named_vs_nameless": named_vs,
         "sqlite": sqlite3.sqlite_version,
         "results": results,
         "peak_rss_mib": round(peak_mib, 1),
@@ -391,6 +460,8 @@ def apply_cmd(
         click.echo(
             f"  {'':>16}  conflicts logged {r['conflicts_logged']:,}   store {r['store_mib']} MiB"
         )
+    for base, ratio in named_vs.items():
+        click.echo(f"  {base}: named items at {ratio:.0%} of nameless (target >= 90%)")
     click.echo(f"  peak RSS: {peak_mib:.1f} MiB")
     click.echo(
         f"  targets: >= {targets['min_items_per_s']:,} items/s, >= {targets['min_ratio']:.0%}"

@@ -7,6 +7,11 @@ subscriber owns a bounded memory channel, and a subscriber whose channel is full
 the node wait for a slow reader. Watchers learn about a drop and tell their client with a
 final error line; nothing else is affected. The feed is not thread-safe: call it from the
 trio thread only.
+
+Resumable watchers (``watch.py``) do not take events from here: they read the changes from
+the store, after their cursor, and only need to know *that* a tier changed. They hold a
+:class:`ChangeSignal`, a flag rather than a queue, which cannot overflow, so such a watcher
+is never dropped however slow its client; it simply reads more rows at its next turn.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import trio
 
 from protocol import Item, Op, Tier
 
-__all__ = ["ChangeFeed", "FeedStatistics", "change_event"]
+__all__ = ["ChangeFeed", "ChangeSignal", "FeedStatistics", "change_event"]
 
 Event = dict[str, Any]
 
@@ -85,6 +90,22 @@ class _Subscriber:
     dropped: bool = False
 
 
+class ChangeSignal:
+    """Set when a change of ``tier`` (any tier: None) is published; see the module doc."""
+
+    def __init__(self, tier: str | None) -> None:
+        self.tier = tier
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Wait until something changed since the last wait returned."""
+        await self._event.wait()
+        self._event = trio.Event()
+
+
 class ChangeFeed:
     """Fan-out of change events to bounded per-subscriber channels (see module docstring)."""
 
@@ -92,6 +113,7 @@ class ChangeFeed:
         if buffer < 1:
             raise ValueError("a subscriber buffer holds at least one event")
         self.buffer = buffer
+        self._signals: set[ChangeSignal] = set()
         self._subs: set[_Subscriber] = set()
         self._published = 0
         self._delivered = 0
@@ -105,6 +127,9 @@ class ChangeFeed:
         """
         ev = normalise_event(event)
         self._published += 1
+        for signal in self._signals:
+            if signal.tier is None or signal.tier == ev.get("tier"):
+                signal.set()
         for sub in list(self._subs):
             if sub.dropped or (sub.tier is not None and ev.get("tier") != sub.tier):
                 continue
@@ -143,6 +168,16 @@ class ChangeFeed:
             self._subs.discard(sub)
             send.close()
             receive.close()
+
+    @contextmanager
+    def signal(self, tier: Tier | None = None) -> Iterator[ChangeSignal]:
+        """A :class:`ChangeSignal` for ``tier`` (all tiers: None) while the block runs."""
+        sig = ChangeSignal(None if tier is None else Tier(tier).name.lower())
+        self._signals.add(sig)
+        try:
+            yield sig
+        finally:
+            self._signals.discard(sig)
 
     def statistics(self) -> FeedStatistics:
         """Counters for ``status`` and tests."""

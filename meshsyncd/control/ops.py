@@ -23,11 +23,11 @@ from ..engine import AsyncEngine, Engine, merge_payload
 from ..store import StoredItem
 from ..store.rows import from_db
 from .feed import ChangeFeed, change_event
+from .names import name_fields, op_list_named, op_namespaces, request_name
 from .proto import (
     ControlError,
     decode_value,
     encode_value,
-    key_item_id,
     node_id_text,
     parse_item_id,
     parse_node_id,
@@ -99,19 +99,19 @@ def _int(p: Params, name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
-def _target(p: Params, *, allow_new: bool) -> bytes:
-    """The item id from ``item_id`` (hex) or ``key`` (name); a random one if allowed."""
+def _target(p: Params, *, allow_new: bool) -> tuple[bytes, bytes]:
+    """(item id, name block) from ``item_id`` (hex, nameless) or ``namespace``/``key``
+    (a name, ``names.py``); a random nameless id if allowed."""
     iid, key = p.get("item_id"), p.get("key")
-    if iid is not None and key is not None:
+    if iid is not None and (key is not None or p.get("namespace") is not None):
         raise ControlError("bad_request", "give either item_id or key, not both")
     if iid is not None:
-        return parse_item_id(iid)
-    if key is not None:
-        if not isinstance(key, str) or not key or len(key) > MAX_KEY:
-            raise ControlError("bad_request", f"key must be a non-empty string of <= {MAX_KEY}")
-        return key_item_id(key)
+        return parse_item_id(iid), b""
+    named = request_name(p)
+    if named is not None:
+        return named
     if allow_new:
-        return os.urandom(16)
+        return os.urandom(16), b""
     raise ControlError("bad_request", "missing item_id or key")
 
 
@@ -120,6 +120,7 @@ def _target(p: Params, *, allow_new: bool) -> bytes:
 
 def _written(item: Item) -> dict[str, Any]:
     return {
+        **name_fields(item.name),
         "item_id": item.item_id.hex(),
         "tier": Tier(item.tier).name.lower(),
         "op": Op(item.op).name.lower(),
@@ -131,6 +132,7 @@ def _written(item: Item) -> dict[str, Any]:
 
 def _stored(found: StoredItem, *, with_value: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
+        **name_fields(found.name),
         "item_id": found.item_id.hex(),
         "tier": Tier(found.tier).name.lower(),
         "seq": found.seq,
@@ -159,7 +161,7 @@ def _local_write(daemon: DaemonView, item: Item, *, announced: bool = False) -> 
 async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
     fresh = p.get("item_id") is None and p.get("key") is None
-    item_id = _target(p, allow_new=True)
+    item_id, name = _target(p, allow_new=True)
     value = decode_value(p)
     assert value is not None
     if fresh:  # a new random id: INSERT without asking the store, so it may go out early
@@ -171,14 +173,14 @@ async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
     def work(engine: Engine) -> Item:
         found = engine.store.get_row(tier, item_id)
         op = Op.INSERT if found is None or found[1].deleted else Op.UPDATE
-        return engine.write(tier, item_id, op, value, priority=prio)
+        return engine.write(tier, item_id, op, value, priority=prio, name=name)
 
     item = await daemon.engine.run(work, daemon.engine.engine, urgent=prio >= Priority.HIGH)
     return _local_write(daemon, item)
 
 
 async def op_get(daemon: DaemonView, p: Params) -> dict[str, Any]:
-    tier, item_id = _tier(p), _target(p, allow_new=False)
+    tier, (item_id, _name) = _tier(p), _target(p, allow_new=False)
     found: StoredItem | None = await daemon.engine.get(tier, item_id)
     if found is None or (found.deleted and not p.get("include_deleted")):
         what = f'key "{p["key"]}" (id {item_id.hex()})' if p.get("key") else f"id {item_id.hex()}"
@@ -188,9 +190,9 @@ async def op_get(daemon: DaemonView, p: Params) -> dict[str, Any]:
 
 async def op_delete(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
-    item_id = _target(p, allow_new=False)
+    item_id, name = _target(p, allow_new=False)
     item = await daemon.engine.run(
-        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio),
+        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio, name=name),
         urgent=prio >= Priority.HIGH,
     )
     return _local_write(daemon, item)
@@ -198,7 +200,7 @@ async def op_delete(daemon: DaemonView, p: Params) -> dict[str, Any]:
 
 async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
-    item_id = _target(p, allow_new=True)
+    item_id, name = _target(p, allow_new=True)
     fields = p.get("fields")
     if not isinstance(fields, dict):
         raise ControlError("bad_request", "fields must be a JSON object")
@@ -214,6 +216,7 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
         merge_payload(fields),
         priority=prio,
         announce=daemon.on_local_write,
+        name=name,
     )
     return _local_write(daemon, item, announced=True)
 
@@ -246,6 +249,8 @@ def _check_mergeable(found: StoredItem | None, p: Params) -> None:
 
 async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, limit = _tier(p), _int(p, "limit", 100, 1, MAX_LIST)
+    if p.get("namespace") is not None:  # by name, under a namespace prefix
+        return await op_list_named(daemon, p, tier, limit, _stored)
     after = b"" if p.get("after") is None else parse_item_id(p["after"])
     include_deleted = bool(p.get("include_deleted", False))
     with_values = bool(p.get("values", True))
@@ -423,6 +428,7 @@ HANDLERS: dict[str, Handler] = {
     "delete": op_delete,
     "merge": op_merge,
     "list": op_list,
+    "namespaces": op_namespaces,
     "status": op_status,
     "peers": op_peers,
     "vectors": op_vectors,

@@ -10,12 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import importlib
 from collections.abc import Callable
 from typing import Any
 
-from protocol import MAX_PAYLOAD, Priority, Tier
+from protocol import MAX_PAYLOAD, Priority, Tier, name_block, name_id
 
 __all__ = [
     "ERROR_CODES",
@@ -104,11 +103,16 @@ def parse_priority(value: Any) -> Priority:
 
 
 def key_item_id(name: str) -> bytes:
-    """The item id a key name stands for: the first 16 bytes of SHA-256("key:" + name).
+    """The item id a key alone stands for: the NAMED item ``((), name)`` in the root
+    namespace (SPEC.md section 2.1), so every node and client derives the same id.
 
-    Every node and client derives the same id, so a key works as a stable shared name.
+    Before protocol 3 this was SHA-256("key:" + name)[:16] and the name was not kept;
+    items written that way keep their old ids and stay nameless.
+
+    Raises:
+        LocalProtocolError: an empty key, or one longer than 1,024 bytes.
     """
-    return hashlib.sha256(b"key:" + name.encode("utf-8")).digest()[:16]
+    return name_id(name_block((), name))
 
 
 def parse_item_id(text: Any) -> bytes:

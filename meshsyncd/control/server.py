@@ -48,6 +48,7 @@ from .interop import INTEROP_HANDLERS
 from .ops import HANDLERS as _OPS_HANDLERS
 from .ops import DaemonView
 from .proto import MAX_LINE, ControlError, parse_tier
+from .watch import run_watch
 
 __all__ = [
     "ChangeFeed",
@@ -363,7 +364,14 @@ class ControlServer:
         return {"id": req_id, "ok": True, "result": result}
 
     async def _watch(self, stream: trio.SocketStream, req_id: Any, params: dict[str, Any]) -> None:
-        """Stream change events until the client closes, or drop it if it falls behind."""
+        """Stream change events until the client closes, or drop it if it falls behind.
+
+        With ``since``, ``namespace`` or ``values`` the watch is resumable (``watch.py``):
+        it replays from the store and is never dropped. Without, it is the live feed.
+        """
+        if any(params.get(k) is not None for k in ("since", "namespace", "values")):
+            await self._watch_resumable(stream, req_id, params)
+            return
         try:
             tier = None if params.get("tier") is None else parse_tier(params["tier"])
         except ControlError as exc:
@@ -396,6 +404,32 @@ class ControlServer:
             self._errors += 1
             msg = f"watcher fell more than {self.daemon.feed.buffer} events behind; dropped"
             await self._send(stream, _error(req_id, "unavailable", msg))
+
+    async def _watch_resumable(
+        self, stream: trio.SocketStream, req_id: Any, params: dict[str, Any]
+    ) -> None:
+        first = True
+
+        async def send(line: dict[str, Any]) -> None:
+            nonlocal first
+            if first:
+                first = False
+                line = {"id": req_id, "ok": True, "result": line}
+            await self._send(stream, line)
+
+        self._watchers += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._wait_closed, stream, nursery.cancel_scope)
+                try:
+                    await run_watch(self.daemon.engine, self.daemon.feed, params, send)
+                except (ControlError, ProtocolError) as exc:
+                    self._errors += 1
+                    code = exc.code if isinstance(exc, ControlError) else "bad_request"
+                    await self._send(stream, _error(req_id, code, str(exc)))
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._watchers -= 1
 
     async def _wait_closed(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
         """While watching, input is ignored; end of input ends the watch."""

@@ -540,7 +540,7 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
         if insert:
             insert_rows(self._conn, _INSERT, 11, insert)
         if names:
-            self._conn.executemany(INSERT_NAMES, names)
+            insert_rows(self._conn, INSERT_NAMES, 4, names)
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq

@@ -151,6 +151,11 @@ class MaintenanceMixin(ReadMixin):
         for _rid, iid, _h in rows:
             tail.pop(iid, None)
         self._write_buckets(t, deltas)
+        # A change feed resumed from below this would miss these deletions (names.py).
+        self._conn.execute(
+            "UPDATE tiers SET purged = max(purged, ?) WHERE tier = ?",
+            (max(r[0] for r in rows) & SEQ_MASK, t),
+        )
 
     def purge_expired(self, now_ns: int | None = None) -> int:
         """Drop versions older than their tier's retention; return rows removed or changed.

@@ -27,16 +27,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from protocol import NAMED, SEPARATOR, Item, Name, Tier
-from protocol.names import read_name
 
 from .idfilter import IdFilter
 from .rows import Row, decode_fields, from_db
 
-__all__ = ["INSERT_NAMES", "NamesMixin", "new_names", "ns_prefix", "ns_range"]
+__all__ = ["INSERT_NAMES", "NamesMixin", "index_key", "new_names", "ns_prefix", "ns_range"]
 
 SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
-INSERT_NAMES = "INSERT OR IGNORE INTO names (tier, ns, key, item_id) VALUES (?, ?, ?, ?)"
+INSERT_NAMES = "INSERT OR IGNORE INTO names (tier, ns, key, item_id)"  # + VALUES: bulk.py
 _ROW_SQL = "SELECT rowid, item_id, ts, origin, op, priority, flags, payload, fields FROM items"
 _IN = 256  # rowids per IN list (padded to a power of two: few distinct statements cached)
 
@@ -60,9 +59,26 @@ def new_names(
     out = []
     for item in todo:
         if item[6] & NAMED and old_of(item[0]) is None:
-            name, _ = read_name(item[7])
-            out.append((t, ns_prefix(name.namespace), name.key, item[0]))
+            ns, key = index_key(item[7])
+            out.append((t, ns, key, item[0]))
     return out
+
+
+def index_key(payload: bytes) -> tuple[str, str]:
+    """(index namespace, key) of a validated NAMED payload, with one decode of each.
+
+    The per-apply cost of names is mostly here and in the insert: the labels are joined
+    as bytes (each valid UTF-8 and free of ``/``, so the join is too).
+    """
+    pos = 1
+    parts = []
+    for _ in range(payload[0]):
+        end = pos + 1 + payload[pos]
+        parts.append(payload[pos + 1 : end])
+        pos = end
+    end = pos + 2 + ((payload[pos] << 8) | payload[pos + 1])
+    ns = b"/".join(parts) + b"/" if parts else b""
+    return ns.decode(), payload[pos + 2 : end].decode()
 
 
 def _padded(values: list[int]) -> list[int]:
@@ -181,12 +197,16 @@ class NamesMixin:
         more = (entries[-1][0], entries[-1][1]) if len(entries) == limit else None
         return live, more
 
+    def purged_seq(self, tier: Tier) -> int:
+        """The highest sequence of a row a purge removed (a feed cannot resume below it)."""
+        rec = self._conn.execute("SELECT purged FROM tiers WHERE tier = ?", (int(tier),))
+        return int(rec.fetchone()[0])
+
     def _unindex(self, t: int, rows: Sequence[tuple[int, bytes]]) -> None:
         """Drop the index entries of removed rows, given their (flags, payload)."""
         gone = []
         for flags, payload in rows:
             if flags & NAMED and payload:
-                name, _ = read_name(payload)
-                gone.append((t, ns_prefix(name.namespace), name.key))
+                gone.append((t, *index_key(payload)))
         if gone:
             self._conn.executemany("DELETE FROM names WHERE tier = ? AND ns = ? AND key = ?", gone)

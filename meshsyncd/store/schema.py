@@ -37,7 +37,8 @@ Layout (version 8; older versions differed only where noted):
     it is purged); (version 2) ``merged``, the sequence up to which ``ids`` is complete for
     every bucket; (version 4) ``marks``, 256 big-endian u64 marks, one per first byte of
     ``item_id`` (bucket): ``ids`` holds every row of the bucket at or below its mark. NULL
-    means every bucket is at ``merged``.
+    means every bucket is at ``merged``; (version 8) ``purged``, the highest sequence of a
+    row a purge removed: a change feed resumed from below it would miss a deletion.
 ``digests``
     (version 3) Per tier, the 256 bucket digests (sum of row hashes mod 2**256, bucket =
     item_id[0]) as one 8 KiB blob of 32-byte big-endian values: a batch of random ids
@@ -193,7 +194,11 @@ def _v7(conn: sqlite3.Connection) -> None:
 
 def _v8(conn: sqlite3.Connection) -> None:
     # Empty at creation: no store before version 8 can hold a NAMED item (a protocol-2
-    # decoder refused flag bit 1), so there is nothing to backfill.
+    # decoder refused flag bit 1), so there is nothing to backfill. ``purged`` starts at
+    # the tier's sequence: what an older version purged is unknown, so a change feed may
+    # resume only from here on.
+    conn.execute("ALTER TABLE tiers ADD COLUMN purged INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE tiers SET purged = seq")
     conn.execute(
         "CREATE TABLE names (tier INTEGER NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL,"
         " item_id BLOB NOT NULL, PRIMARY KEY (tier, ns, key)) WITHOUT ROWID"

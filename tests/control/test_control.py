@@ -115,8 +115,11 @@ async def test_key_names_and_binary_values(tmp_path: Path) -> None:
             return put, got, c.get_bytes(put["item_id"], tier=Tier.WORKING)
 
         put, got, raw = await in_thread(path, scenario)
-        expected = hashlib.sha256(b"key:agent/7/scratch").digest()[:16]
+        # Since protocol 3 a key alone names an item in the root namespace (SPEC.md 2.1).
+        block = b"\x00\x00\x0fagent/7/scratch"
+        expected = hashlib.sha256(b"meshsyncd-name:" + block).digest()[:16]
         assert put["item_id"] == expected.hex() == key_item_id("agent/7/scratch").hex()
+        assert (got["namespace"], got["key"]) == ("", "agent/7/scratch")
         assert "value" not in got  # not UTF-8: base64 only
         assert raw == blob and got["size"] == len(blob)
 

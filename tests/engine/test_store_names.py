@@ -132,6 +132,7 @@ VERSIONS = st.lists(
     ),
     min_size=1,
     max_size=12,
+    unique_by=lambda v: (v[2], v[3]),  # one version per key: equal keys are duplicates
 )
 
 
