@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import itertools
 import json
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,6 +37,7 @@ from .control.proto import ControlError, parse_priority, parse_tier
 __all__ = ["Client", "ClientError", "DaemonNotRunning", "PermissionDenied", "Unreachable"]
 
 MAX_RESPONSE = 64 << 20
+Namespace = str | Sequence[str] | None  # "agents/alden" or ("agents", "alden")
 
 
 class ClientError(Exception):
@@ -220,10 +222,12 @@ class Client:
         priority: Priority | int | str = Priority.NORMAL,
         item_id: bytes | str | None = None,
         key: str | None = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Write a whole value (INSERT if the item is absent, else UPDATE); a random id
-        unless ``item_id`` or ``key`` is given. Returns ``item_id``, ``timestamp_ns``,
-        ``origin``, ``op``.
+        unless ``item_id`` or ``key`` (in ``namespace``: ``"a/b"`` or ``("a", "b")``, default
+        the root) is given. Returns ``item_id``, ``timestamp_ns``, ``origin``, ``op``, and
+        for a named item ``namespace`` and ``key``.
 
         Raises:
             ClientError: ``too_large`` (checked before sending), ``unknown_tier``, ...
@@ -233,7 +237,7 @@ class Client:
             raise ClientError(
                 "too_large", f"value is {len(data)} bytes; the limit is {MAX_PAYLOAD} (1 MiB)"
             )
-        params = self._target(item_id, key, tier)
+        params = self._target(item_id, key, tier, namespace)
         params["priority"] = _prio_name(priority)
         if isinstance(value, str):
             params["value"] = value
@@ -248,15 +252,17 @@ class Client:
         key: str | None = None,
         tier: Tier | int | str = Tier.EPISODIC,
         include_deleted: bool = False,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
-        """The stored item: ``value`` (if UTF-8), ``value_b64``, ``timestamp_ns``, ...
+        """The stored item: ``value`` (if UTF-8), ``value_json`` (if that is JSON),
+        ``value_b64``, ``timestamp_ns``, ``namespace`` and ``key`` (if named), ...
 
         Raises:
             ClientError: ``not_found`` if absent or deleted.
         """
-        params = self._target(item_id, key, tier)
+        params = self._target(item_id, key, tier, namespace)
         params["include_deleted"] = include_deleted or None
-        return self.request("get", params)
+        return _parsed(self.request("get", params))
 
     def get_bytes(self, item_id: bytes | str | None = None, **kw: Any) -> bytes:
         """Just the value's bytes."""
@@ -269,9 +275,10 @@ class Client:
         key: str | None = None,
         tier: Tier | int | str = Tier.EPISODIC,
         priority: Priority | int | str = Priority.NORMAL,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Write a tombstone. Raises ClientError ``not_found`` if there is no live item."""
-        params = self._target(item_id, key, tier)
+        params = self._target(item_id, key, tier, namespace)
         params["priority"] = _prio_name(priority)
         return self.request("delete", params)
 
@@ -283,11 +290,12 @@ class Client:
         priority: Priority | int | str = Priority.NORMAL,
         item_id: bytes | str | None = None,
         key: str | None = None,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         """Per-field last-write-wins update of a JSON object item (created if needed)."""
         if not isinstance(fields, dict):
             raise ClientError("bad_request", "merge fields must be a dict")
-        params = self._target(item_id, key, tier)
+        params = self._target(item_id, key, tier, namespace)
         params.update(fields=fields, priority=_prio_name(priority))
         return self.request("merge", params)
 
@@ -299,16 +307,42 @@ class Client:
         after: bytes | str | None = None,
         include_deleted: bool = False,
         values: bool = True,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
-        """One page of items in id order: ``{"items": [...], "next": id or None}``."""
+        """One page of items: ``{"items": [...], "next": cursor or None}``.
+
+        Without ``namespace``: every item in id order, ``after`` an item id. With it: the
+        named items under that namespace prefix (``""``: all named items) in name order,
+        ``after`` the ``next`` of the previous page (stable while writes go on).
+        """
         params = {
             "tier": _tier_name(tier),
             "limit": limit,
-            "after": _id_hex(after),
+            "after": _id_hex(after) if namespace is None else after,
             "include_deleted": include_deleted or None,
             "values": values,
+            "namespace": _ns(namespace),
         }
-        return self.request("list", params)
+        page = self.request("list", params)
+        page["items"] = [_parsed(item) for item in page.get("items", [])]
+        return page
+
+    def namespaces(
+        self,
+        *,
+        prefix: Namespace = None,
+        max_depth: int | None = None,
+        tier: Tier | int | str | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Namespaces under ``prefix`` with live item counts: ``[{"namespace", "items",
+        "tiers": {tier: n}}]``; ``max_depth`` folds deeper ones into their ancestor."""
+        params = {
+            "prefix": _ns(prefix),
+            "max_depth": max_depth,
+            "tier": None if tier is None else _tier_name(tier),
+        }
+        rows = self.request("namespaces", params).get("namespaces", [])
+        return rows if isinstance(rows, builtins.list) else []
 
     # -- node -------------------------------------------------------------------------------
 
@@ -342,16 +376,30 @@ class Client:
         return self.request("sync", body, deadline=max(self.timeout, timeout + 10.0))
 
     def watch(
-        self, tier: Tier | int | str | None = None, *, timeout: float | None = None
+        self,
+        tier: Tier | int | str | None = None,
+        *,
+        timeout: float | None = None,
+        since: str | int | None = None,
+        namespace: Namespace = None,
+        values: bool = False,
+        started: Callable[[dict[str, Any]], None] | None = None,
     ) -> Generator[dict[str, Any], None, None]:
         """Yield change events (``{"event": "change", "tier", "item_id", "op", "origin",
         "timestamp_ns", "source"}``) on a connection of its own until the caller stops.
 
-        ``timeout`` bounds the wait for each event (``None``: wait forever).
+        With ``since`` (a ``cursor`` of an earlier event, ``"now"``), ``namespace`` or
+        ``values`` the watch is resumable: it first replays every change after ``since``
+        from the store, then follows live, and each event also has ``seq``, ``cursor``,
+        ``namespace``/``key`` (named items) and, with ``values``, the value. Keep the last
+        ``cursor`` and pass it back to miss nothing. ``started`` gets the first reply
+        (its ``cursor`` is where the watch starts). ``timeout`` bounds the wait for each
+        event (``None``: wait forever).
 
         Raises:
             ClientError: ``unavailable`` when the daemon drops this watcher for being slow
-                or closes the connection; ``timeout`` when no event came in time.
+                or closes the connection; ``timeout`` when no event came in time;
+                ``bad_request`` for a ``since`` the node cannot resume from (re-list).
         """
         sock = _connect(self.path, self.timeout)
         try:
@@ -359,15 +407,19 @@ class Client:
             body: dict[str, Any] = {"id": 1, "op": "watch"}
             if tier is not None:
                 body["tier"] = _tier_name(tier)
+            if since is not None or namespace is not None or values:
+                body.update(since=since or "now", namespace=_ns(namespace), values=values)
             sock.sendall(json.dumps(body).encode() + b"\n")
-            _check(lines.read())
+            first = _check(lines.read())
+            if started is not None:
+                started(first.get("result", {}))
             sock.settimeout(timeout)
             while True:
                 event = lines.read()
                 if event.get("event") is None:
                     _check(event)
                     continue
-                yield event
+                yield _parsed(event)
         finally:
             sock.close()
 
@@ -375,8 +427,34 @@ class Client:
 
     @staticmethod
     def _target(
-        item_id: bytes | str | None, key: str | None, tier: Tier | int | str
+        item_id: bytes | str | None,
+        key: str | None,
+        tier: Tier | int | str,
+        namespace: Namespace = None,
     ) -> dict[str, Any]:
         if item_id is not None and key is not None:
             raise ClientError("bad_request", "give either item_id or key, not both")
-        return {"tier": _tier_name(tier), "item_id": _id_hex(item_id), "key": key}
+        if namespace is not None and key is None:
+            raise ClientError("bad_request", "a namespace needs a key")
+        return {
+            "tier": _tier_name(tier),
+            "item_id": _id_hex(item_id),
+            "key": key,
+            "namespace": _ns(namespace),
+        }
+
+
+def _ns(namespace: Namespace) -> str | builtins.list[str] | None:
+    """A namespace for the socket: text as given, a tuple of labels as a list."""
+    if namespace is None or isinstance(namespace, str):
+        return namespace
+    return builtins.list(namespace)
+
+
+def _parsed(item: dict[str, Any]) -> dict[str, Any]:
+    """Add ``value_json``, the value parsed, when the value is JSON text."""
+    text = item.get("value")
+    if isinstance(text, str):
+        with contextlib.suppress(ValueError, RecursionError):
+            item["value_json"] = json.loads(text)
+    return item

@@ -76,13 +76,14 @@ _COMMANDS = {
     "init": "meshsyncd.commands.node:init",
     "list": "meshsyncd.commands.data:list_items",
     "merge": "meshsyncd.commands.data:merge",
+    "namespaces": "meshsyncd.commands.names:namespaces",
     "peers": "meshsyncd.commands.operator:peers",
     "put": "meshsyncd.commands.data:put",
     "run": "meshsyncd.commands.run:run",
     "status": "meshsyncd.commands.operator:status",
     "sync": "meshsyncd.commands.operator:sync",
     "vectors": "meshsyncd.commands.operator:vectors",
-    "watch": "meshsyncd.commands.data:watch",
+    "watch": "meshsyncd.commands.names:watch",
 }
 
 

@@ -272,4 +272,4 @@ TIER_OPT = click.option("--tier", default="episodic", show_default=True, help=f"
 PRIO_OPT = click.option(
     "--priority", default="normal", show_default=True, help=f"Priority: {PRIORITIES}."
 )
-KEY_OPT = click.option("--key", help="Item named by a key (id = SHA-256('key:'+NAME)[:16]).")
+KEY_OPT = click.option("--key", help="Item named by a key (in --namespace, default the root).")

@@ -1,4 +1,4 @@
-"""Data commands: put, get, delete, merge, list and watch, through the control client.
+"""Data commands: put, get, delete, merge and list, through the control client.
 
 Socket lookup, output and errors are shared with the operator commands (``clientcli.py``).
 """
@@ -19,7 +19,6 @@ from .clientcli import (
     KEY_OPT,
     PRIO_OPT,
     TIER_OPT,
-    TIERS,
     Column,
     Fail,
     OneLineCommand,
@@ -35,9 +34,10 @@ from .clientcli import (
     when,
     written,
 )
+from .names import NS_OPT, check_namespace, name_pairs, named_target
 from .output import EXIT_FAILED, EXIT_USAGE
 
-__all__ = ["delete", "get", "list_items", "merge", "put", "watch"]
+__all__ = ["delete", "get", "list_items", "merge", "put", "watch_line"]
 
 
 @click.command(cls=OneLineCommand)
@@ -47,6 +47,7 @@ __all__ = ["delete", "get", "list_items", "merge", "put", "watch"]
 @PRIO_OPT
 @click.option("--id", "item_id", help="Item id (32 hex digits); default: a new random id.")
 @KEY_OPT
+@NS_OPT
 @node_options
 def put(
     client: Client,
@@ -57,12 +58,14 @@ def put(
     priority: str,
     item_id: str | None,
     key: str | None,
+    namespace: str | None,
 ) -> None:
     """Write a whole value (INSERT if absent, else UPDATE).
 
     \b
     Examples:
       meshsyncd put 'the build is green' --key ci/status --tier working --priority urgent
+      meshsyncd put '{"units": "metric"}' --namespace agents/alden/prefs --key units
       meshsyncd put --file notes.json --tier semantic
       meshsyncd put --id 00112233445566778899aabbccddeeff 'replaced value'
     """
@@ -74,7 +77,7 @@ def put(
     size = len(data.encode() if isinstance(data, str) else data)
     if size > MAX_PAYLOAD:
         raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", EXIT_USAGE)
-    target = item_target(item_id, key, required=False)
+    target = named_target(item_target(item_id, key, required=False), namespace)
     result = client.put(data, tier=tier_arg(tier), priority=prio_arg(priority), **target)
     written(result, out)
 
@@ -82,11 +85,18 @@ def put(
 @click.command(cls=OneLineCommand)
 @click.argument("item_id", required=False)
 @KEY_OPT
+@NS_OPT
 @TIER_OPT
 @click.option("--raw", is_flag=True, help="Write only the value's bytes to stdout.")
 @node_options
 def get(
-    client: Client, out: Output, item_id: str | None, key: str | None, tier: str, raw: bool
+    client: Client,
+    out: Output,
+    item_id: str | None,
+    key: str | None,
+    namespace: str | None,
+    tier: str,
+    raw: bool,
 ) -> None:
     """Read one item.
 
@@ -94,8 +104,9 @@ def get(
     Examples:
       meshsyncd get 00112233445566778899aabbccddeeff
       meshsyncd get --key ci/status --tier working --raw
+      meshsyncd get --namespace agents/alden/prefs --key units
     """
-    target = item_target(item_id, key, required=True)
+    target = named_target(item_target(item_id, key, required=True), namespace)
     try:
         if raw:
             data = client.get_bytes(tier=tier_arg(tier), **target)
@@ -117,6 +128,7 @@ def get(
         value = f"(binary, {result.get('size')} bytes; base64 {result.get('value_b64')})"
     pairs(
         [
+            *name_pairs(result),
             ("item_id", result.get("item_id")),
             ("tier", result.get("tier")),
             ("op", result.get("op")),
@@ -151,6 +163,7 @@ def _not_found(client: Client, target: dict[str, Any], tier: str) -> str:
 @click.command(cls=OneLineCommand)
 @click.argument("item_id", required=False)
 @KEY_OPT
+@NS_OPT
 @TIER_OPT
 @PRIO_OPT
 @node_options
@@ -159,6 +172,7 @@ def delete(
     out: Output,
     item_id: str | None,
     key: str | None,
+    namespace: str | None,
     tier: str,
     priority: str,
 ) -> None:
@@ -168,8 +182,9 @@ def delete(
     Examples:
       meshsyncd delete 00112233445566778899aabbccddeeff
       meshsyncd delete --key ci/status --tier working
+      meshsyncd delete --namespace agents/alden/prefs --key units
     """
-    target = item_target(item_id, key, required=True)
+    target = named_target(item_target(item_id, key, required=True), namespace)
     written(client.delete(tier=tier_arg(tier), priority=prio_arg(priority), **target), out)
 
 
@@ -177,6 +192,7 @@ def delete(
 @click.argument("fields_json", metavar="JSON")
 @click.option("--id", "item_id", help="Item id (32 hex digits); default: a new random id.")
 @KEY_OPT
+@NS_OPT
 @TIER_OPT
 @PRIO_OPT
 @node_options
@@ -186,6 +202,7 @@ def merge(
     fields_json: str,
     item_id: str | None,
     key: str | None,
+    namespace: str | None,
     tier: str,
     priority: str,
 ) -> None:
@@ -204,7 +221,7 @@ def merge(
         raise Fail("merge takes a JSON object", EXIT_USAGE)
     if len(json.dumps(fields, separators=(",", ":")).encode()) > MAX_PAYLOAD:
         raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", EXIT_USAGE)
-    target = item_target(item_id, key, required=False)
+    target = named_target(item_target(item_id, key, required=False), namespace)
     result = client.merge(fields, tier=tier_arg(tier), priority=prio_arg(priority), **target)
     written(result, out)
 
@@ -212,13 +229,22 @@ def merge(
 @click.command(name="list", cls=OneLineCommand)
 @TIER_OPT
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--after", help="Continue after this item id (the 'next' of a previous page).")
+@click.option("--after", help="Continue after this cursor (the 'next' of a previous page).")
 @click.option("--deleted", is_flag=True, help="Include tombstones.")
+@click.option(
+    "--namespace", help="Named items under this namespace prefix, in name order ('' for all)."
+)
 @node_options
 def list_items(
-    client: Client, out: Output, tier: str, limit: int, after: str | None, deleted: bool
+    client: Client,
+    out: Output,
+    tier: str,
+    limit: int,
+    after: str | None,
+    deleted: bool,
+    namespace: str | None,
 ) -> None:
-    """List items of a tier in id order, one page at a time.
+    """List items of a tier in id order, or named items by namespace, a page at a time.
 
     The table fits 100 columns (the value cut to fit); -o wide adds the timestamp and
     shows whole values.
@@ -227,17 +253,30 @@ def list_items(
     Examples:
       meshsyncd list --tier semantic
       meshsyncd list --limit 100 --after 00112233445566778899aabbccddeeff --json
+      meshsyncd list --namespace agents/alden --limit 20
     """
-    if after is not None:
+    if after is not None and namespace is None:
         item_target(after, None, required=True)
-    result = client.list(tier=tier_arg(tier), limit=limit, after=after, include_deleted=deleted)
+    if namespace is not None:
+        check_namespace(namespace)
+    result = client.list(
+        tier=tier_arg(tier), limit=limit, after=after, include_deleted=deleted, namespace=namespace
+    )
     if out.json:
         emit_json(result)
         return
     if not result.get("items"):
         click.echo("no items")
         return
-    print_table(LIST_COLUMNS, list_rows(result.get("items", []), out), wide=out.wide)
+    items = result.get("items", [])
+    if namespace is not None:  # named items: the name first
+        rows = [
+            [i.get("namespace") or "(root)", i.get("key"), *r]
+            for i, r in zip(items, list_rows(items, out), strict=True)
+        ]
+        print_table(NAMED_COLUMNS, rows, wide=out.wide)
+    else:
+        print_table(LIST_COLUMNS, list_rows(items, out), wide=out.wide)
     if result.get("next"):
         click.echo(f"(more: --after {result['next']})")
 
@@ -251,6 +290,9 @@ LIST_COLUMNS = [
     Column("size", right=True),
     Column("value", shrink=1),
 ]
+
+
+NAMED_COLUMNS = [Column("namespace", shrink=1), Column("key", shrink=1), *LIST_COLUMNS]
 
 
 def list_rows(items: list[dict[str, Any]], out: Output) -> list[list[Any]]:
@@ -267,38 +309,6 @@ def list_rows(items: list[dict[str, Any]], out: Output) -> list[list[Any]]:
         ]
         for i in items
     ]
-
-
-@click.command(cls=OneLineCommand)
-@click.option("--tier", help=f"Only this tier: {TIERS}.")
-@click.option("--count", type=click.IntRange(1), help="Stop after N events.")
-@node_options
-def watch(client: Client, out: Output, tier: str | None, count: int | None) -> None:
-    """Print changes as they are applied (local writes and replicated ones) until Ctrl-C.
-
-    A line: time (UTC), tier, op, item id, the writer's node id (short form) and where
-    the change came from (local, or the peer that sent it); -o wide shows full ids.
-
-    \b
-    Examples:
-      meshsyncd watch
-      meshsyncd watch --tier working --json --count 10
-    """
-    seen = 0
-    events = client.watch(None if tier is None else tier_arg(tier))
-    try:
-        for event in events:
-            if out.json:
-                click.echo(json.dumps(event, separators=(",", ":")))
-            else:
-                click.echo(watch_line(event, wide=out.wide))
-            seen += 1
-            if count is not None and seen >= count:
-                return
-    except KeyboardInterrupt:
-        return
-    finally:
-        events.close()
 
 
 def watch_line(event: dict[str, Any], *, wide: bool = False) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 
 from protocol import SEPARATOR, LocalProtocolError, Name, Tier, name_block, name_id
 
-from ..engine import stored_item
 from .proto import ControlError, parse_tier
 
 __all__ = [
@@ -124,6 +123,7 @@ async def op_list_named(
     include_deleted = bool(p.get("include_deleted", False))
     with_values = bool(p.get("values", True))
     store = daemon.engine.engine.store
+    from ..engine import stored_item  # here: the CLI imports this module without the engine
 
     def work() -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
         found, more = store.list_names(
