@@ -409,25 +409,34 @@ class ControlServer:
         self, stream: trio.SocketStream, req_id: Any, params: dict[str, Any]
     ) -> None:
         first = True
+        scope = trio.CancelScope()
+
+        async def say(line: dict[str, Any]) -> None:
+            try:
+                await self._send(stream, line)
+            except _Disconnect:  # the client went away (or stalled): end this watch only
+                scope.cancel()
+                await trio.lowlevel.checkpoint()
 
         async def send(line: dict[str, Any]) -> None:
             nonlocal first
             if first:
                 first = False
                 line = {"id": req_id, "ok": True, "result": line}
-            await self._send(stream, line)
+            await say(line)
 
         self._watchers += 1
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._wait_closed, stream, nursery.cancel_scope)
-                try:
-                    await run_watch(self.daemon.engine, self.daemon.feed, params, send)
-                except (ControlError, ProtocolError) as exc:
-                    self._errors += 1
-                    code = exc.code if isinstance(exc, ControlError) else "bad_request"
-                    await self._send(stream, _error(req_id, code, str(exc)))
-                    nursery.cancel_scope.cancel()
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._wait_closed, stream, nursery.cancel_scope)
+                    try:
+                        await run_watch(self.daemon.engine, self.daemon.feed, params, send)
+                    except (ControlError, ProtocolError) as exc:
+                        self._errors += 1
+                        code = exc.code if isinstance(exc, ControlError) else "bad_request"
+                        await say(_error(req_id, code, str(exc)))
+                        nursery.cancel_scope.cancel()
         finally:
             self._watchers -= 1
 

@@ -123,7 +123,7 @@ async def test_watch_refuses_a_cursor_it_cannot_resume_from(tmp_path: Path) -> N
             with Client(path) as c:
                 next(iter(c.watch(since="episodic:99", timeout=5)))
 
-        with pytest.raises(ClientError, match="beyond this node's sequence.*re-list"):
+        with pytest.raises(ClientError, match=r"beyond this node's sequence.*re-list"):
             await trio.to_thread.run_sync(ahead)
 
 
