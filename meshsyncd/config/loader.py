@@ -53,7 +53,10 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     ``id``: the peer's node id (52 base32 characters, see ``meshsyncd id``);
     ``address``: ``host:port`` to dial; ``tiers``: tiers the peer receives from us;
     ``write_tiers``: tiers it may write to us. Both default to
-    ``["working", "episodic", "semantic"]``. Each id appears once.
+    ``["working", "episodic", "semantic"]``. ``share`` and ``write_share``: lists of
+    ``"tier:namespace/"`` that narrow a tier to the named items under those namespaces, in
+    each direction (``meshsyncd/mesh/share.py``); empty (the default) narrows nothing.
+    Each id appears once.
 
 Errors name the file and the key, peers counted from 0:
 ``meshsyncd.toml: peers[1].address: "nohost" is not host:port``. The writers below
@@ -133,7 +136,7 @@ _TABLES = {
     "metrics": {"listen": ""},
     "handshakes": HANDSHAKE_KEYS,
 }
-_PEER_KEYS = ("id", "address", "tiers", "write_tiers")
+_PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share")
 
 
 @dataclass(frozen=True)
@@ -407,7 +410,8 @@ def _peers(value: Any) -> tuple[PeerConfig, ...]:
         seen[node_id] = index
         host, port = parse_address(entry["address"], f"{where}.address")
         tiers, write = (_tier_list(entry, where, key) for key in ("tiers", "write_tiers"))
-        peers.append(PeerConfig(node_id, host, port, tiers, write))
+        share, write_share = (_share_list(entry, where, key) for key in ("share", "write_share"))
+        peers.append(PeerConfig(node_id, host, port, tiers, write, share, write_share))
     return tuple(peers)
 
 
@@ -419,6 +423,23 @@ def _tier_list(entry: dict[str, Any], where: str, key: str) -> frozenset[Tier]:
             key=f"{where}.{key}",
         )
     return parse_tiers(value, f"{where}.{key}")
+
+
+def _share_list(entry: dict[str, Any], where: str, key: str) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(
+            f'expected a list like ["semantic:prefs/"], got {show_value(value)}',
+            key=f"{where}.{key}",
+        )
+    from ..mesh.share import parse_share
+
+    try:
+        parse_share(value, f"{where}.{key}")
+    except ValueError as exc:  # "peers[0].share[1]: what is wrong"
+        where_exactly, _, problem = str(exc).partition(": ")
+        raise ConfigError(problem, key=where_exactly) from None
+    return tuple(value)
 
 
 def _reject_unknown(table: dict[str, Any], known: list[str], prefix: str) -> None:

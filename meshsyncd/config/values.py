@@ -63,6 +63,8 @@ class PeerConfig:
     port: int
     tiers: frozenset[Tier] = ALL_TIERS
     write_tiers: frozenset[Tier] = ALL_TIERS
+    share: tuple[str, ...] = ()  # "tier:namespace/" entries (meshsyncd/mesh/share.py)
+    write_share: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:

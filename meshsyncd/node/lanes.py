@@ -27,6 +27,7 @@ import protocol as P
 from protocol import Tier
 
 from ..engine import AsyncEngine
+from ..mesh.share import ShareRule, namespace_of
 from .endings import SessionClosed
 
 __all__ = ["DEAD_AFTER_PINGS", "SessionLanes"]
@@ -60,6 +61,8 @@ class SessionLanes:
     chunk_bytes: int
     send_tiers: frozenset[Tier]
     accept_tiers: frozenset[Tier]
+    send_share: ShareRule | None
+    accept_share: ShareRule | None
     cursors: dict[Tier, int]
     remote_seq: dict[Tier, int]
     on_change: Any
@@ -212,7 +215,7 @@ class SessionLanes:
                 if frame.more:  # ask for the next chunk before applying this one
                     request_id, recv = self._request_pull(tier, frame.to_seq)
                     pending.append(request_id)
-                batch = await _decode(frame)
+                batch = self._screen(await _decode(frame))
                 if frame.to_seq > last or batch.items:
                     result = await self.engine.apply_sync_batch(
                         batch, to_seq=frame.to_seq, peer=peer
@@ -278,12 +281,47 @@ class SessionLanes:
             self.stats.rejected += 1
             self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
             return
-        batch = await _decode(push)
+        batch = self._screen(await _decode(push))
         if self.on_received is not None:
             self.on_received(self, batch)  # the relay may send it on before our apply
         changed: list[P.Item] = []
         result = await self.engine.apply_sync_batch(batch, peer=self.peer_short, changed=changed)
         self._count_in(batch, result, changed)
+
+    def _screen(self, batch: P.Batch) -> P.Batch:
+        """``batch`` without the versions the peer may not write (``write_share``).
+
+        Each refusal is counted and logged with the peer and the namespace; a pulled batch
+        keeps its cursor range, so the refused versions are not asked for again.
+        """
+        rule = self.accept_share
+        if rule is None or not rule.restricts(batch.tier):
+            return batch
+        kept, refused = rule.split(batch.tier, batch.items)
+        if not refused:
+            return batch
+        self.stats.rejected += len(refused)
+        spaces = sorted({namespace_of(item) for item in refused})
+        self.log.warning(
+            "write refused: namespace not writable by peer",
+            tier=batch.tier.name,
+            namespaces=spaces[:8],
+            count=len(refused),
+        )
+        return P.Batch(
+            batch_id=batch.batch_id,
+            source=batch.source,
+            target=batch.target,
+            tier=batch.tier,
+            items=tuple(kept),
+        )
+
+    def _shared(self, tier: Tier, items: tuple[P.Item, ...]) -> tuple[P.Item, ...]:
+        """``items`` the peer may receive (``share``); the rest is never sent to it."""
+        rule = self.send_share
+        if rule is None or not rule.restricts(tier):
+            return items
+        return tuple(rule.split(tier, items)[0])
 
     async def _responder(self) -> None:
         """Answer PULL and REPLICATE one chunk at a time, in arrival order."""
@@ -330,7 +368,17 @@ class SessionLanes:
         await self._send_delta(pull.request_id, delta)
 
     async def _send_delta(self, request_id: int, delta: Any) -> None:
-        data = await trio.to_thread.run_sync(P.pack_batch, delta.batch)
+        batch = delta.batch
+        shared = self._shared(batch.tier, batch.items)
+        if len(shared) != len(batch.items):  # the cursor range stays: nothing is missing
+            batch = P.Batch(
+                batch_id=batch.batch_id,
+                source=batch.source,
+                target=batch.target,
+                tier=batch.tier,
+                items=shared,
+            )
+        data = await trio.to_thread.run_sync(P.pack_batch, batch)
         frame = P.BatchFrame(
             request_id=request_id,
             from_seq=delta.from_seq,
@@ -339,5 +387,5 @@ class SessionLanes:
             batch=data,
         )
         self.stats.batches_out += 1
-        self.stats.items_out += len(delta.batch.items)
+        self.stats.items_out += len(batch.items)
         await self._send_bulk(frame)

@@ -34,6 +34,7 @@ from ..engine import AsyncEngine
 from ..identity import node_id_text
 from ..ids import short_text
 from ..mesh.relay import Relay
+from ..mesh.share import parse_share
 from .admission import AdmissionRefused, HandshakeGate
 from .endings import DuplicateSession, SessionClosed
 from .reasons import dial_reason, session_reason
@@ -171,6 +172,8 @@ class Links:
             peer_id=peer.node_id,
             send_tiers=peer.tiers,
             accept_tiers=peer.write_tiers,
+            send_share=parse_share(peer.share, "share"),
+            accept_share=parse_share(peer.write_share, "write_share"),
             pull_interval=self.config.sync_interval,
             on_open=self._on_open,
             on_change=functools.partial(self._on_remote, peer=peer),

@@ -40,6 +40,7 @@ from ..clock import ClockSkewError
 from ..engine import AsyncEngine, short_id
 from ..identity import node_id_text
 from ..ids import short_text
+from ..mesh.share import ShareRule
 from .endings import DuplicateSession, SessionClosed
 from .lanes import SessionLanes
 
@@ -112,6 +113,7 @@ class Session(SessionLanes):
     """Sync with one peer over ``stream`` until either side closes.
 
     ``send_tiers``: tiers this peer receives from us. ``accept_tiers``: tiers it may write.
+    ``send_share``/``accept_share`` narrow those to namespaces (``meshsyncd/mesh/share.py``).
     """
 
     def __init__(
@@ -135,8 +137,12 @@ class Session(SessionLanes):
         initiator: bool = False,
         extensions: Mapping[type[P.Frame], FrameHandler] | None = None,
         capabilities: int = 0,
+        send_share: ShareRule | None = None,
+        accept_share: ShareRule | None = None,
     ) -> None:
         self.engine = engine
+        self.send_share = send_share
+        self.accept_share = accept_share
         self.stream = stream
         self.node_id = node_id
         self.expected_peer = peer_id
@@ -202,6 +208,9 @@ class Session(SessionLanes):
         A dropped push loses nothing: the items are in the store and ride the next pull.
         """
         if tier not in self.send_tiers or not self._hello_seen.is_set() or not items:
+            return False
+        items = list(self._shared(tier, tuple(items)))  # relays leave this way too
+        if not items:
             return False
         batch = P.Batch(
             batch_id=P.Batch.new_id(),

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from protocol import NAMED, SEPARATOR, Item, Name, Tier
+from protocol.names import index_key
 
 from .idfilter import IdFilter
 from .rows import Row, decode_fields, from_db
@@ -62,23 +63,6 @@ def new_names(
             ns, key = index_key(item[7])
             out.append((t, ns, key, item[0]))
     return out
-
-
-def index_key(payload: bytes) -> tuple[str, str]:
-    """(index namespace, key) of a validated NAMED payload, with one decode of each.
-
-    The per-apply cost of names is mostly here and in the insert: the labels are joined
-    as bytes (each valid UTF-8 and free of ``/``, so the join is too).
-    """
-    pos = 1
-    parts = []
-    for _ in range(payload[0]):
-        end = pos + 1 + payload[pos]
-        parts.append(payload[pos + 1 : end])
-        pos = end
-    end = pos + 2 + ((payload[pos] << 8) | payload[pos + 1])
-    ns = b"/".join(parts) + b"/" if parts else b""
-    return ns.decode(), payload[pos + 2 : end].decode()
 
 
 def _padded(values: list[int]) -> list[int]:
