@@ -73,15 +73,33 @@ def _two_nodes() -> Iterator[tuple[Node, Node]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _preload(node: Node, count: int) -> int:
-    """``count`` EPISODIC agent-memory items (codec bench shapes) into a stopped ``node``."""
+def _preload(node: Node, count: int, named: bool = False) -> int:
+    """``count`` EPISODIC agent-memory items (codec bench shapes) into a stopped ``node``.
+
+    ``named``: NAMED items, a namespace of three labels and a 16-character key each.
+    """
     shapes = make_items(count, seed=7)  # random ids, agent-memory JSON payloads
+    if not named:
+        return preload(
+            node.store_path,
+            node.node_id,
+            count,
+            payload=lambda n: shapes[n].payload,
+            item_id=lambda n: shapes[n].item_id,
+        )
+    from protocol import NAMED, name_block, name_id
+
+    def block(n: int) -> bytes:
+        key = shapes[n].item_id.hex()[:16]
+        return name_block(("agents", f"agent-{n % 16:02d}", ("prefs", "episodes")[n % 2]), key)
+
     return preload(
         node.store_path,
         node.node_id,
         count,
-        payload=lambda n: shapes[n].payload,
-        item_id=lambda n: shapes[n].item_id,
+        payload=lambda n: block(n) + shapes[n].payload,
+        item_id=lambda n: name_id(block(n)),
+        flags=NAMED,
     )
 
 
@@ -159,8 +177,12 @@ def _wait_cursor(b: Node, a: Node, seq: int, timeout: float, progress: Progress,
     raise NodeError(f"{what}: B did not catch up with A in {timeout:.0f}s; see {b.log}")
 
 
-def run_replicate_bench(n_items: int = N_ITEMS, progress: Progress = _quiet) -> dict[str, Any]:
+def run_replicate_bench(
+    n_items: int = N_ITEMS, progress: Progress = _quiet, named: bool = False
+) -> dict[str, Any]:
     """Preload A, start A then B, time B's pull until its EPISODIC digest equals A's.
+
+    ``named``: the items are NAMED (three labels, 16-character keys).
 
     Raises:
         NodeError: a node failed to start, or B did not converge within 10 minutes.
@@ -168,7 +190,7 @@ def run_replicate_bench(n_items: int = N_ITEMS, progress: Progress = _quiet) -> 
     with _two_nodes() as (a, b):
         progress(f"bench replicate: writing {n_items:,} items into A's store")
         t0 = time.perf_counter()
-        raw = _preload(a, n_items)
+        raw = _preload(a, n_items, named)
         preload_s = time.perf_counter() - t0
         a.start()
         a.wait_ready()
@@ -212,6 +234,7 @@ def run_replicate_bench(n_items: int = N_ITEMS, progress: Progress = _quiet) -> 
     rate = n_items / seconds if seconds > 0 else math.inf
     return {
         "items": n_items,
+        "named": named,
         "raw_bytes": raw,
         "raw_bytes_per_item": round(raw / n_items, 1),
         "preload_s": round(preload_s, 2),
@@ -455,7 +478,12 @@ def _print_targets(targets: dict[str, Any]) -> None:
 @bench.command("replicate")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--items", default=N_ITEMS, show_default=True, type=click.IntRange(1000))
-def replicate(as_json: bool, items: int) -> None:
+@click.option(
+    "--names/--no-names",
+    default=False,
+    help="Then run it again with NAMED items and compare (issue 13: within 10%).",
+)
+def replicate(as_json: bool, items: int, names: bool) -> None:
     """Two nodes on loopback: time B's pull of ITEMS items written on A, and wire bytes.
 
     A's store is preloaded while A is stopped; the clock runs from B's session opening to
@@ -468,6 +496,12 @@ def replicate(as_json: bool, items: int) -> None:
       meshsyncd bench replicate --items 20000 --json | jq .targets
     """
     figures = run_replicate_bench(items, _progress())
+    if names:
+        named = run_replicate_bench(items, _progress(), named=True)
+        ratio = round(named["items_per_s"] / max(1, figures["items_per_s"]), 3)
+        figures["named"] = named
+        figures["targets"]["named>=90%_of_nameless"] = ratio >= 0.9
+        figures["named_vs_nameless"] = ratio
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
@@ -488,6 +522,13 @@ def replicate(as_json: bool, items: int) -> None:
         click.echo(
             f"TLS:    {wire['tls_bytes_per_item']} bytes/item, {wire['tls_ratio']}x raw "
             f"({wire['tls_is']})"
+        )
+    if names:
+        named = figures["named"]
+        click.echo(
+            f"named:  {named['items_per_s']:,} items/s "
+            f"({figures['named_vs_nameless']:.0%} of nameless), "
+            f"{named['raw_bytes_per_item']} raw bytes/item"
         )
     _print_targets(figures["targets"])
 

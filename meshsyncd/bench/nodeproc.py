@@ -165,6 +165,7 @@ def preload(
     tier: int = 1,
     payload: Callable[[int], bytes] | None = None,
     item_id: Callable[[int], bytes] | None = None,
+    flags: int = 0,
 ) -> int:
     """Write ``count`` items into a *stopped* node's store as its own local writes.
 
@@ -172,7 +173,8 @@ def preload(
     control-socket put per item would take minutes. The items are real local writes
     (HLC-stamped, with the node's origin, 1000 per transaction), so they replicate exactly
     like written ones. ``payload(n)`` and ``item_id(n)`` choose the n-th item's bytes
-    (default: ~200 bytes of JSON and a random id). Returns the raw item bytes written.
+    (default: ~200 bytes of JSON and a random id); ``flags`` are every item's flags (NAMED:
+    the payloads start with name blocks). Returns the raw item bytes written.
 
     Raises:
         sqlite3.Error: the store cannot be opened (is the daemon still running?).
@@ -197,6 +199,7 @@ def preload(
                     origin=engine.origin,
                     tier=Tier(tier),
                     op=Op.INSERT,
+                    flags=flags,
                     payload=make(n),
                 )
                 for n in range(start, min(start + 1000, count))

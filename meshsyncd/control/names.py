@@ -16,9 +16,9 @@ import binascii
 import json
 from typing import Any
 
-from protocol import SEPARATOR, LocalProtocolError, Name, Tier, name_block, name_id
+from protocol import SEPARATOR, LocalProtocolError, Name, Op, Tier, name_block, name_id
 
-from .proto import ControlError, parse_tier
+from .proto import ControlError, encode_value, parse_tier
 
 __all__ = [
     "decode_cursor",
@@ -114,24 +114,47 @@ def decode_cursor(text: Any) -> tuple[str, str]:
     raise ControlError("bad_request", f"bad cursor {text!r}: pass the 'next' of a list page")
 
 
-async def op_list_named(
-    daemon: Any, p: dict[str, Any], tier: Tier, limit: int, stored: Any
-) -> dict[str, Any]:
+_OP_NAMES = {int(op): op.name.lower() for op in Op}
+
+
+def listed_item(tier: str, seq: int, row: Any, name: Name, with_value: bool) -> dict[str, Any]:
+    """One item of a ``list`` page: the fields of ``get`` (``ops._stored``), built straight
+    from the row and the name the index gave (1,000 of them must take well under 20 ms)."""
+    key = row.key
+    if row.fields:
+        key = max(key, *((fv[0], fv[1]) for fv in row.fields.values()))
+    value = row.value()
+    out: dict[str, Any] = {
+        "namespace": SEPARATOR.join(name.namespace),
+        "key": name.key,
+        "item_id": row.item_id.hex(),
+        "tier": tier,
+        "seq": seq,
+        "op": _OP_NAMES.get(row.op, "merge"),
+        "timestamp_ns": key[0],
+        "origin": f"{key[1]:016x}",
+        "deleted": row.deleted,
+        "size": 0 if value is None else len(value),
+    }
+    if with_value and value is not None:
+        out.update(encode_value(value))
+    return out
+
+
+async def op_list_named(daemon: Any, p: dict[str, Any], tier: Tier, limit: int) -> dict[str, Any]:
     """``list`` with a ``namespace``: named items under it, in name order, paged by name."""
     prefix = parse_namespace(p["namespace"])
     after = None if p.get("after") is None else decode_cursor(p["after"])
     include_deleted = bool(p.get("include_deleted", False))
     with_values = bool(p.get("values", True))
     store = daemon.engine.engine.store
-    from ..engine import stored_item  # here: the CLI imports this module without the engine
+    text = tier.name.lower()
 
     def work() -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
         found, more = store.list_names(
             tier, prefix, after=after, limit=limit, include_deleted=include_deleted
         )
-        return [
-            stored(stored_item(tier, seq, row), with_value=with_values) for seq, row, _ in found
-        ], more
+        return [listed_item(text, seq, row, name, with_values) for seq, row, name in found], more
 
     items, more = await daemon.engine.run(work)
     return {

@@ -250,7 +250,7 @@ def _check_mergeable(found: StoredItem | None, p: Params) -> None:
 async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, limit = _tier(p), _int(p, "limit", 100, 1, MAX_LIST)
     if p.get("namespace") is not None:  # by name, under a namespace prefix
-        return await op_list_named(daemon, p, tier, limit, _stored)
+        return await op_list_named(daemon, p, tier, limit)
     after = b"" if p.get("after") is None else parse_item_id(p["after"])
     include_deleted = bool(p.get("include_deleted", False))
     with_values = bool(p.get("values", True))

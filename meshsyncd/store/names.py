@@ -131,23 +131,41 @@ class NamesMixin:
         (``None`` when the range is exhausted).
         """
         t = int(tier)
-        text = ns_prefix(prefix)
+        lo, hi = ns_range(ns_prefix(prefix))
+        where = "n.tier = ? AND n.ns >= ?" + ("" if hi is None else " AND n.ns < ?")
+        args: list[Any] = [t, lo] if hi is None else [t, lo, hi]
+        # One statement reads the entries and, through ``ids``, their rows; only entries
+        # whose row is in the tail map (changed since the last fold) need a second read.
+        sql = (
+            "SELECT n.ns, n.key, n.item_id, i.rowid, i.item_id, i.ts, i.origin, i.op,"
+            " i.priority, i.flags, i.payload, i.fields FROM names AS n"
+            " LEFT JOIN ids ON ids.tier = n.tier AND ids.item_id = n.item_id"
+            " LEFT JOIN items AS i ON i.rowid = ids.rid"
+            f" WHERE {where} AND (n.ns, n.key) > (?, ?) ORDER BY n.ns, n.key LIMIT ?"
+        )
+        tail = self._tail[t]
         out: list[tuple[int, Row, Name]] = []
-        last = after
+        last = after if after is not None else ("", "")
         while len(out) < limit:
             want = limit - len(out)
-            entries = self._name_entries(t, text, last, want)
-            found = self._rows_by_rid([rid for *_, rid in entries if rid is not None])
-            for ns, key, _iid, rid in entries:
+            recs = self._conn.execute(sql, (*args, *last, want)).fetchall()
+            moved = self._rows_by_rid([tail[r[2]] for r in recs if r[2] in tail])
+            for rec in recs:
+                ns, key, iid = rec[0], rec[1], rec[2]
                 last = (ns, key)
-                hit = None if rid is None else found.get(rid)
+                rid = tail.get(iid)
+                if rid is not None:
+                    hit = moved.get(rid)
+                elif rec[3] is not None:
+                    hit = _row(rec[3:])
+                else:
+                    hit = None  # purged, or a MERGE that changed nothing
                 if hit is None or (hit[1].deleted and not include_deleted):
                     continue
-                labels = tuple(ns.split(SEPARATOR)[:-1])
-                out.append((hit[0], hit[1], Name(labels, key)))
+                out.append((hit[0], hit[1], Name(tuple(ns.split(SEPARATOR)[:-1]), key)))
                 if len(out) == limit:
                     break
-            if len(entries) < want:
+            if len(recs) < want:
                 return out, None
         return out, last
 
