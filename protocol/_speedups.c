@@ -10,6 +10,13 @@
  * it (MERGE, per-item zstd) or raises the precise ProtocolError. So this file never
  * decides that input is invalid; it only accepts input the Python rules accept, and the
  * two paths give the same objects (tests run both).
+ *
+ * NAMED items (flags exactly NAMED, SPEC.md section 2.1) are accepted too when their name
+ * block is well formed (depth, label and key lengths inside the payload, labels without
+ * '/', UTF-8 throughout) and a DELETE carries nothing after it. What C cannot check
+ * without SHA-256, that the id is the name's, is left to the caller: each such item is
+ * reported in `named` as (position in `out`, offset, name block length), and item.py
+ * checks them before it looks at anything after them, so errors keep their order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,18 +33,82 @@ static inline uint64_t be64(const unsigned char *p)
     return ((uint64_t)be32(p) << 32) | be32(p + 4);
 }
 
-/* scan_items(data, off, index, count, item_type, tiers, ops, prios, out, want_tier)
+/* Well-formed UTF-8 (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), as
+ * Python's strict decoder accepts it; `slash` != 0 also refuses the byte '/'. */
+static int valid_text(const unsigned char *p, Py_ssize_t n, int slash)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            if (slash && c == '/')
+                return 0;
+            i += 1;
+            continue;
+        }
+        Py_ssize_t len;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else
+            return 0;
+        if (n - i < len)
+            return 0;
+        if (p[i + 1] < lo || p[i + 1] > hi)
+            return 0;
+        for (Py_ssize_t k = 2; k < len; k++)
+            if (p[i + k] < 0x80 || p[i + k] > 0xBF)
+                return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* Length of a well-formed name block at the start of a payload of `n` bytes, or -1. */
+static Py_ssize_t name_length(const unsigned char *p, Py_ssize_t n)
+{
+    if (n < 1 || p[0] > 16)
+        return -1;
+    Py_ssize_t pos = 1;
+    for (unsigned i = 0; i < p[0]; i++) {
+        if (pos >= n || p[pos] == 0 || n - pos - 1 < p[pos])
+            return -1;
+        if (!valid_text(p + pos + 1, p[pos], 1))
+            return -1;
+        pos += 1 + p[pos];
+    }
+    if (n - pos < 2)
+        return -1;
+    Py_ssize_t klen = ((Py_ssize_t)p[pos] << 8) | p[pos + 1];
+    if (klen == 0 || klen > 1024 || n - pos - 2 < klen || !valid_text(p + pos + 2, klen, 0))
+        return -1;
+    return pos + 2 + klen;
+}
+
+/* scan_items(data, off, index, count, item_type, tiers, ops, prios, out, want_tier, named)
  *   -> (off, index) after the last item appended to `out`. */
 static PyObject *scan_items(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
     Py_ssize_t off, index, count;
-    PyObject *item_type, *tiers, *ops, *prios, *out;
+    PyObject *item_type, *tiers, *ops, *prios, *out, *named;
     int want_tier;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnnO!O!O!O!O!i", &buf, &off, &index, &count, &PyType_Type,
+    if (!PyArg_ParseTuple(args, "y*nnnO!O!O!O!O!iO!", &buf, &off, &index, &count, &PyType_Type,
                           &item_type, &PyTuple_Type, &tiers, &PyTuple_Type, &ops, &PyTuple_Type,
-                          &prios, &PyList_Type, &out, &want_tier))
+                          &prios, &PyList_Type, &out, &want_tier, &PyList_Type, &named))
         return NULL;
     if (PyTuple_GET_SIZE(tiers) != 3 || PyTuple_GET_SIZE(ops) != 6 ||
         PyTuple_GET_SIZE(prios) != 5 || off < 0) {
@@ -49,7 +120,8 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
     const unsigned char *data = (const unsigned char *)buf.buf;
     Py_ssize_t size = buf.len;
     PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL)
+    PyObject *two = PyLong_FromLong(2);
+    if (zero == NULL || two == NULL)
         goto error;
     while (index < count) {
         if (size - off < 48)
@@ -59,9 +131,15 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
         uint32_t plen = be32(h + 40);
         if (h[32] != 2 || tier > 2 || op < 1 || op > 5 || op == 4 || prio > 4)
             break;
-        if (be32(h + 36) != 0 || plen > 1048576 || (Py_ssize_t)plen > size - off - 48)
+        uint32_t fr = be32(h + 36); /* flags << 16 | reserved */
+        if ((fr != 0 && fr != 0x00020000) || plen > 1048576 || (Py_ssize_t)plen > size - off - 48)
             break;
-        if (op == 3 && plen != 0)
+        Py_ssize_t nlen = 0;
+        if (fr != 0) { /* NAMED: a well-formed block, and a DELETE has nothing after it */
+            nlen = name_length(h + 48, (Py_ssize_t)plen);
+            if (nlen < 0 || (op == 3 && nlen != (Py_ssize_t)plen))
+                break;
+        } else if (op == 3 && plen != 0)
             break;
         if (want_tier >= 0 && (int)tier != want_tier)
             break;
@@ -85,14 +163,24 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
         Py_INCREF(t);
         Py_INCREF(o);
         Py_INCREF(p);
-        Py_INCREF(zero);
+        PyObject *f = fr != 0 ? two : zero;
+        Py_INCREF(f);
         PyTuple_SET_ITEM(item, 3, t);
         PyTuple_SET_ITEM(item, 4, o);
         PyTuple_SET_ITEM(item, 5, p);
-        PyTuple_SET_ITEM(item, 6, zero);
+        PyTuple_SET_ITEM(item, 6, f);
         if (iid == NULL || ts == NULL || origin == NULL || payload == NULL) {
             Py_DECREF(item); /* tuple dealloc skips the NULL slots */
             goto error;
+        }
+        if (fr != 0) {
+            PyObject *note = Py_BuildValue("nnn", PyList_GET_SIZE(out), off, nlen);
+            int bad = note == NULL || PyList_Append(named, note) < 0;
+            Py_XDECREF(note);
+            if (bad) {
+                Py_DECREF(item);
+                goto error;
+            }
         }
         int rc = PyList_Append(out, item);
         Py_DECREF(item);
@@ -102,10 +190,12 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
         index += 1;
     }
     Py_DECREF(zero);
+    Py_DECREF(two);
     PyBuffer_Release(&buf);
     return Py_BuildValue("nn", off, index);
 error:
     Py_XDECREF(zero);
+    Py_XDECREF(two);
     PyBuffer_Release(&buf);
     return NULL;
 }

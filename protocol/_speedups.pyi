@@ -11,5 +11,6 @@ def scan_items(
     prios: tuple[Any, ...],
     out: list[Any],
     want_tier: int,
+    named: list[tuple[int, int, int]],
     /,
 ) -> tuple[int, int]: ...

@@ -11,6 +11,7 @@ underneath so that the decoder can build one with a single C call after validati
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -40,7 +41,7 @@ from .errors import (
     RemoteProtocolError,
     TruncatedError,
 )
-from .names import NAMED, Name, name_id, parse_name, read_name, skip_name
+from .names import NAME_ID_PREFIX, NAMED, Name, name_id, parse_name, read_name, skip_name
 
 __all__ = ["Item", "inflate", "pack_item", "pack_items", "unpack_item", "unpack_items"]
 
@@ -363,13 +364,41 @@ def _unpack(
     items: list[Item] = []
     index = 0
     tier_arg = -1 if want_tier is None else want_tier
+    named: list[tuple[int, int, int]] = []
     while True:
-        off, index = scan(data, off, index, count, Item, _TIERS, _OPS, _PRIOS, items, tier_arg)
+        off, index = scan(
+            data, off, index, count, Item, _TIERS, _OPS, _PRIOS, items, tier_arg, named
+        )
+        if named:  # the C scanner checked their names' form; the ids are checked here
+            _check_named_ids(items, named, prefix, count)
+            named.clear()
         if index >= count:
             return items, off
         one, off = _unpack_py(data, off, 1, want_tier, prefix, index, count)
         items += one
         index += 1
+
+
+def _check_named_ids(
+    items: list[Item], named: list[tuple[int, int, int]], prefix: str, count: int
+) -> None:
+    """Check that each NAMED item the C scanner took has the id of its name, in order.
+
+    ``named`` holds (index, offset, name block length); ``items[index]`` is that item
+    (every item decoded so far is in ``items``, so its position is its index).
+
+    Raises:
+        BadFieldError: the first of them whose id is not its name's (``item_id``).
+    """
+    sha256 = hashlib.sha256
+    for index, offset, used in named:
+        item = items[index]
+        if sha256(NAME_ID_PREFIX + item[7][:used]).digest()[:16] != item[0]:
+            raise BadFieldError(
+                "item_id is not the id of the item's name",
+                field=f"{_name(prefix, count, index)}.item_id",
+                offset=offset,
+            )
 
 
 def _unpack_py(

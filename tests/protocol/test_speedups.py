@@ -7,6 +7,7 @@ disagreement (different objects, a different error, a different offset) is a bug
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -80,8 +81,58 @@ def test_scanner_used_and_identical_on_vectors() -> None:
     assert fast == slow == ("ok", items)
     out: list[P.Item] = []
     assert item_mod._scan is not None
+    named: list[tuple[int, int, int]] = []
     end = item_mod._scan(
-        data, 0, 0, 4, P.Item, item_mod._TIERS, item_mod._OPS, item_mod._PRIOS, out, -1
+        data, 0, 0, 4, P.Item, item_mod._TIERS, item_mod._OPS, item_mod._PRIOS, out, -1, named
     )
-    assert end == (len(data), 4) and out == items
+    assert end == (len(data), 4) and out == items and named == []
     assert all(type(i) is P.Item for i in out)
+
+
+_LABEL = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(_LABEL.map(lambda t: t.replace("/", "_")), max_size=3),
+            _LABEL,
+            st.sampled_from([P.Op.INSERT, P.Op.UPDATE, P.Op.DELETE, P.Op.REPLICATE]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=3),
+    st.integers(0, 5),
+)
+def test_scanner_agrees_on_named_items_with_broken_names(
+    names: list[tuple[list[str], str, P.Op]], flips: list[tuple[int, int]], which: int
+) -> None:
+    """NAMED items: C checks the block's form, Python the id; both give the same result,
+    also when bytes inside a name block change under a CRC that still matches."""
+    items = []
+    for n, (labels, key, op) in enumerate(names):
+        block = P.name_block(tuple(labels), key)
+        items.append(
+            P.Item(
+                item_id=P.name_id(block),
+                timestamp_ns=n,
+                origin=1,
+                tier=0,
+                op=op,
+                flags=P.NAMED,
+                payload=block + (b"" if op == P.Op.DELETE else b"v%d" % n),
+            )
+        )
+    target = items[which % len(items)]
+    payload = bytearray(target.payload)
+    for pos, value in flips:
+        payload[pos % len(payload)] = value
+    head = bytearray(P.pack_item(target)[:44])
+    head[40:44] = len(payload).to_bytes(4, "big")
+    crc = zlib.crc32(bytes(payload), zlib.crc32(bytes(head)))
+    broken = bytes(head) + crc.to_bytes(4, "big") + bytes(payload)
+    data = b"".join(broken if i is target else P.pack_item(i) for i in items)
+    fast, slow = _both(data, len(items), 0)
+    assert fast == slow
