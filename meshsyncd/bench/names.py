@@ -74,7 +74,9 @@ def _page(store: Store) -> tuple[int, int]:
     """One page as the ``list`` operation builds it (``control/names.py``), JSON included."""
     found, _more = store.list_names(TIER, TARGET, limit=1000)
     out = [listed_item("semantic", seq, row, name, True) for seq, row, name in found]
-    return len(out), len(json.dumps({"id": 1, "ok": True, "result": {"items": out}}))
+    answer = {"id": 1, "ok": True, "result": {"items": out}}
+    # Encoded as the control server encodes its lines (server._line).
+    return len(out), len(json.dumps(answer, separators=(",", ":"), ensure_ascii=False))
 
 
 def run_names_bench(total: int, rounds: int, workdir: str | None = None) -> dict[str, Any]:

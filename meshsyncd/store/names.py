@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from protocol import NAMED, SEPARATOR, Item, Name, Tier
+from protocol import NAMED, SEPARATOR, Item, Name, Op, Tier
 from protocol.names import index_key
 
 from .idfilter import IdFilter
@@ -38,6 +38,7 @@ SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
 INSERT_NAMES = "INSERT OR IGNORE INTO names (tier, ns, key, item_id)"  # + VALUES: bulk.py
 _ROW_SQL = "SELECT rowid, item_id, ts, origin, op, priority, flags, payload, fields FROM items"
+_DELETE = int(Op.DELETE)
 _IN = 256  # rowids per IN list (padded to a power of two: few distinct statements cached)
 
 
@@ -157,6 +158,8 @@ class NamesMixin:
                 if rid is not None:
                     hit = moved.get(rid)
                 elif rec[3] is not None:
+                    if not include_deleted and rec[7] == _DELETE and rec[11] is None:
+                        continue  # a tombstone: skipped before any object is built
                     hit = _row(rec[3:])
                 else:
                     hit = None  # purged, or a MERGE that changed nothing
