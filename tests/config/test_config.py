@@ -201,6 +201,14 @@ def peer_toml(node_id: bytes, address: str = "h:1", extra: str = "") -> str:
         (peer_toml(ID_B), "peers[1].id", "duplicate peer"),
         ('[[peers]]\nid = "abc"\naddress = "h:1"', "peers[1].id", "52 base32 characters, got 3"),
         ('[[peers]]\naddress = "h:1"', "peers[1].id", "missing"),
+        (peer_toml(ID_A, extra='share = ["prefs/"]'), "peers[1].share[0]", "tier:namespace"),
+        (peer_toml(ID_A, extra='share = ["L9:prefs/"]'), "peers[1].share[0]", "unknown tier"),
+        (
+            peer_toml(ID_A, extra='write_share = ["semantic:a/", "semantic:a//b/"]'),
+            "peers[1].write_share[1]",
+            "empty label",
+        ),
+        (peer_toml(ID_A, extra="share = 'semantic:a/'"), "peers[1].share", "expected a list"),
     ],
 )
 def test_bad_peers_name_their_index_and_key(
@@ -209,6 +217,22 @@ def test_bad_peers_name_their_index_and_key(
     error = error_for(tmp_path, peer_toml(ID_B) + text)
     assert error.key == key
     assert message in str(error)
+
+
+def test_share_rules_narrow_tiers_to_namespaces(tmp_path: Path) -> None:
+    from meshsyncd.mesh.share import parse_share
+    from protocol import NAMED, name_block
+
+    rule = 'share = ["semantic:prefs/", "episodic:agents/alden"]'
+    config = load_config(write(tmp_path / "meshsyncd.toml", peer_toml(ID_A, extra=rule)))
+    share = parse_share(config.peers[0].share, "share")
+    assert share is not None and share.describe() == ["episodic:agents/alden/", "semantic:prefs/"]
+    assert share.allows(Tier.WORKING, 0, b"x")  # a tier no entry names is not narrowed
+    assert not share.allows(Tier.SEMANTIC, 0, b"nameless")
+    assert share.allows(Tier.SEMANTIC, NAMED, name_block(("prefs", "ui"), "k"))
+    assert share.allows(Tier.EPISODIC, NAMED, name_block(("agents", "alden"), "k"))
+    assert not share.allows(Tier.EPISODIC, NAMED, name_block(("agents", "aldenX"), "k"))
+    assert parse_share([], "share") is None
 
 
 def test_example_message_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
