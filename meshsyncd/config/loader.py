@@ -90,6 +90,7 @@ from .values import (
     parse_address,
     parse_duration,
     parse_handshakes,
+    parse_share,
     parse_tiers,
     show_value,
 )
@@ -432,13 +433,7 @@ def _share_list(entry: dict[str, Any], where: str, key: str) -> tuple[str, ...]:
             f'expected a list like ["semantic:prefs/"], got {show_value(value)}',
             key=f"{where}.{key}",
         )
-    from ..mesh.share import parse_share
-
-    try:
-        parse_share(value, f"{where}.{key}")
-    except ValueError as exc:  # "peers[0].share[1]: what is wrong"
-        where_exactly, _, problem = str(exc).partition(": ")
-        raise ConfigError(problem, key=where_exactly) from None
+    parse_share(value, f"{where}.{key}")  # refuses a bad entry, naming it
     return tuple(value)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import Tier
+from protocol import LocalProtocolError, Tier, name_block
 
 from ..identity import node_id_text
 
@@ -28,6 +28,7 @@ __all__ = [
     "parse_address",
     "parse_duration",
     "parse_handshakes",
+    "parse_share",
     "parse_tiers",
     "show_value",
 ]
@@ -219,6 +220,36 @@ def parse_tiers(value: str | Iterable[str], key: str) -> frozenset[Tier]:
             )
         tiers.add(tier)
     return frozenset(tiers)
+
+
+def parse_share(entries: Iterable[object], key: str) -> tuple[tuple[Tier, str], ...]:
+    """``share``/``write_share`` entries ``"tier:namespace/"`` as (tier, prefix) pairs.
+
+    The prefix is in the index form ``agents/alden/`` (``""``: every named item of the
+    tier); ``agents/alden`` and ``agents/alden/`` are the same prefix. How the pairs are
+    enforced is ``meshsyncd/mesh/share.py``.
+
+    Raises:
+        ConfigError: an entry that is not ``"tier:namespace/"``, names no tier, or holds a
+            namespace no named item can have (an empty label, too long, too deep); the
+            key names the entry (``peers[0].share[1]``).
+    """
+    out: list[tuple[Tier, str]] = []
+    for index, entry in enumerate(entries):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, str) or ":" not in entry:
+            raise ConfigError(f'expected "tier:namespace/", got {show_value(entry)}', key=where)
+        tier_text, _, ns = entry.partition(":")
+        (tier,) = parse_tiers([tier_text], where)
+        labels = ns.split("/") if ns else []
+        if labels and labels[-1] == "":
+            labels.pop()
+        try:
+            name_block(tuple(labels), "k")
+        except LocalProtocolError as exc:
+            raise ConfigError(f"bad namespace {show_value(ns)}: {exc.reason}", key=where) from None
+        out.append((tier, "".join(label + "/" for label in labels)))
+    return tuple(out)
 
 
 def is_loopback(host: str) -> bool:

@@ -23,8 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from protocol import NAMED, SEPARATOR, Item, LocalProtocolError, Tier, name_block
+from protocol import NAMED, SEPARATOR, Item, Tier
 from protocol.names import index_key
+
+from ..config.values import parse_share as parse_config_share
 
 __all__ = ["ShareRule", "parse_share"]
 
@@ -71,32 +73,14 @@ def namespace_of(item: Item) -> str:
 
 
 def parse_share(entries: Iterable[object], key: str) -> ShareRule | None:
-    """A rule from config entries; ``None`` for an empty list (no restriction).
+    """A rule from config entries (``config.values.parse_share``); ``None`` for none.
 
     Raises:
-        ValueError: an entry that is not ``"tier:namespace/"`` (the message names ``key``,
-            the entry and what is wrong with it).
+        ConfigError: a bad entry (the key names it).
     """
-    from ..control.proto import ControlError, parse_tier  # no trio: config loads it
-
     prefixes: dict[Tier, list[str]] = {}
-    for index, entry in enumerate(entries):
-        where = f"{key}[{index}]"
-        if not isinstance(entry, str) or ":" not in entry:
-            raise ValueError(f'{where}: expected "tier:namespace/", got {entry!r}')
-        tier_text, _, ns = entry.partition(":")
-        try:
-            tier = parse_tier(tier_text)
-        except ControlError as exc:
-            raise ValueError(f"{where}: {exc.message}") from None
-        labels = [label for label in ns.split(SEPARATOR)] if ns else []
-        if labels and labels[-1] == "":
-            labels.pop()  # "agents/alden/" and "agents/alden" are the same prefix
-        try:
-            name_block(tuple(labels), "k")
-        except LocalProtocolError as exc:
-            raise ValueError(f"{where}: bad namespace {ns!r} ({exc.reason})") from None
-        prefixes.setdefault(tier, []).append("".join(label + SEPARATOR for label in labels))
+    for tier, prefix in parse_config_share(entries, key):
+        prefixes.setdefault(tier, []).append(prefix)
     if not prefixes:
         return None
     return ShareRule({tier: tuple(found) for tier, found in prefixes.items()})
