@@ -51,8 +51,8 @@ def _share(node: Node, peer: Node, line: str) -> None:
 def line3(tmp_path: Path) -> Iterator[dict[str, Node]]:
     names = ["a", "b", "c"]
     nodes = graph(tmp_path, names, chain(names))
-    _start(nodes)
-    try:
+    try:  # a node that fails to start must not leave the others running
+        _start(nodes)
         yield nodes
     finally:
         _stop(nodes)
@@ -86,8 +86,8 @@ def test_sharing_keeps_a_namespace_from_a_peer_both_ways(tmp_path: Path) -> None
     a, b = nodes["a"], nodes["b"]
     rule = '["episodic:public/"]'
     _share(a, b, f"share = {rule}\nwrite_share = {rule}")
-    _start(nodes)
     try:
+        _start(nodes)
         with a.client() as cl:
             cl.put("for everyone", namespace="public", key="a1", priority="urgent")
             cl.put("a's secret", namespace="private", key="a2", priority="urgent")
