@@ -31,7 +31,7 @@ OPS = st.lists(
 def _write(path: Path, op: str, key: str, n: int) -> None:
     with Client(path) as c:
         if op == "put":
-            c.put('{"v": %d}' % n, namespace="agents/x", key=key, tier="working")
+            c.put(f'{{"v": {n}}}', namespace="agents/x", key=key, tier="working")
         elif op == "merge":
             c.merge({"n": n}, namespace="agents/x", key=key, tier="working")
         else:
