@@ -44,6 +44,7 @@ from ..engine import AsyncEngine
 from ..identity import node_id_text
 from ..store.verify import verify_bucket
 from .repairlink import RepairLink, RepairStats, SessionLike
+from .share import narrowed
 
 __all__ = ["Repair", "RepairStats"]
 
@@ -197,8 +198,8 @@ class Repair:
             nodes = {node_id_text(node_id): {"digest": ours[tier][1].hex(), "seq": ours[tier][0]}}
             differ: list[str] = []
             for pid, s in connected.items():
-                if tier not in s.accept_tiers:
-                    continue
+                if tier not in s.accept_tiers or narrowed(s, tier):
+                    continue  # not held whole by both: the digests cannot agree
                 heard = self.link(s).heard.get(tier)
                 name = node_id_text(pid)
                 if heard is None:

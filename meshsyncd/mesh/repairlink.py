@@ -60,6 +60,7 @@ from .reconcile import (
     pack_lists,
     pack_ranges,
 )
+from .share import narrowed
 
 __all__ = ["QUIET", "RepairLink", "RepairStats", "SessionLike"]
 
@@ -144,7 +145,9 @@ class RepairLink:
         return self.session.engine
 
     def shared(self, tier: Tier) -> bool:
-        return tier in self.session.send_tiers and tier in self.session.accept_tiers
+        """Both ways, whole: a tier narrowed to namespaces (``share.py``) never agrees."""
+        s = self.session
+        return tier in s.send_tiers and tier in s.accept_tiers and not narrowed(s, tier)
 
     def _ensure_task(self) -> None:
         if not self._running:

@@ -28,7 +28,7 @@ from protocol.names import index_key
 
 from ..config.values import parse_share as parse_config_share
 
-__all__ = ["ShareRule", "parse_share"]
+__all__ = ["ShareRule", "namespace_of", "narrowed", "parse_share"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,16 @@ class ShareRule:
     def describe(self) -> list[str]:
         """The rule as config entries (for the peers table)."""
         return [f"{t.name.lower()}:{p}" for t, ps in sorted(self.prefixes.items()) for p in ps]
+
+
+def narrowed(session: object, tier: Tier) -> bool:
+    """Does a share rule of ``session`` narrow ``tier`` (either way)?
+
+    Then the two nodes' digests of the tier cannot agree (each holds items the other may
+    not), so repair and ``check`` leave the tier alone rather than reconcile forever.
+    """
+    rules = (getattr(session, "send_share", None), getattr(session, "accept_share", None))
+    return any(rule is not None and rule.restricts(tier) for rule in rules)
 
 
 def namespace_of(item: Item) -> str:

@@ -65,7 +65,8 @@ def test_named_item_is_listed_by_prefix_two_hops_away(line3: dict[str, Node]) ->
         cl.merge({"mood": "curious"}, namespace="agents/alden", key="state")
         cl.put("other agent", namespace="agents/alice", key="units")
         cl.put("by id, nameless")
-    wait_for(lambda: len(_listed(c, "agents/alden")) == 2, 20, "named items on c")
+    with c.client() as cl:  # the mesh barrier: a's acknowledged writes are readable on c
+        assert cl.sync(timeout=30)["failed"] == []
     assert _listed(c, "agents/alden") == [
         ("agents/alden", "state"),
         ("agents/alden/prefs", "units"),

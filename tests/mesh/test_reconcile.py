@@ -237,7 +237,7 @@ async def _hostile(tmp_path: Path, frames: list[P.Frame]) -> list[P.Frame]:
         )
         peer = P.Connection()
         hello = P.Hello(
-            version=2,
+            version=P.PROTOCOL_VERSION,
             node_id=B_ID,
             incarnation=bytes(16),
             capabilities=P.Capability.REPAIR,
