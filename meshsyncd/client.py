@@ -28,13 +28,25 @@ import socket
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocol import MAX_PAYLOAD, Priority, Tier
 
 from .control.proto import ControlError, parse_priority, parse_tier
 
-__all__ = ["Client", "ClientError", "DaemonNotRunning", "PermissionDenied", "Unreachable"]
+if TYPE_CHECKING:
+    from .aclient import AsyncClient
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "ConnectionLost",
+    "DaemonNotRunning",
+    "NotFound",
+    "PermissionDenied",
+    "Unreachable",
+]
 
 MAX_RESPONSE = 64 << 20
 Namespace = str | Sequence[str] | None  # "agents/alden" or ("agents", "alden")
@@ -59,6 +71,49 @@ class DaemonNotRunning(Unreachable):
 
 class PermissionDenied(Unreachable):
     """The control socket exists but this user may not connect to it."""
+
+
+class NotFound(ClientError, KeyError):
+    """The item does not exist, or is deleted (code ``not_found``).
+
+    The one missing-item convention of every client (``Client``, ``AsyncClient``): ``get``
+    and ``delete`` of an absent item raise it. It is a :class:`KeyError` so that code
+    written for mappings (``except KeyError``) works, and a :class:`ClientError` with code
+    ``not_found`` so that code written before it existed keeps working.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class ConnectionLost(ClientError):
+    """The control connection broke or the daemon closed it (code ``unavailable``).
+
+    A request in flight when it happened may or may not have been applied; the client
+    reconnects on the next request.
+    """
+
+
+def error_for(code: str, message: str) -> ClientError:
+    """The most specific ``ClientError`` for a daemon's error code."""
+    return NotFound(code, message) if code == "not_found" else ClientError(code, message)
+
+
+def __getattr__(name: str) -> Any:
+    """``AsyncClient`` and the typed results load on first use: they import anyio, which a
+    program using only the blocking client (or ``meshsyncd put``) should not pay for."""
+    if name == "AsyncClient":
+        from .aclient import AsyncClient
+
+        return AsyncClient
+    if name in _RESULTS:
+        from . import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_RESULTS = frozenset({"Change", "Conflict", "Item", "NamespaceInfo", "Page", "Version", "Written"})
 
 
 def _connect(path: Path, timeout: float | None) -> socket.socket:
@@ -112,9 +167,9 @@ class _Lines:
             except TimeoutError:
                 raise ClientError("timeout", "no answer from the daemon in time") from None
             except OSError as exc:
-                raise ClientError("unavailable", f"control connection failed: {exc}") from exc
+                raise ConnectionLost("unavailable", f"control connection failed: {exc}") from exc
             if not data:
-                raise ClientError("unavailable", "the daemon closed the control connection")
+                raise ConnectionLost("unavailable", "the daemon closed the control connection")
             self._buf += data
 
 
@@ -123,7 +178,7 @@ def _check(reply: dict[str, Any]) -> dict[str, Any]:
         result = reply.get("result")
         return result if isinstance(result, dict) else {}
     err = reply.get("error") or {}
-    raise ClientError(str(err.get("code", "internal")), str(err.get("message", "failed")))
+    raise error_for(str(err.get("code", "internal")), str(err.get("message", "failed")))
 
 
 def _id_hex(item_id: bytes | str | None) -> str | None:
@@ -206,7 +261,7 @@ class Client:
                     break
         except OSError as exc:
             self.close()
-            raise ClientError("unavailable", f"control connection failed: {exc}") from exc
+            raise ConnectionLost("unavailable", f"control connection failed: {exc}") from exc
         except ClientError:
             self.close()
             raise
@@ -258,7 +313,8 @@ class Client:
         ``value_b64``, ``timestamp_ns``, ``namespace`` and ``key`` (if named), ...
 
         Raises:
-            ClientError: ``not_found`` if absent or deleted.
+            NotFound: absent or deleted (a ``KeyError``, and a ``ClientError`` with code
+                ``not_found``).
         """
         params = self._target(item_id, key, tier, namespace)
         params["include_deleted"] = include_deleted or None
@@ -277,7 +333,7 @@ class Client:
         priority: Priority | int | str = Priority.NORMAL,
         namespace: Namespace = None,
     ) -> dict[str, Any]:
-        """Write a tombstone. Raises ClientError ``not_found`` if there is no live item."""
+        """Write a tombstone. Raises :class:`NotFound` if there is no live item."""
         params = self._target(item_id, key, tier, namespace)
         params["priority"] = _prio_name(priority)
         return self.request("delete", params)

@@ -1,0 +1,511 @@
+"""The async control-socket client, for agents written on asyncio or on trio.
+
+It runs on anyio, which gives one implementation for both event loops (an agent framework
+picks the loop, not us), is pure Python and well maintained, and is what the MCP SDK runs
+on too. Same operations as the blocking :class:`meshsyncd.client.Client`, the same
+requests on the wire (``docs/control.md``), typed results (``meshsyncd/results.py``).
+
+- A missing item raises :class:`NotFound` (a ``KeyError``), from ``get`` and ``delete``,
+  as the blocking client does.
+- A broken connection raises :class:`ConnectionLost` naming the socket; a request in
+  flight may or may not have been applied (a write is durable once acknowledged, and
+  nothing is retried behind the caller's back). The next request reconnects.
+- :meth:`AsyncClient.watch` is an async iterator over the resumable change feed: when the
+  connection breaks (a daemon restart), it reconnects and resumes after the last
+  ``cursor`` it yielded, so the caller sees every change once, with no gap.
+
+Example (asyncio or trio)::
+
+    async with AsyncClient(Path("node-a/control.sock")) as c:
+        await c.put({"units": "metric"}, namespace=("agents", "alden"), key="prefs")
+        item = await c.get(namespace=("agents", "alden"), key="prefs")
+        print(item.value["units"], item.version, item.updated_at)
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import itertools
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from protocol import MAX_PAYLOAD, Priority, Tier
+
+from .client import (
+    MAX_RESPONSE,
+    Client,
+    ClientError,
+    ConnectionLost,
+    DaemonNotRunning,
+    Namespace,
+    PermissionDenied,
+    Unreachable,
+    _id_hex,
+    _ns,
+    _prio_name,
+    _tier_name,
+    error_for,
+)
+from .results import Change, Conflict, Item, NamespaceInfo, Page, SyncResult, Written
+
+__all__ = ["AsyncClient", "Watch", "encode_value"]
+
+_LOST = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+def encode_value(value: Any) -> dict[str, str]:
+    """Request fields for a value: text as is, bytes as base64, anything else as JSON.
+
+    Raises:
+        ClientError: ``bad_request`` when the value is not JSON-serialisable (a set, an
+            object, NaN), ``too_large`` over 1 MiB; both before anything is sent.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        out = {"value_b64": base64.b64encode(data).decode("ascii")}
+    else:
+        if not isinstance(value, str):
+            try:
+                value = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ClientError("bad_request", f"value is not JSON-serialisable: {exc}") from None
+        data = value.encode("utf-8", "surrogatepass")
+        out = {"value": value}
+    if len(data) > MAX_PAYLOAD:
+        raise ClientError(
+            "too_large", f"value is {len(data)} bytes; the limit is {MAX_PAYLOAD} (1 MiB)"
+        )
+    return out
+
+
+async def _connect(path: Path) -> ByteStream:
+    try:
+        return await anyio.connect_unix(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise DaemonNotRunning(
+            "daemon_not_running", f"daemon not running: no control socket at {path}"
+        ) from exc
+    except PermissionError as exc:
+        raise PermissionDenied(
+            "permission_denied",
+            f"permission denied on the control socket {path}: {exc.strerror or exc}",
+        ) from exc
+    except OSError as exc:
+        raise Unreachable("unavailable", f"cannot connect to {path}: {exc}") from exc
+
+
+class _Conn:
+    """One connection: newline-delimited JSON in and out."""
+
+    def __init__(self, path: Path, stream: ByteStream) -> None:
+        self.path = path
+        self.stream = stream
+        self.reader = BufferedByteReceiveStream(stream)
+
+    async def send(self, body: dict[str, Any]) -> None:
+        try:
+            await self.stream.send(json.dumps(body, separators=(",", ":")).encode() + b"\n")
+        except _LOST as exc:
+            raise self.lost(exc) from exc
+
+    async def read(self) -> dict[str, Any]:
+        try:
+            line = await self.reader.receive_until(b"\n", MAX_RESPONSE)
+        except anyio.DelimiterNotFound:
+            raise ClientError("internal", "daemon response line too long") from None
+        except anyio.IncompleteRead as exc:
+            raise self.lost(exc) from exc
+        except _LOST as exc:
+            raise self.lost(exc) from exc
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ClientError("internal", f"daemon sent bad JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ClientError("internal", "daemon sent a non-object line")
+        return obj
+
+    def lost(self, exc: BaseException) -> ConnectionLost:
+        why = str(exc) or type(exc).__name__
+        return ConnectionLost(
+            "unavailable", f"lost the connection to the daemon at {self.path}: {why}"
+        )
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.stream.aclose()
+
+
+def _result(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {}
+    err = reply.get("error") or {}
+    raise error_for(str(err.get("code", "internal")), str(err.get("message", "failed")))
+
+
+class AsyncClient:
+    """A connection to a node's control socket (connects on first use), for asyncio or trio.
+
+    Requests from concurrent tasks take turns on the one connection. Use it as an async
+    context manager, or call :meth:`aclose`.
+
+    Raises (from every request method):
+        DaemonNotRunning: no daemon on ``path``.
+        PermissionDenied: the socket refuses this user.
+        NotFound: ``get``/``delete`` of an absent or deleted item.
+        ConnectionLost: the connection broke while the request was out.
+        ClientError: the daemon refused the request (``code`` from docs/control.md) or
+            did not answer within ``timeout`` seconds (``timeout``).
+    """
+
+    def __init__(self, path: Path | str, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._conn: _Conn | None = None
+        self._lock = anyio.Lock()
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.aclose()
+
+    async def request(
+        self, op: str, params: dict[str, Any] | None = None, *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return its ``result``; ``None`` parameters are left out.
+
+        ``deadline`` overrides the client's timeout for this answer (``sync`` waits long).
+        """
+        body: dict[str, Any] = {"op": op}
+        body.update({k: v for k, v in (params or {}).items() if v is not None})
+        async with self._lock:
+            if self._conn is None:
+                self._conn = _Conn(self.path, await _connect(self.path))
+            conn = self._conn
+            body["id"] = req_id = next(self._ids)
+            try:
+                with anyio.fail_after(self.timeout if deadline is None else deadline):
+                    await conn.send(body)
+                    while True:
+                        reply = await conn.read()
+                        if reply.get("id") in (req_id, None):
+                            break
+            except TimeoutError:
+                await self._drop(conn)
+                raise ClientError("timeout", "no answer from the daemon in time") from None
+            except BaseException:  # lost, cancelled: the connection's state is unknown
+                await self._drop(conn)
+                raise
+        return _result(reply)
+
+    async def _drop(self, conn: _Conn) -> None:
+        if self._conn is conn:
+            self._conn = None
+        await conn.aclose()
+
+    # -- data -------------------------------------------------------------------------------
+
+    async def put(
+        self,
+        value: Any,
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        priority: Priority | int | str = Priority.NORMAL,
+        item_id: bytes | str | None = None,
+        key: str | None = None,
+        namespace: Namespace = None,
+    ) -> Written:
+        """Write a whole value: ``str`` as its UTF-8 text, ``bytes`` as they are, anything
+        else as JSON (``{"units": "metric"}``). INSERT if the item is absent, else UPDATE;
+        a random id unless ``item_id`` or ``key`` (in ``namespace``) is given.
+
+        Raises:
+            ClientError: ``bad_request`` (not JSON-serialisable, a bad name), ``too_large``
+                (checked before sending), ``unknown_tier``.
+        """
+        params = Client._target(item_id, key, tier, namespace)
+        params.update(encode_value(value), priority=_prio_name(priority))
+        return Written.of(await self.request("put", params))
+
+    async def get(
+        self,
+        item_id: bytes | str | None = None,
+        *,
+        key: str | None = None,
+        tier: Tier | int | str = Tier.EPISODIC,
+        include_deleted: bool = False,
+        namespace: Namespace = None,
+    ) -> Item:
+        """The stored item.
+
+        Raises:
+            NotFound: absent, or deleted (unless ``include_deleted``).
+        """
+        params = Client._target(item_id, key, tier, namespace)
+        params["include_deleted"] = include_deleted or None
+        return Item.of(await self.request("get", params))
+
+    async def delete(
+        self,
+        item_id: bytes | str | None = None,
+        *,
+        key: str | None = None,
+        tier: Tier | int | str = Tier.EPISODIC,
+        priority: Priority | int | str = Priority.NORMAL,
+        namespace: Namespace = None,
+    ) -> Written:
+        """Write a tombstone.
+
+        Raises:
+            NotFound: there is no live item.
+        """
+        params = Client._target(item_id, key, tier, namespace)
+        params["priority"] = _prio_name(priority)
+        return Written.of(await self.request("delete", params))
+
+    async def merge(
+        self,
+        fields: dict[str, Any],
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        priority: Priority | int | str = Priority.NORMAL,
+        item_id: bytes | str | None = None,
+        key: str | None = None,
+        namespace: Namespace = None,
+    ) -> Written:
+        """Per-field last-write-wins update of a JSON object item (created if needed).
+
+        Raises:
+            ClientError: ``bad_request`` if ``fields`` is not a dict of JSON values.
+        """
+        if not isinstance(fields, dict):
+            raise ClientError("bad_request", "merge fields must be a dict")
+        encode_value(fields)  # JSON-serialisable and within the limit, before sending
+        params = Client._target(item_id, key, tier, namespace)
+        params.update(fields=fields, priority=_prio_name(priority))
+        return Written.of(await self.request("merge", params))
+
+    async def list(
+        self,
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        limit: int = 100,
+        after: bytes | str | None = None,
+        include_deleted: bool = False,
+        values: bool = True,
+        namespace: Namespace = None,
+    ) -> Page:
+        """One page of items; pass ``page.next`` as ``after`` for the next one.
+
+        Without ``namespace``: every item in id order. With it: the named items under that
+        namespace prefix (``""`` or ``()``: all named items) in name order, stable while
+        writes go on.
+        """
+        params = {
+            "tier": _tier_name(tier),
+            "limit": limit,
+            "after": _id_hex(after) if namespace is None else after,
+            "include_deleted": include_deleted or None,
+            "values": values,
+            "namespace": _ns(namespace),
+        }
+        return Page.of(await self.request("list", params))
+
+    async def namespaces(
+        self,
+        *,
+        prefix: Namespace = None,
+        max_depth: int | None = None,
+        tier: Tier | int | str | None = None,
+    ) -> builtins.list[NamespaceInfo]:
+        """Namespaces under ``prefix`` with live item counts, in name order; ``max_depth``
+        folds deeper ones into their ancestor."""
+        params = {
+            "prefix": _ns(prefix),
+            "max_depth": max_depth,
+            "tier": None if tier is None else _tier_name(tier),
+        }
+        rows = (await self.request("namespaces", params)).get("namespaces", [])
+        return [NamespaceInfo.of(r) for r in rows]
+
+    # -- node -------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        return await self.request("status")
+
+    async def peers(self) -> builtins.list[dict[str, Any]]:
+        rows = (await self.request("peers")).get("peers", [])
+        return rows if isinstance(rows, builtins.list) else []
+
+    async def vectors(self) -> dict[str, Any]:
+        return await self.request("vectors")
+
+    async def conflicts(
+        self, *, limit: int = 100, tier: Tier | int | str | None = None
+    ) -> builtins.list[Conflict]:
+        """Recent conflicts, newest first (two writers that had not seen each other)."""
+        tier_name = None if tier is None else _tier_name(tier)
+        rows = (await self.request("conflicts", {"limit": limit, "tier": tier_name})).get(
+            "conflicts", []
+        )
+        return [Conflict.of(r) for r in rows]
+
+    async def sync(
+        self,
+        peers: builtins.list[str] | None = None,
+        timeout: float = 2.0,  # noqa: ASYNC109 (sent to the daemon, which enforces it)
+    ) -> SyncResult:
+        """The mesh-wide barrier (default) or two-node syncs with ``peers``; see
+        ``Client.sync``. ``result.ok`` is false when some node was not covered."""
+        body: dict[str, Any] = {"timeout": timeout}
+        if peers:
+            body["peers"] = builtins.list(peers)
+        reply = await self.request("sync", body, deadline=max(self.timeout, timeout + 10.0))
+        return SyncResult.of(reply)
+
+    def watch(
+        self,
+        *,
+        tier: Tier | int | str | None = None,
+        since: str | int | None = None,
+        namespace: Namespace = None,
+        values: bool = False,
+        reconnect_for: float = 30.0,
+    ) -> Watch:
+        """The resumable change feed as an async iterator of :class:`Change` events, on a
+        connection of its own::
+
+            async with client.watch(namespace="agents", values=True) as feed:
+                async for change in feed:
+                    save(change.cursor)
+
+        ``since``: a ``cursor`` of an earlier event (default: now). When the connection
+        breaks, the watch reconnects for up to ``reconnect_for`` seconds and resumes after
+        the last event it yielded.
+
+        Raises (while iterating):
+            ConnectionLost: the daemon did not come back within ``reconnect_for``.
+            ClientError: ``bad_request`` for a ``since`` the node cannot resume from
+                (re-list, then watch again).
+        """
+        params: dict[str, Any] = {
+            "tier": None if tier is None else _tier_name(tier),
+            "since": "now" if since is None else since,
+            "namespace": _ns(namespace),
+            "values": values,
+        }
+        return Watch(self.path, params, reconnect_for)
+
+
+class Watch:
+    """An open resumable watch (see :meth:`AsyncClient.watch`).
+
+    ``cursor`` is the position after the last event yielded (before any: where the watch
+    started, once it has); pass it as ``since`` to a later watch to continue from there.
+    """
+
+    def __init__(self, path: Path, params: dict[str, Any], reconnect_for: float) -> None:
+        self.path = path
+        self.params = params
+        self.reconnect_for = reconnect_for
+        self.cursor: str | None = None
+        self.reconnects = 0
+        self._conn: _Conn | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Watch:
+        """Start the feed now (``since`` "now" means now, not at the first iteration)."""
+        if self._conn is None and not self._closed:
+            await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def aclose(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.aclose()
+
+    async def __anext__(self) -> Change:
+        if self._closed:
+            raise StopAsyncIteration
+        while True:
+            if self._conn is None:
+                await self._open()
+            assert self._conn is not None
+            try:
+                line = await self._conn.read()
+            except ConnectionLost:
+                await self._conn.aclose()
+                self._conn = None
+                self.reconnects += 1
+                continue
+            if line.get("event") is None:
+                _result(line)  # a final error line (e.g. unavailable) raises here
+                continue
+            change = Change.of(line)
+            self.cursor = change.cursor
+            return change
+
+    async def _open(self) -> None:
+        """Connect (retrying while the daemon restarts) and start the feed at ``cursor``."""
+        delay = 0.02
+        last = ClientError("timeout", "no answer from the daemon")
+        with anyio.move_on_after(self.reconnect_for) as scope:
+            while True:
+                try:
+                    conn = _Conn(self.path, await _connect(self.path))
+                except (DaemonNotRunning, ClientError) as exc:
+                    if self.reconnects == 0 and self.cursor is None:
+                        raise  # the first connection: say so at once
+                    last = exc
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                params = dict(self.params)
+                if self.cursor is not None:
+                    params["since"] = self.cursor
+                body = {"id": 1, "op": "watch"}
+                body.update({k: v for k, v in params.items() if v is not None})
+                try:
+                    await conn.send(body)
+                    first = _result(await conn.read())
+                except ConnectionLost as exc:
+                    await conn.aclose()
+                    last = exc
+                    continue
+                except BaseException:
+                    await conn.aclose()
+                    raise
+                if self.cursor is None:
+                    self.cursor = str(first.get("cursor", "")) or None
+                self._conn = conn
+                return
+        assert scope.cancelled_caught
+        raise ConnectionLost(
+            "unavailable",
+            f"lost the watch on {self.path} and the daemon did not come back within "
+            f"{self.reconnect_for} s ({last.message}); resume with since={self.cursor!r}",
+        )
