@@ -46,7 +46,6 @@ from langgraph.store.base import (
     InvalidNamespaceError,
     Item,
     ListNamespacesOp,
-    MatchCondition,
     Op,
     PutOp,
     Result,
@@ -60,6 +59,7 @@ from protocol import MAX_PAYLOAD, SEPARATOR, Tier
 from . import results
 from .client import Client, NotFound
 from .control.proto import ControlError, parse_priority, parse_tier
+from .filters import does_match, matches
 
 __all__ = ["MeshStore", "SemanticSearchUnsupported"]
 
@@ -267,7 +267,7 @@ class MeshStore(BaseStore):
                     if entry.namespace and self.tier_for(entry.namespace) != tier:
                         continue
                     item = _lg_item(entry, SearchItem)
-                    if item is not None and _matches(item.value, op.filter):
+                    if item is not None and matches(item.value, op.filter):
                         found.append((_sort_key(item.namespace, item.key), item))
                 after = page.next
                 if after is None:
@@ -295,7 +295,7 @@ class MeshStore(BaseStore):
             ns = info.namespace
             if not ns or not info.tiers.get(self.tier_for(ns).name.lower()):
                 continue
-            if all(_does_match(c, ns) for c in conditions):
+            if all(does_match(c, ns) for c in conditions):
                 names.add(ns if op.max_depth is None else ns[: op.max_depth])
         return sorted(names)[op.offset : op.offset + op.limit]
 
@@ -371,56 +371,3 @@ def _lg_item(entry: results.Item, cls: type[Any]) -> Any:
     return cls(
         namespace=entry.namespace, key=entry.key, value=entry.value, created_at=at, updated_at=at
     )
-
-
-def _does_match(cond: MatchCondition, ns: tuple[str, ...]) -> bool:
-    """LangGraph's namespace match: ``*`` matches any label; prefix or suffix."""
-    path = cond.path
-    if len(ns) < len(path):
-        return False
-    pairs = zip(ns, path, strict=False)
-    if cond.match_type == "suffix":
-        pairs = zip(reversed(ns), reversed(path), strict=False)
-    elif cond.match_type != "prefix":
-        raise ValueError(f"unsupported match type: {cond.match_type}")
-    return all(p == "*" or k == p for k, p in pairs)
-
-
-def _matches(value: dict[str, Any], flt: dict[str, Any] | None) -> bool:
-    return not flt or all(_compare(value.get(k), v) for k, v in flt.items())
-
-
-def _compare(have: Any, want: Any) -> bool:
-    """LangGraph's filter semantics (as ``InMemoryStore``): nested dicts, lists, operators."""
-    if isinstance(want, dict):
-        if any(k.startswith("$") for k in want):
-            return all(_operator(have, k, v) for k, v in want.items())
-        return isinstance(have, dict) and all(_compare(have.get(k), v) for k, v in want.items())
-    if isinstance(want, list | tuple):
-        return (
-            isinstance(have, list | tuple)
-            and len(have) == len(want)
-            and all(_compare(h, w) for h, w in zip(have, want, strict=False))
-        )
-    return bool(have == want)
-
-
-_ORDER = {
-    "$gt": lambda a, b: a > b,
-    "$gte": lambda a, b: a >= b,
-    "$lt": lambda a, b: a < b,
-    "$lte": lambda a, b: a <= b,
-}
-
-
-def _operator(have: Any, op: str, want: Any) -> bool:
-    if op == "$eq":
-        return bool(have == want)
-    if op == "$ne":
-        return bool(have != want)
-    if op in _ORDER:
-        try:
-            return bool(_ORDER[op](float(have), float(want)))
-        except (TypeError, ValueError):
-            raise ValueError(f"filter {op} compares numbers; got {have!r} and {want!r}") from None
-    raise ValueError(f"unsupported filter operator: {op}")

@@ -30,6 +30,7 @@ LAYERS = {
     "aclient": 4,
     "results": 4,
     "langgraph": 5,
+    "filters": 4,
     "mcpserver": 5,
     "engine": 3,
     "store": 2,

@@ -75,6 +75,7 @@ _COMMANDS = {
     "import": "meshsyncd.commands.memshadow:import_command",
     "init": "meshsyncd.commands.node:init",
     "list": "meshsyncd.commands.data:list_items",
+    "mcp": "meshsyncd.commands.mcpcmd:mcp",
     "merge": "meshsyncd.commands.data:merge",
     "namespaces": "meshsyncd.commands.names:namespaces",
     "peers": "meshsyncd.commands.operator:peers",

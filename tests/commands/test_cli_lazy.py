@@ -28,10 +28,29 @@ def test_put_starts_without_trio_cryptography_or_the_engine() -> None:
         "    main(['put', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = {'trio', 'cryptography', 'structlog', 'meshsyncd.engine', 'sqlite3'}\n"
+        "heavy = {'trio', 'cryptography', 'structlog', 'meshsyncd.engine', 'sqlite3',\n"
+        "         'anyio', 'mcp', 'langgraph', 'pydantic'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_help_lists_mcp_without_importing_the_sdk() -> None:
+    """``meshsyncd --help`` loads every command module; the MCP SDK stays out until
+    ``meshsyncd mcp`` runs (it is an optional extra)."""
+    probe = (
+        "import sys\n"
+        "from meshsyncd.commands.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted({'mcp', 'anyio', 'langgraph'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert "mcp" in out and out.strip().splitlines()[-1] == "[]"
