@@ -7,7 +7,7 @@ VENV := .venv
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,langgraph,mcp]'
 	touch $@
 
 demo: $(VENV)/.installed
