@@ -7,6 +7,7 @@ The server is the real command (``meshsyncd mcp --socket ...``) spawned by the S
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,8 @@ pytest.importorskip("mcp.client.stdio", reason="the mcp extra is not installed")
 from conftest import count_items
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from meshnodes import Node
+from mcp.client.streamable_http import streamable_http_client
+from meshnodes import Node, free_port, wait_for
 
 EXE = str(Path(sys.executable).with_name("meshsyncd"))
 TOOLS = {
@@ -163,3 +165,38 @@ def test_http_only_on_loopback() -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "only loopback" in out.stderr
+
+
+def test_streamable_http_on_loopback(node: Node, ns: str) -> None:
+    """The same tools over streamable HTTP (``--http``), with the SDK's HTTP client."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [EXE, "mcp", "--socket", str(node.socket), "--http", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, "meshsyncd mcp --http exited"
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    async def main() -> None:
+        url = f"http://127.0.0.1:{port}/mcp"
+        with anyio.fail_after(60):
+            async with (
+                streamable_http_client(url) as (read, write),
+                ClientSession(read, write) as s,
+            ):
+                await s.initialize()
+                assert {t.name for t in (await s.list_tools()).tools} == TOOLS
+                await call(s, "remember", namespace=ns, key="via", value={"http": True})
+                assert (await call(s, "recall", namespace=ns, key="via"))["value"] == {"http": True}
+                assert "key" in await error(s, "recall", namespace=ns)
+
+    try:
+        wait_for(listening, 30, "the MCP HTTP endpoint")
+        anyio.run(main)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
