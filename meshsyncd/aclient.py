@@ -396,7 +396,8 @@ class AsyncClient:
                 async for change in feed:
                     save(change.cursor)
 
-        ``since``: a ``cursor`` of an earlier event (default: now). When the connection
+        The feed starts when the ``async with`` is entered (without it: at the first
+        iteration). ``since``: a ``cursor`` of an earlier event (default: now). When the connection
         breaks, the watch reconnects for up to ``reconnect_for`` seconds and resumes after
         the last event it yielded.
 

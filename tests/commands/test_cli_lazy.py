@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import click
+import pytest
+from click.testing import CliRunner
 
 from meshsyncd.commands.cli import _COMMANDS, main
 
@@ -54,3 +56,11 @@ def test_help_lists_mcp_without_importing_the_sdk() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert "mcp" in out and out.strip().splitlines()[-1] == "[]"
+
+
+def test_mcp_without_the_sdk_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mcp", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "meshsyncd.mcpserver", raising=False)
+    result = CliRunner().invoke(main, ["mcp", "--socket", "/nonexistent.sock"])
+    assert result.exit_code == 2
+    assert "pip install 'meshsyncd[mcp]'" in result.stderr
