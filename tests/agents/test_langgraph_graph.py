@@ -5,6 +5,8 @@ real TLS between them)."""
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
@@ -88,3 +90,24 @@ def test_a_graph_on_node_a_is_read_back_on_node_b(pair: tuple[Node, Node], ns: s
     )
     on_a.close()
     on_b.close()
+
+
+def _doc_block(name: str) -> str:
+    """The Python block of docs/agents.md that starts with ``# name``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        if block.startswith(f"# {name}"):
+            return str(block)
+    raise AssertionError(f"no {name} block in docs/agents.md")
+
+
+def test_the_two_agent_example_of_the_docs_runs(
+    pair: tuple[Node, Node], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = pair
+    for name, node in (("agent_a.py", a), ("agent_b.py", b)):
+        code = _doc_block(name).replace(f"node-{node.name}/control.sock", str(node.socket))
+        scope: dict[str, Any] = {"__name__": name}
+        exec(compile(code, name, "exec"), scope)
+        scope["store"].close()
+    assert capsys.readouterr().out.splitlines() == ["fact-0 prefers metric units"]
