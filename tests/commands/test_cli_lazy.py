@@ -59,7 +59,8 @@ def test_help_lists_mcp_without_importing_the_sdk() -> None:
 
 
 def test_mcp_without_the_sdk_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "mcp", None)  # as if the extra were not installed
+    for name in ["mcp", *(m for m in sys.modules if m.startswith("mcp."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if the extra were not installed
     monkeypatch.delitem(sys.modules, "meshsyncd.mcpserver", raising=False)
     result = CliRunner().invoke(main, ["mcp", "--socket", "/nonexistent.sock"])
     assert result.exit_code == 2
