@@ -122,8 +122,15 @@ class MeshStore(BaseStore):
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Close the blocking client's connection (``abatch`` holds none between calls)."""
         with self._lock:
             self._client.close()
+
+    def __enter__(self) -> MeshStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- the tier rule --------------------------------------------------------------------
 

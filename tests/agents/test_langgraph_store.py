@@ -91,7 +91,9 @@ NAMESPACES = st.tuples(
     st.integers(0, 3),
 )
 BATCH = st.tuples(st.just("batch"), st.lists(st.one_of(PUT, DELETE, GET), min_size=2, max_size=4))
-OPS = st.lists(st.one_of(PUT, PUT, DELETE, GET, SEARCH, NAMESPACES, BATCH), min_size=1, max_size=60)
+OPS = st.lists(
+    st.one_of(PUT, PUT, DELETE, GET, SEARCH, NAMESPACES, BATCH), min_size=20, max_size=80
+)
 
 
 def _ops(step: tuple[Any, ...], root: str) -> list[Op]:
@@ -143,7 +145,7 @@ def _store(node: Node, root: str) -> MeshStore:
 
 @pytest.mark.parametrize("mode", ["batch", "abatch"])
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=OPS)
 def test_mesh_store_answers_like_the_in_memory_store(
@@ -241,8 +243,8 @@ def test_bad_input_raises_and_changes_nothing(node: Node) -> None:
 
 
 def test_a_daemon_that_is_not_running(tmp_path: Any) -> None:
-    store = MeshStore(tmp_path / "none.sock")
-    with pytest.raises(DaemonNotRunning, match="daemon not running"):
-        store.get(("a",), "k")
-    with pytest.raises(DaemonNotRunning):
-        asyncio.run(store.aput(("a",), "k", {"v": 1}))
+    with MeshStore(tmp_path / "none.sock") as store:
+        with pytest.raises(DaemonNotRunning, match="daemon not running"):
+            store.get(("a",), "k")
+        with pytest.raises(DaemonNotRunning):
+            asyncio.run(store.aput(("a",), "k", {"v": 1}))
