@@ -33,31 +33,24 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from protocol import MAX_PAYLOAD, Priority, Tier
 
+from .aconn import Conn, connect, result_of
 from .client import (
-    MAX_RESPONSE,
     Client,
     ClientError,
     ConnectionLost,
     DaemonNotRunning,
     Namespace,
-    PermissionDenied,
-    Unreachable,
     _id_hex,
     _ns,
     _prio_name,
     _tier_name,
-    error_for,
 )
 from .results import Change, Conflict, Item, NamespaceInfo, Page, SyncResult, Written
 
 __all__ = ["AsyncClient", "Watch", "encode_value"]
-
-_LOST = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 def encode_value(value: Any) -> dict[str, str]:
@@ -85,72 +78,6 @@ def encode_value(value: Any) -> dict[str, str]:
     return out
 
 
-async def _connect(path: Path) -> ByteStream:
-    try:
-        return await anyio.connect_unix(str(path))
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise DaemonNotRunning(
-            "daemon_not_running", f"daemon not running: no control socket at {path}"
-        ) from exc
-    except PermissionError as exc:
-        raise PermissionDenied(
-            "permission_denied",
-            f"permission denied on the control socket {path}: {exc.strerror or exc}",
-        ) from exc
-    except OSError as exc:
-        raise Unreachable("unavailable", f"cannot connect to {path}: {exc}") from exc
-
-
-class _Conn:
-    """One connection: newline-delimited JSON in and out."""
-
-    def __init__(self, path: Path, stream: ByteStream) -> None:
-        self.path = path
-        self.stream = stream
-        self.reader = BufferedByteReceiveStream(stream)
-
-    async def send(self, body: dict[str, Any]) -> None:
-        try:
-            await self.stream.send(json.dumps(body, separators=(",", ":")).encode() + b"\n")
-        except _LOST as exc:
-            raise self.lost(exc) from exc
-
-    async def read(self) -> dict[str, Any]:
-        try:
-            line = await self.reader.receive_until(b"\n", MAX_RESPONSE)
-        except anyio.DelimiterNotFound:
-            raise ClientError("internal", "daemon response line too long") from None
-        except anyio.IncompleteRead as exc:
-            raise self.lost(exc) from exc
-        except _LOST as exc:
-            raise self.lost(exc) from exc
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise ClientError("internal", f"daemon sent bad JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ClientError("internal", "daemon sent a non-object line")
-        return obj
-
-    def lost(self, exc: BaseException) -> ConnectionLost:
-        why = str(exc) or type(exc).__name__
-        return ConnectionLost(
-            "unavailable", f"lost the connection to the daemon at {self.path}: {why}"
-        )
-
-    async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.stream.aclose()
-
-
-def _result(reply: dict[str, Any]) -> dict[str, Any]:
-    if reply.get("ok"):
-        result = reply.get("result")
-        return result if isinstance(result, dict) else {}
-    err = reply.get("error") or {}
-    raise error_for(str(err.get("code", "internal")), str(err.get("message", "failed")))
-
-
 class AsyncClient:
     """A connection to a node's control socket (connects on first use), for asyncio or trio.
 
@@ -169,7 +96,7 @@ class AsyncClient:
     def __init__(self, path: Path | str, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._lock = anyio.Lock()
         self._ids = itertools.count(1)
 
@@ -197,7 +124,7 @@ class AsyncClient:
         body.update({k: v for k, v in (params or {}).items() if v is not None})
         async with self._lock:
             if self._conn is None:
-                self._conn = _Conn(self.path, await _connect(self.path))
+                self._conn = Conn(self.path, await connect(self.path))
             conn = self._conn
             body["id"] = req_id = next(self._ids)
             try:
@@ -213,9 +140,9 @@ class AsyncClient:
             except BaseException:  # lost, cancelled: the connection's state is unknown
                 await self._drop(conn)
                 raise
-        return _result(reply)
+        return result_of(reply)
 
-    async def _drop(self, conn: _Conn) -> None:
+    async def _drop(self, conn: Conn) -> None:
         if self._conn is conn:
             self._conn = None
         await conn.aclose()
@@ -428,7 +355,7 @@ class Watch:
         self.reconnect_for = reconnect_for
         self.cursor: str | None = None
         self.reconnects = 0
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._closed = False
 
     async def __aenter__(self) -> Watch:
@@ -464,7 +391,7 @@ class Watch:
                 self.reconnects += 1
                 continue
             if line.get("event") is None:
-                _result(line)  # a final error line (e.g. unavailable) raises here
+                result_of(line)  # a final error line (e.g. unavailable) raises here
                 continue
             change = Change.of(line)
             self.cursor = change.cursor
@@ -477,7 +404,7 @@ class Watch:
         with anyio.move_on_after(self.reconnect_for) as scope:
             while True:
                 try:
-                    conn = _Conn(self.path, await _connect(self.path))
+                    conn = Conn(self.path, await connect(self.path))
                 except (DaemonNotRunning, ClientError) as exc:
                     if self.reconnects == 0 and self.cursor is None:
                         raise  # the first connection: say so at once
@@ -492,7 +419,7 @@ class Watch:
                 body.update({k: v for k, v in params.items() if v is not None})
                 try:
                     await conn.send(body)
-                    first = _result(await conn.read())
+                    first = result_of(await conn.read())
                 except ConnectionLost as exc:
                     await conn.aclose()
                     last = exc

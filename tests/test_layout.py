@@ -28,6 +28,7 @@ LAYERS = {
     "metrics": 4,
     "client": 4,
     "aclient": 4,
+    "aconn": 4,
     "results": 4,
     "langgraph": 5,
     "filters": 4,
