@@ -45,9 +45,11 @@ from protocol import (
     Frame,
     Hello,
     Item,
+    Members,
     NeedData,
     Ping,
     Pong,
+    Prune,
     ProtocolError,
     Pull,
     Push,
@@ -306,6 +308,7 @@ _BYTEWISE_LIMIT = 2048
 _DATA_FRAMES = (
     *(Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest),
     *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol 2
+    *(Members, Prune),  # protocol 2, MEMBERSHIP
 )
 # SPEC.md section 5, restated: state -> frames allowed in it.
 _ALLOWED: dict[State, tuple[type[Frame], ...]] = {

@@ -59,6 +59,15 @@ from .frames import (
     parse_frame,
 )
 from .item import Item, inflate, pack_item, pack_items, unpack_item, unpack_items
+from .memberframes import (
+    MAX_MEMBERS,
+    MAX_PRUNE,
+    Member,
+    MemberKind,
+    Members,
+    MemberState,
+    Prune,
+)
 from .meshframes import (
     MAX_BARRIER_BUDGET_MS,
     MAX_BARRIER_NODES,
@@ -88,7 +97,9 @@ __all__ = [
     "MAX_FRAME",
     "MAX_KEY",
     "MAX_LABEL",
+    "MAX_MEMBERS",
     "MAX_PAYLOAD",
+    "MAX_PRUNE",
     "MAX_RANGES",
     "MAX_RANGE_IDS",
     "MAX_TEXT",
@@ -122,6 +133,10 @@ __all__ = [
     "Item",
     "LimitError",
     "LocalProtocolError",
+    "Member",
+    "MemberKind",
+    "MemberState",
+    "Members",
     "Name",
     "NeedData",
     "NodeState",
@@ -130,6 +145,7 @@ __all__ = [
     "Pong",
     "Priority",
     "ProtocolError",
+    "Prune",
     "Pull",
     "Push",
     "RangeDigest",

@@ -40,6 +40,7 @@ from .frames import (
     encode_frame,
     read_frame_header,
 )
+from .memberframes import Members, Prune
 from .meshframes import Barrier, BarrierDone, RangeIds, Ranges
 
 __all__ = ["NEED_DATA", "Connection", "ConnectionClosed", "NeedData", "State"]
@@ -71,6 +72,7 @@ _FIRST_FRAMES = frozenset({Hello.TYPE, Error.TYPE, Bye.TYPE})
 _DATA_FRAMES: tuple[type[Frame], ...] = (
     *(Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest),
     *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol version 2, by capability
+    *(Members, Prune),  # protocol version 2, capability MEMBERSHIP
 )
 
 # The whole session state machine: (state, frame class) -> next state. Absent = not allowed.

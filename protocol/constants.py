@@ -95,6 +95,7 @@ class Capability(enum.IntFlag):
     DIGEST = 1 << 3
     BARRIER = 1 << 4  # protocol 2: BARRIER and BARRIER_DONE
     REPAIR = 1 << 5  # protocol 2: RANGES and RANGE_IDS
+    MEMBERSHIP = 1 << 6  # protocol 2: MEMBERS and PRUNE
 
 
 class ErrorCode(enum.IntEnum):

@@ -828,3 +828,8 @@ from . import meshschema as _meshschema  # noqa: E402
 
 _BODIES.update(_meshschema.BODIES)
 FRAME_BODY_NAMES.update({ftype: body.name for ftype, body in _meshschema.BODIES.items()})
+
+from . import memberschema as _memberschema  # noqa: E402
+
+_BODIES.update(_memberschema.BODIES)
+FRAME_BODY_NAMES.update({ftype: body.name for ftype, body in _memberschema.BODIES.items()})

@@ -131,7 +131,37 @@ def frames(draw: st.DrawFn) -> protocol.Frame:
         return protocol.Bye(code=code, text=text)
     if cls is protocol.Digest:
         return protocol.Digest(tier=draw(TIERS), seq=draw(U64), digest=draw(b32))
+    if cls in (protocol.Members, protocol.Prune):
+        return draw(member_frames(cls))
     return draw(mesh_frames(cls))
+
+
+HOSTS = st.text(alphabet="abcxyz0189.-_:", max_size=protocol.memberframes.HOST_FIELD)
+
+
+@st.composite
+def member_frames(draw: st.DrawFn, cls: type[protocol.Frame]) -> protocol.Frame:
+    """The membership frames (SPEC.md 4.3): records sorted by node id, origins sorted."""
+    if cls is protocol.Prune:
+        origins = tuple(sorted(set(draw(st.lists(U64, max_size=6)))))
+        return protocol.Prune(graft=draw(st.booleans()), origins=origins)
+    kind = draw(st.sampled_from(protocol.MemberKind))
+    ids = [] if kind == protocol.MemberKind.ASK else draw(
+        st.lists(st.binary(min_size=32, max_size=32), max_size=4, unique=True)
+    )
+    members = tuple(
+        protocol.Member(
+            node_id,
+            draw(st.sampled_from(protocol.MemberState)),
+            draw(st.integers(0, 7)),
+            draw(st.integers(0, 7)),
+            draw(U64),
+            draw(HOSTS),
+            draw(U16),
+        )
+        for node_id in sorted(ids)
+    )
+    return protocol.Members(kind=kind, members=members)
 
 
 @st.composite
@@ -273,6 +303,8 @@ def _frame_schema(data: bytes) -> dict[str, Any]:
         fields["batch"] = {key: fields["batch"][key] for key in BATCH_HEAD_KEYS}
     if frame.type in MESH_TYPES:
         _mesh_fields(frame.type, fields)
+    if frame.type in (protocol.Members.TYPE, protocol.Prune.TYPE):
+        _member_fields(frame.type, fields)
     return {"type": frame.type, "fields": fields, "end": end}
 
 
@@ -294,6 +326,27 @@ def _mesh_fields(ftype: int, fields: dict[str, Any]) -> None:
     fields["ranges"] = tuple(
         protocol.RangeList(r.lo, r.hi, tuple((e.item_id, e.hash) for e in r.entries))
         for r in fields["ranges"]
+    )
+
+
+def _member_fields(ftype: int, fields: dict[str, Any]) -> None:
+    """The schema's records as the dataclasses hold them."""
+    fields.pop("count")
+    if ftype == protocol.Prune.TYPE:
+        fields["graft"] = bool(fields["graft"])
+        fields["origins"] = tuple(fields["origins"])
+        return
+    fields["members"] = tuple(
+        protocol.Member(
+            m.node_id,
+            m.state,
+            m.tiers,
+            m.write_tiers,
+            m.heartbeat,
+            m.host[: m.host_len].decode("ascii"),
+            m.port,
+        )
+        for m in fields["members"]
     )
 
 

@@ -140,7 +140,42 @@ def frame_to_json(frame: P.Frame) -> dict[str, Any]:
             [r.lo.hex(), r.hi.hex(), [[i.hex(), h.hex()] for i, h in r.entries]]
             for r in frame.ranges
         ]
+    elif isinstance(frame, P.Members):
+        out |= {"kind": frame.kind.name, "members": [_member_to_json(m) for m in frame.members]}
+    elif isinstance(frame, P.Prune):
+        out |= {"graft": frame.graft, "origins": list(frame.origins)}
     return out
+
+
+def _member_to_json(m: P.Member) -> dict[str, Any]:
+    return {
+        "node_id": m.node_id.hex(),
+        "state": m.state.name,
+        "tiers": m.tiers,
+        "write_tiers": m.write_tiers,
+        "heartbeat": m.heartbeat,
+        "host": m.host,
+        "port": m.port,
+    }
+
+
+def _members_from_json(cls: type[P.Frame], f: dict[str, Any]) -> P.Frame:
+    """The membership frames (SPEC.md 4.3)."""
+    if cls is P.Prune:
+        return P.Prune(graft=f["graft"], origins=tuple(f["origins"]))
+    members = tuple(
+        P.Member(
+            bytes.fromhex(m["node_id"]),
+            P.MemberState[m["state"]],
+            m["tiers"],
+            m["write_tiers"],
+            m["heartbeat"],
+            m["host"],
+            m["port"],
+        )
+        for m in f["members"]
+    )
+    return P.Members(kind=P.MemberKind[f["kind"]], members=members)
 
 
 def _mesh_from_json(cls: type[P.Frame], f: dict[str, Any]) -> P.Frame:
@@ -178,6 +213,8 @@ def frame_from_json(d: dict[str, Any]) -> P.Frame:
     if "tier" in f:
         f["tier"] = P.Tier[f["tier"]]
     cls = {c.NAME: c for c in P.FRAME_TYPES.values()}[kind]
+    if cls in (P.Members, P.Prune):
+        return _members_from_json(cls, f)
     if cls in (P.Barrier, P.BarrierDone, P.Ranges, P.RangeIds):
         return _mesh_from_json(cls, f)
     return cls(**f)
