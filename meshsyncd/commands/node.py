@@ -288,6 +288,11 @@ def peers(
     show_default=True,
     help="Tiers the peer may write to us (comma-separated; empty for none).",
 )
+@click.option(
+    "--introducer",
+    is_flag=True,
+    help="Also trust the peers this one vouches for (never with wider tiers than its own).",
+)
 @_config_option
 @click.pass_context
 def peers_add(
@@ -296,6 +301,7 @@ def peers_add(
     address: str,
     tiers: str,
     write_tiers: str,
+    introducer: bool,
     config: Path | None,
 ) -> None:
     """Trust a peer: list NODE_ID at HOST:PORT in the config, then reload a running daemon.
@@ -304,6 +310,7 @@ def peers_add(
     Examples:
       meshsyncd peers add 6xziurmgrqyz4xmoovsawsqnldlxpqsyxdk2cmuy5dyvdieg53pa 10.0.0.2:7700
       meshsyncd peers add 6XZI-URMG-... laptop.lan:7700 --tiers semantic --write-tiers ""
+      meshsyncd peers add 6xziurmg... hub.lan:7700 --introducer   # join the hub's mesh
     """
     try:
         peer_id = parse_node_id(node_id)
@@ -317,6 +324,7 @@ def peers_add(
             port,
             parse_tiers(tiers, "--tiers"),
             parse_tiers(write_tiers, "--write-tiers"),
+            introducer=introducer,
         )
     except ConfigError as exc:
         raise BadArgument(str(exc)) from None
@@ -333,7 +341,10 @@ def peers_add(
         raise NodeError(str(exc)) from None
     receives = ", ".join(t.name.lower() for t in sorted(peer.tiers)) or "nothing"
     writes = ", ".join(t.name.lower() for t in sorted(peer.write_tiers)) or "nothing"
-    click.echo(f"added peer {peer.text} at {peer.address} (receives {receives}; writes {writes})")
+    role = ", introducer" if introducer else ""
+    click.echo(
+        f"added peer {peer.text} at {peer.address} (receives {receives}; writes {writes}{role})"
+    )
     _reload(loaded.pid_file)
 
 

@@ -381,6 +381,13 @@ def _cursor_lag(row: dict[str, Any]) -> str:
     return " ".join(f"{t}:{c}/{lags.get(t, '-')}" for t, c in cursors.items())
 
 
+def _state(row: dict[str, Any]) -> str:
+    """The state column; an introduced peer says by whom (``introduced_by``)."""
+    by = row.get("introduced_by") or []
+    state = str(row.get("state"))
+    return f"{state}, introduced by {', '.join(str(b)[:16] for b in by)}" if by else state
+
+
 PEER_COLUMNS = [
     Column("peer"),
     Column("address", shrink=1, floor=15),
@@ -406,7 +413,7 @@ def peer_rows(rows: list[dict[str, Any]], out: Output, now: float | None = None)
             [
                 name if out.wide else short_text(name),
                 r.get("address"),
-                r.get("state"),
+                _state(r),
                 _ago(r.get("last_seen"), now),
                 _fmt_ms(r.get("rtt_ms")),
                 _fmt_ms(r.get("clock_offset_ms")),

@@ -37,6 +37,10 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     a terminal, else JSON).
 ``log_level = "info"``
     ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
+``max_peers = 8``
+    Most live sessions with *introduced* peers (1..4096); configured peers always have
+    theirs and count first. With more members known, the node keeps a few near and a few
+    random far links (``meshsyncd/mesh/membership.py``) and relay does the rest.
 ``[retention]`` ``working = "24h"``, ``episodic = "unlimited"``, ``semantic = "unlimited"``
     How long items of each tier are kept; ``"unlimited"`` keeps them forever.
 ``[tombstones]`` ``grace = "7d"``
@@ -56,7 +60,9 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     ``["working", "episodic", "semantic"]``. ``share`` and ``write_share``: lists of
     ``"tier:namespace/"`` that narrow a tier to the named items under those namespaces, in
     each direction (``meshsyncd/mesh/share.py``); empty (the default) narrows nothing.
-    Each id appears once.
+    Each id appears once. ``introducer = false``: when true, the peers this one vouches for
+    are trusted too (never more than it gets), kept in ``introduced.json`` in ``node_dir``
+    and dropped when no introducer vouches.
 
 Errors name the file and the key, peers counted from 0:
 ``meshsyncd.toml: peers[1].address: "nohost" is not host:port``. The writers below
@@ -130,6 +136,7 @@ _TOP_KEYS = {
     "durability": "full",
     "log_format": "auto",
     "log_level": "info",
+    "max_peers": 8,
 }
 _TABLES = {
     "retention": {"working": "24h", "episodic": "unlimited", "semantic": "unlimited"},
@@ -137,7 +144,8 @@ _TABLES = {
     "metrics": {"listen": ""},
     "handshakes": HANDSHAKE_KEYS,
 }
-_PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share")
+_PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share", "introducer")
+MAX_PEERS_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,7 @@ class Config:
     metrics_listen: str
     peers: tuple[PeerConfig, ...]
     handshakes: HandshakeLimits = field(default_factory=HandshakeLimits)
+    max_peers: int = 8
 
     @property
     def pid_file(self) -> Path:
@@ -217,7 +226,11 @@ def add_peer(path: Path, peer: PeerConfig) -> None:
                 path=Path(path),
             )
     table = config_text.peer_table(
-        peer.text, peer.address, _tier_names(peer.tiers), _tier_names(peer.write_tiers)
+        peer.text,
+        peer.address,
+        _tier_names(peer.tiers),
+        _tier_names(peer.write_tiers),
+        peer.introducer,
     )
     text = config_text.append_table(_read_text(config.path), table)
     _check_edit(text, config.path, peer.node_id, present=True)
@@ -377,6 +390,16 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         metrics_listen=metrics,
         peers=_peers(data.get("peers", [])),
         handshakes=parse_handshakes(tables["handshakes"]),
+        max_peers=_max_peers(top["max_peers"]),
+    )
+
+
+def _max_peers(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PEERS_LIMIT:
+        return value
+    raise ConfigError(
+        f"expected a whole number in 1..{MAX_PEERS_LIMIT}, got {show_value(value)}",
+        key="max_peers",
     )
 
 
@@ -412,7 +435,12 @@ def _peers(value: Any) -> tuple[PeerConfig, ...]:
         host, port = parse_address(entry["address"], f"{where}.address")
         tiers, write = (_tier_list(entry, where, key) for key in ("tiers", "write_tiers"))
         share, write_share = (_share_list(entry, where, key) for key in ("share", "write_share"))
-        peers.append(PeerConfig(node_id, host, port, tiers, write, share, write_share))
+        introducer = entry.get("introducer", False)
+        if not isinstance(introducer, bool):
+            raise ConfigError(
+                f"expected true or false, got {show_value(introducer)}", key=f"{where}.introducer"
+            )
+        peers.append(PeerConfig(node_id, host, port, tiers, write, share, write_share, introducer))
     return tuple(peers)
 
 

@@ -36,6 +36,7 @@ max_clock_skew = "500ms"           # refuse items stamped further ahead of our c
 durability = "full"                # "full": survives power loss; "normal": survives kill -9
 log_format = "auto"                # "auto", "json" or "console"
 log_level = "info"                 # debug, info, warning, error, critical
+max_peers = 8                      # live sessions with introduced peers (configured ones: always)
 
 [retention]                        # how long each tier keeps items
 working = "24h"
@@ -55,8 +56,9 @@ reserved = 16                      # ... of max kept for addresses peers are kno
 timeout = "10s"                    # handshake deadline for those addresses
 first_contact_timeout = "3s"       # handshake deadline for any other address
 
-# Peers: meshsyncd peers add NODE_ID HOST:PORT [--tiers ...] [--write-tiers ...]
-# tiers: what the peer receives from us; write_tiers: what it may write to us.
+# Peers: meshsyncd peers add NODE_ID HOST:PORT [--tiers ...] [--write-tiers ...] [--introducer]
+# tiers: what the peer receives from us; write_tiers: what it may write to us;
+# introducer = true: also trust the peers it vouches for (kept in introduced.json).
 """
 
 
@@ -78,7 +80,13 @@ def new_config(listen: str, control_socket: str = "control.sock") -> str:
     return _TEMPLATE.format(listen=toml_str(listen), control_socket=toml_str(control_socket))
 
 
-def peer_table(node_id: str, address: str, tiers: Iterable[str], write_tiers: Iterable[str]) -> str:
+def peer_table(
+    node_id: str,
+    address: str,
+    tiers: Iterable[str],
+    write_tiers: Iterable[str],
+    introducer: bool = False,
+) -> str:
     """One ``[[peers]]`` table, with every key spelled out so the operator sees the defaults."""
 
     def names(values: Iterable[str]) -> str:
@@ -89,7 +97,7 @@ def peer_table(node_id: str, address: str, tiers: Iterable[str], write_tiers: It
         f"id = {toml_str(node_id)}\n"
         f"address = {toml_str(address)}\n"
         f"tiers = {names(tiers)}\n"
-        f"write_tiers = {names(write_tiers)}\n"
+        f"write_tiers = {names(write_tiers)}\n" + ("introducer = true\n" if introducer else "")
     )
 
 

@@ -66,6 +66,9 @@ class PeerConfig:
     write_tiers: frozenset[Tier] = ALL_TIERS
     share: tuple[str, ...] = ()  # "tier:namespace/" entries (meshsyncd/mesh/share.py)
     write_share: tuple[str, ...] = ()
+    # Believe its introductions (DESIGN.md "Membership"): the peers it vouches for are
+    # trusted too, with grants no wider than this one.
+    introducer: bool = False
 
     @property
     def address(self) -> str:

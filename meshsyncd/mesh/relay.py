@@ -85,6 +85,8 @@ class Relay:
     recent: OrderedDict[tuple[Tier, bytes], tuple[int, int]] = field(default_factory=OrderedDict)
     _early: OrderedDict[tuple[bytes, int, int], None] = field(default_factory=OrderedDict)
     early_stale: int = 0
+    # (peer, item) -> True: not pushed to that peer (pruned broadcast trees, ``mesh/tree.py``)
+    skip: Callable[[bytes, Item], bool] | None = None
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -181,8 +183,9 @@ class Relay:
     ) -> None:
         for pid in self.targets(links, tier, source):
             link = links[pid]
-            for start in range(0, len(items), PUSH_CHUNK):
-                chunk = items[start : start + PUSH_CHUNK]
+            mine = items if self.skip is None else [i for i in items if not self.skip(pid, i)]
+            for start in range(0, len(mine), PUSH_CHUNK):
+                chunk = mine[start : start + PUSH_CHUNK]
                 sent = link.push_items_nowait(tier, chunk)
                 if source is not None:
                     stats = self.stats[pid]

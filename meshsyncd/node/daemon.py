@@ -43,10 +43,12 @@ from ..ids import short_text
 from ..mesh.barrier import Barriers
 from ..mesh.relay import Relay, RelayStats
 from ..mesh.repair import Repair
+from ..mesh.tree import Trees
 from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
 from .admission import HandshakeGate
-from .links import Links, PeerState
+from .links import PeerState
+from .members import MemberLinks, load_membership
 from .notify import Notifier
 from .session import FrameHandler, Session
 from .startup import STORE_ERRORS, check_store_path, step
@@ -61,7 +63,7 @@ MAINTENANCE_EVERY = 300.0
 log: Any = structlog.get_logger("meshsyncd.daemon")
 
 
-class Daemon(Links):
+class Daemon(MemberLinks):
     """One running node; implements the control server's ``DaemonView``."""
 
     def __init__(self, config: Config, identity: Identity) -> None:
@@ -86,11 +88,17 @@ class Daemon(Links):
         self.metrics = Metrics()
         # mesh (meshsyncd/mesh/): frame handlers by class, and the HELLO bits they add
         self.barriers = Barriers(
-            self.node_id, links=lambda: self.sessions, configured=lambda: list(self.peers)
+            self.node_id, links=lambda: self.sessions, configured=lambda: list(self.config_ids)
         )
+        self.membership = load_membership(config, self.node_id)  # members.py
+        self.trust.reload(allowed=self.membership.trusted())
+        self.trees = Trees()
+        self.relay.skip = self.trees.skip
         self.extensions: dict[type[P.Frame], FrameHandler] = {
             P.Barrier: self._on_barrier,
             P.BarrierDone: self._on_barrier_done,
+            P.Members: self._on_members,
+            P.Prune: self._on_prune,
         }
         self.capabilities = int(P.Capability.BARRIER)
         # unauthenticated connections: limits, refusal log lines, heap relief (admission.py)
@@ -105,7 +113,12 @@ class Daemon(Links):
             verify_interval=config.verify_interval, announce_every=config.sync_interval
         )
         self.extensions.update(self.repair.handlers())
-        self.capabilities |= P.Capability.REPAIR
+        self.capabilities |= P.Capability.REPAIR | P.Capability.MEMBERSHIP
+
+    @property
+    def config_ids(self) -> list[bytes]:
+        """The configured peers (introduced ones are not the barrier's business)."""
+        return [p.node_id for p in self.config.peers]
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -155,6 +168,7 @@ class Daemon(Links):
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self.gate.run)
                 nursery.start_soon(self.repair.run, self.engine, self.sessions.values)
+                nursery.start_soon(self._membership_loop)
                 if cfg.metrics_listen:
                     host, port = parse_address(cfg.metrics_listen, "metrics.listen")
                     where = f"cannot listen on {cfg.metrics_listen} (metrics endpoint)"
@@ -244,7 +258,7 @@ class Daemon(Links):
         added = [pid for pid in fresh if pid not in old]
         changed = [pid for pid in fresh if pid in old and fresh[pid] != old[pid]]
         self.config = new
-        self.trust.reload(allowed=set(fresh))
+        self._members_reloaded(new)
         self.gate.reconfigure(new.handshakes, [p.host for p in new.peers])
         for pid in removed + changed:
             self._stop_peer(pid, P.ByeCode.REMOVED, "removed from config")
@@ -274,6 +288,7 @@ class Daemon(Links):
                 self.relay.applied(self.sessions, batch.tier, session.peer_hello.node_id, changed)
             if changed is not None:
                 self.relay.settled(batch.items)
+            self._tree_applied(session, batch, changed)
 
     def _on_received(self, session: Session, batch: P.Batch) -> None:
         if session.peer_hello is not None:
@@ -380,6 +395,7 @@ class Daemon(Links):
                 "last_seen": state.last_seen or None,
                 "cursors": dict(state.cursors),
                 "lag": dict(state.lag),
+                "introduced_by": self._introduced_by(pid),
             }
             if session is not None:
                 st = session.stats

@@ -95,6 +95,13 @@ class Links:
     def _on_received(self, session: Session, batch: P.Batch) -> None:
         raise NotImplementedError
 
+    def _peer_config(self, node_id: bytes) -> PeerConfig | None:
+        """Whom an authenticated inbound id is (None: not now); membership widens this."""
+        return self.config.peer(node_id)
+
+    def _refused_inbound(self, claimed: str | None) -> None:
+        """A refused handshake claiming ``claimed``; membership may dial it to learn it."""
+
     def _stop_peer(self, pid: bytes, code: int, text: str) -> None:
         state = self.peers.pop(pid, None)
         if state is not None and state.scope is not None:
@@ -155,8 +162,9 @@ class Links:
                 if state.config.text == exc.claimed:
                     state.refused += 1
                     state.wake.set()  # our dialer learns its certificate, then it is trusted
+            self._refused_inbound(exc.claimed)
             return
-        peer = self.config.peer(pid)
+        peer = self._peer_config(pid)
         if peer is None:  # removed by a reload during the handshake
             await trio.aclose_forcefully(stream)
             return

@@ -80,6 +80,8 @@ EXTENSION_CAPABILITY: dict[type[P.Frame], P.Capability] = {
     P.BarrierDone: P.Capability.BARRIER,
     P.Ranges: P.Capability.REPAIR,
     P.RangeIds: P.Capability.REPAIR,
+    P.Members: P.Capability.MEMBERSHIP,
+    P.Prune: P.Capability.MEMBERSHIP,
 }
 
 # How a session may end without it being a bug in this node.

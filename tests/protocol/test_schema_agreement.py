@@ -146,8 +146,10 @@ def member_frames(draw: st.DrawFn, cls: type[protocol.Frame]) -> protocol.Frame:
         origins = tuple(sorted(set(draw(st.lists(U64, max_size=6)))))
         return protocol.Prune(graft=draw(st.booleans()), origins=origins)
     kind = draw(st.sampled_from(protocol.MemberKind))
-    ids = [] if kind == protocol.MemberKind.ASK else draw(
-        st.lists(st.binary(min_size=32, max_size=32), max_size=4, unique=True)
+    ids = (
+        []
+        if kind == protocol.MemberKind.ASK
+        else draw(st.lists(st.binary(min_size=32, max_size=32), max_size=4, unique=True))
     )
     members = tuple(
         protocol.Member(

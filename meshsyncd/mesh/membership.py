@@ -1,0 +1,403 @@
+"""Membership: who we trust beyond the config, who is alive, and whom to keep a session with.
+
+Theory of operation (DESIGN.md "The mesh", Membership; SPEC.md section 4.3).
+
+* **Trust** comes from the config or from an introducer (Syncthing's model). When a session
+  with a peer the config marks ``introducer`` opens, we send it ``MEMBERS(ASK)``; it answers
+  with ``MEMBERS(VOUCH)``: its configured peers (minus us), each with the tiers it shares
+  with them. Each VOUCH replaces that introducer's previous one. A vouched peer's grant is
+  capped by what we grant the introducer, so an introduction never widens anything; the
+  node itself and hand-configured ids are never taken from a VOUCH (hand config wins); a
+  VOUCH from a peer we did not ask, or that is not a configured introducer, is refused. An
+  introduced peer no introducer vouches for any more is dropped. Every refusal is counted
+  and logged naming the peer, and changes nothing.
+* **Liveness** spreads as *changes* over the sessions we have (SWIM's dissemination, but
+  along the session graph like relay): each member has a heartbeat it raises itself; a
+  record with a higher heartbeat (or the same one, now DEAD) changes our view and goes on to
+  our other peers in the next tick, never back to where it came from, so a change crosses
+  the mesh in about one tick per hop and a flood stops by itself. A new session gets our
+  whole view once. Death is detected by the nodes that had a session with the member: no
+  session back within ``dead_after`` makes it DEAD; a node told that it is dead raises its
+  heartbeat (SWIM's refutation), and a restarted node's heartbeat is higher anyway, so it
+  rejoins. DEAD records are forgotten after ``forget_after``. Gossip never adds trust.
+* **Fan-out** is bounded: configured peers always have their sessions and count first;
+  introduced ones fill up to ``max_peers``: ``NEAR`` successors on the ring of node ids (so
+  the graph stays connected) and ``LONG`` random far links (so it stays shallow), chosen from
+  a seeded ``random.Random``; relay, pull and repair carry data the rest of the way.
+
+``Membership`` holds this state and makes these decisions; it never touches a socket. Its
+callers (the daemon, the simulation) hand it frames and session events and send what it
+returns.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import protocol as P
+from protocol import Member, MemberKind, MemberState, Tier
+
+from ..config import PeerConfig
+from ..config.introduced import Grant, IntroducedPeer, save_introduced
+from ..identity import node_id_text
+
+__all__ = ["DEAD_AFTER", "FORGET_AFTER", "LONG", "NEAR", "Membership", "MembershipStats"]
+
+DEAD_AFTER = 3.0  # no session back with a member for this long: DEAD
+FORGET_AFTER = 60.0  # a DEAD record is kept (so it cannot flap back) this long, then dropped
+NEAR = 2  # ring successors dialled
+LONG = 2  # random far members dialled
+MAX_INBOUND_FACTOR = 2  # introduced sessions accepted: up to this many times max_peers
+
+log: Any = structlog.get_logger("meshsyncd.membership")
+
+
+def tier_mask(tiers: Iterable[Tier]) -> int:
+    return sum(1 << int(t) for t in tiers)
+
+
+def mask_tiers(mask: int) -> frozenset[Tier]:
+    return frozenset(t for t in Tier if mask & (1 << int(t)))
+
+
+@dataclass(slots=True)
+class Record:
+    """One member's liveness as this node knows it."""
+
+    heartbeat: int
+    state: MemberState
+    host: str
+    port: int
+    since: float  # local time of the last change
+
+
+@dataclass(slots=True)
+class MembershipStats:
+    """Counters for the operator (``peers``, metrics) and the simulation."""
+
+    refused: dict[bytes, int] = field(default_factory=dict)  # by peer
+    gossip_in: int = 0
+    changes: int = 0  # records that changed our view
+    deaths: int = 0  # members this node declared DEAD
+    refutations: int = 0
+
+
+class Membership:
+    """Trust beyond the config, member liveness, and the links to keep (see module doc)."""
+
+    def __init__(
+        self,
+        node_id: bytes,
+        *,
+        host: str = "",
+        port: int = 0,
+        max_peers: int = 8,
+        node_dir: Path | None = None,
+        introduced: dict[bytes, IntroducedPeer] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        rng: random.Random | None = None,
+        dead_after: float = DEAD_AFTER,
+        forget_after: float = FORGET_AFTER,
+    ) -> None:
+        self.node_id = node_id
+        self.max_peers = max_peers
+        self.node_dir = node_dir
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.rng = rng or random.Random()
+        self.dead_after = dead_after
+        self.forget_after = forget_after
+        self.configured: dict[bytes, PeerConfig] = {}
+        self.introduced: dict[bytes, IntroducedPeer] = dict(introduced or {})
+        self.records: dict[bytes, Record] = {
+            node_id: Record(wall_ms(), MemberState.ALIVE, host, port, clock())
+        }
+        self.asked: set[bytes] = set()  # introducers we sent ASK on their current session
+        self.askers: set[bytes] = set()  # peers that asked us (they get our VOUCH updates)
+        self.pending: dict[bytes, bytes | None] = {}  # changed member -> peer it came from
+        self.suspects: dict[bytes, float] = {}  # member -> when its session ended
+        self.long_links: list[bytes] = []
+        self.stats = MembershipStats()
+
+    # -- trust ------------------------------------------------------------------------------
+
+    def set_config(self, peers: Iterable[PeerConfig]) -> list[bytes]:
+        """Take the (re)loaded config; return the introduced ids that are no longer trusted.
+
+        Hand config wins: an introduced id now configured leaves the introduced set, and a
+        voucher that is no longer a configured introducer stops vouching.
+        """
+        self.configured = {p.node_id: p for p in peers}
+        introducers = {pid for pid, p in self.configured.items() if p.introducer}
+        self.asked &= introducers
+        self.askers &= set(self.configured)
+        gone = []
+        for pid, peer in list(self.introduced.items()):
+            for voucher in [v for v in peer.vouchers if v not in introducers]:
+                del peer.vouchers[voucher]
+            if pid in self.configured or pid == self.node_id or not peer.vouchers:
+                del self.introduced[pid]
+                if pid not in self.configured:
+                    gone.append(pid)
+        self._save()
+        return gone
+
+    def peer_config(self, node_id: bytes) -> PeerConfig | None:
+        """The peer as we treat it: configured, or introduced with its capped grant."""
+        if node_id in self.configured:
+            return self.configured[node_id]
+        peer = self.introduced.get(node_id)
+        if peer is None:
+            return None
+        grant = peer.grant
+        host, port = self.address(node_id)
+        return PeerConfig(node_id, host, port, grant.tiers, grant.write_tiers)
+
+    def address(self, node_id: bytes) -> tuple[str, int]:
+        """Where to dial an introduced member: its own latest record, else the voucher's."""
+        record = self.records.get(node_id)
+        if record is not None and record.host and record.port:
+            return record.host, record.port
+        peer = self.introduced[node_id]
+        return peer.host, peer.port
+
+    def trusted(self) -> set[bytes]:
+        return set(self.configured) | set(self.introduced)
+
+    def vouch_for(self, recipient: bytes) -> P.Members:
+        """Our VOUCH for ``recipient``: every configured peer but it, with our grants."""
+        members = [
+            Member(
+                pid,
+                tiers=tier_mask(p.tiers),
+                write_tiers=tier_mask(p.write_tiers),
+                host=p.host if _hostable(p.host) else "",
+                port=p.port,
+            )
+            for pid, p in sorted(self.configured.items())
+            if pid != recipient
+        ]
+        return P.Members(kind=MemberKind.VOUCH, members=tuple(members[: P.MAX_MEMBERS]))
+
+    def vouch_updates(self) -> dict[bytes, P.Members]:
+        """After a config change: a fresh VOUCH for every peer that asked us."""
+        return {peer: self.vouch_for(peer) for peer in sorted(self.askers)}
+
+    def _refuse(self, peer: bytes, reason: str, **kw: Any) -> None:
+        self.stats.refused[peer] = self.stats.refused.get(peer, 0) + 1
+        log.warning("membership refused", peer=node_id_text(peer)[:16], reason=reason, **kw)
+
+    def on_vouch(self, peer: bytes, frame: P.Members) -> tuple[list[bytes], list[bytes]]:
+        """An introducer's VOUCH: return (ids newly trusted, ids no longer trusted).
+
+        Raises:
+            BadFieldError: the VOUCH lists its sender (no node vouches for itself).
+        """
+        if any(m.node_id == peer for m in frame.members):
+            raise P.BadFieldError("a VOUCH lists its own sender", field="members.node_id")
+        intro = self.configured.get(peer)
+        if intro is None or not intro.introducer or peer not in self.asked:
+            self._refuse(peer, "VOUCH from a peer that is not our introducer")
+            return [], []
+        listed: set[bytes] = set()
+        added = []
+        for m in frame.members:
+            if m.node_id == self.node_id or m.node_id in self.configured:
+                why = "itself" if m.node_id == self.node_id else "configured by hand"
+                self._refuse(peer, f"introduced id is {why}", member=node_id_text(m.node_id)[:16])
+                continue
+            listed.add(m.node_id)
+            grant = Grant(
+                mask_tiers(m.tiers) & intro.tiers, mask_tiers(m.write_tiers) & intro.write_tiers
+            )
+            known = self.introduced.get(m.node_id)
+            if known is None:
+                known = self.introduced[m.node_id] = IntroducedPeer(m.node_id, m.host, m.port)
+                added.append(m.node_id)
+            elif m.host:
+                known.host, known.port = m.host, m.port
+            known.vouchers[peer] = grant
+        removed = []
+        for pid, known in list(self.introduced.items()):
+            if pid in listed or peer not in known.vouchers:
+                continue
+            del known.vouchers[peer]
+            if not known.vouchers:
+                del self.introduced[pid]
+                removed.append(pid)
+        if added or removed:
+            log.info(
+                "introduced",
+                peer=node_id_text(peer)[:16],
+                added=[node_id_text(p)[:16] for p in added],
+                removed=[node_id_text(p)[:16] for p in removed],
+            )
+        self._save()
+        return added, removed
+
+    def on_ask(self, peer: bytes) -> P.Members | None:
+        """A peer treats us as its introducer: our VOUCH, if its id is configured here."""
+        if peer not in self.configured:
+            self._refuse(peer, "ASK from a peer not configured here")
+            return None
+        self.askers.add(peer)
+        return self.vouch_for(peer)
+
+    def _save(self) -> None:
+        if self.node_dir is not None:
+            try:
+                save_introduced(self.node_dir, self.introduced)
+            except OSError as exc:
+                log.error("cannot write introduced peers", error=str(exc))
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    def on_gossip(self, peer: bytes, frame: P.Members) -> int:
+        """Fold a GOSSIP into our view; return how many records changed it.
+
+        Raises:
+            BadFieldError: a record says its own sender is DEAD (checked before any change).
+        """
+        for m in frame.members:
+            if m.node_id == peer and m.state != MemberState.ALIVE:
+                raise P.BadFieldError("a GOSSIP declares its own sender dead", field="members")
+        self.stats.gossip_in += 1
+        trusted = self.trusted()
+        changed = 0
+        now = self.clock()
+        for m in frame.members:
+            if m.node_id == self.node_id:
+                self._maybe_refute(m)
+                continue
+            if m.node_id not in trusted:
+                continue  # gossip never adds trust
+            known = self.records.get(m.node_id)
+            newer = known is None or m.heartbeat > known.heartbeat
+            dies = (
+                known is not None
+                and m.heartbeat == known.heartbeat
+                and m.state == MemberState.DEAD
+                and known.state == MemberState.ALIVE
+            )
+            if not (newer or dies):
+                continue
+            host, port = (m.host, m.port) if m.host or known is None else (known.host, known.port)
+            self.records[m.node_id] = Record(m.heartbeat, m.state, host, port, now)
+            self.pending[m.node_id] = peer
+            changed += 1
+        self.stats.changes += changed
+        return changed
+
+    def _maybe_refute(self, m: Member) -> None:
+        me = self.records[self.node_id]
+        if m.state == MemberState.DEAD and m.heartbeat >= me.heartbeat:
+            me.heartbeat = max(self.wall_ms(), m.heartbeat + 1)
+            me.since = self.clock()
+            self.pending[self.node_id] = None
+            self.stats.refutations += 1
+
+    def move(self, host: str, port: int) -> None:
+        """Our own address changed: a higher heartbeat carries the new one everywhere."""
+        me = self.records[self.node_id]
+        me.host, me.port = (host if _hostable(host) else ""), port
+        me.heartbeat = max(self.wall_ms(), me.heartbeat + 1)
+        self.pending[self.node_id] = None
+
+    def alive(self, node_id: bytes) -> bool:
+        record = self.records.get(node_id)
+        return record is None or record.state == MemberState.ALIVE
+
+    def session_opened(self, peer: bytes) -> list[P.Frame]:
+        """Frames for a new session: ASK if it is our introducer, then our whole view."""
+        self.suspects.pop(peer, None)
+        out: list[P.Frame] = []
+        intro = self.configured.get(peer)
+        if intro is not None and intro.introducer:
+            self.asked.add(peer)
+            out.append(P.Members(kind=MemberKind.ASK))
+        out.append(self._gossip(sorted(self.records)[: P.MAX_MEMBERS]))
+        return out
+
+    def session_closed(self, peer: bytes) -> None:
+        self.asked.discard(peer)
+        self.askers.discard(peer)
+        self.suspects[peer] = self.clock()
+
+    def tick(self, connected: Collection[bytes]) -> dict[bytes, P.Members]:
+        """Declare the dead, forget the long dead, and return this tick's GOSSIP per peer."""
+        now = self.clock()
+        for pid, at in list(self.suspects.items()):
+            if pid in connected:
+                del self.suspects[pid]
+            elif now - at >= self.dead_after:
+                del self.suspects[pid]
+                record = self.records.get(pid)
+                if record is not None and record.state == MemberState.ALIVE:
+                    record.state, record.since = MemberState.DEAD, now
+                    self.pending[pid] = None
+                    self.stats.deaths += 1
+                    log.info("member dead", member=node_id_text(pid)[:16])
+        for pid, record in list(self.records.items()):
+            if record.state == MemberState.DEAD and now - record.since >= self.forget_after:
+                del self.records[pid]
+        if not self.pending:
+            return {}
+        pending, self.pending = self.pending, {}
+        out = {}
+        for peer in connected:
+            ids = sorted(m for m, source in pending.items() if source != peer and m in self.records)
+            if ids:
+                out[peer] = self._gossip(ids[: P.MAX_MEMBERS])
+        return out
+
+    def _gossip(self, ids: list[bytes]) -> P.Members:
+        members = []
+        for pid in ids:
+            r = self.records[pid]
+            members.append(Member(pid, r.state, heartbeat=r.heartbeat, host=r.host, port=r.port))
+        return P.Members(kind=MemberKind.GOSSIP, members=tuple(members))
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    def wanted(self, connected: Collection[bytes]) -> list[bytes]:
+        """Introduced members to keep a session with: ring neighbours, then random far ones.
+
+        Configured peers are dialled anyway and take their slots first.
+        """
+        slots = max(0, self.max_peers - sum(1 for p in connected if p in self.configured))
+        live = sorted(p for p in self.introduced if self.alive(p))
+        if not live or not slots:
+            return []
+        at = bisect.bisect_right(live, self.node_id)
+        near = [live[(at + i) % len(live)] for i in range(min(NEAR, len(live)))]
+        self.long_links = [p for p in self.long_links if p in self.introduced and self.alive(p)]
+        others = [p for p in live if p not in near and p not in self.long_links]
+        while len(self.long_links) < LONG and others:
+            self.long_links.append(others.pop(self.rng.randrange(len(others))))
+        out = list(dict.fromkeys(near + self.long_links))
+        return out[: min(slots, NEAR + LONG)]
+
+    def accepts(self, peer: bytes, connected: Collection[bytes]) -> bool:
+        """May an introduced peer have a session now (bounded inbound fan-out)?"""
+        if peer in self.configured:
+            return True
+        introduced = sum(1 for p in connected if p in self.introduced and p != peer)
+        return introduced < MAX_INBOUND_FACTOR * self.max_peers
+
+    def introduced_by(self, node_id: bytes) -> list[bytes]:
+        peer = self.introduced.get(node_id)
+        return sorted(peer.vouchers) if peer else []
+
+
+def _hostable(host: str) -> bool:
+    """Whether a host can go into a member record (a wildcard listen address cannot)."""
+    return bool(host) and host not in ("0.0.0.0", "::") and len(host) <= P.memberframes.HOST_FIELD

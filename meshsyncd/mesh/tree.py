@@ -1,0 +1,115 @@
+"""Broadcast trees for URGENT/HIGH pushes: flood once, then follow the first-arrival paths.
+
+Theory of operation (SPEC.md 4.3, PRUNE; Plumtree's eager/lazy idea, simplified). Relay
+floods a fresh URGENT/HIGH version to every other peer, so every link carries it once in
+some direction: about N x (degree - 1) pushes per write. Most are duplicates. A node that
+receives a push of origin O that changed nothing (it had the version from another peer
+first) sends that peer ``PRUNE(O)``; the peer stops pushing O's versions to it eagerly
+(``skip``). What remains of the flood is the tree of first arrivals from O: N - 1 pushes
+per write and the fastest paths. The tree heals itself: a node that gets one of O's urgent
+versions only by pull asks the peer it pulled from for ``GRAFT(O)``; a node whose session
+ends re-grafts everything it pruned with its other peers (its parent may have been the one
+that left), and prunes expire after ``PRUNE_FOR``, so a stale tree costs one flood, never
+a lost write: pulls and DIGEST announcements still reach every node.
+
+``Trees`` is the state and the decisions; the daemon (or the simulation) sends the frames
+it returns and gives ``skip`` to the relay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import protocol as P
+from protocol import Item, Priority
+
+__all__ = ["PRUNE_FOR", "Trees"]
+
+PRUNE_FOR = 60.0
+
+
+@dataclass
+class Trees:
+    """Who asked us not to push which origins, and what we asked of whom."""
+
+    clock: Callable[[], float] = time.monotonic
+    prune_for: float = PRUNE_FOR
+    # peer -> origin -> when it asked us to stop pushing that origin's versions to it
+    pruned: dict[bytes, dict[int, float]] = field(default_factory=dict)
+    # peer -> origins we asked it to stop pushing to us
+    asked: dict[bytes, set[int]] = field(default_factory=dict)
+    prunes_sent: int = 0
+    grafts_sent: int = 0
+
+    def skip(self, peer: bytes, item: Item) -> bool:
+        """The relay's filter: is ``item`` not to be pushed to ``peer`` eagerly?"""
+        if item.priority < Priority.HIGH:
+            return False
+        origins = self.pruned.get(peer)
+        if not origins:
+            return False
+        at = origins.get(item.origin)
+        if at is None:
+            return False
+        if self.clock() - at >= self.prune_for:
+            del origins[item.origin]
+            return False
+        return True
+
+    def on_prune(self, peer: bytes, frame: P.Prune) -> None:
+        origins = self.pruned.setdefault(peer, {})
+        if frame.graft:
+            for origin in frame.origins:
+                origins.pop(origin, None)
+        else:
+            now = self.clock()
+            for origin in frame.origins:
+                origins[origin] = now
+
+    def duplicates(self, peer: bytes, pushed: Iterable[Item], changed: Iterable[Item]) -> P.Prune:
+        """A push from ``peer`` was applied: PRUNE the origins of its urgent duplicates."""
+        fresh = {(i.item_id, i.timestamp_ns, i.origin) for i in changed}
+        asked = self.asked.setdefault(peer, set())
+        origins = {
+            i.origin
+            for i in pushed
+            if i.priority >= Priority.HIGH
+            and (i.item_id, i.timestamp_ns, i.origin) not in fresh
+            and i.origin not in asked
+        }
+        if not origins:
+            return P.Prune(graft=False, origins=())
+        asked |= origins
+        self.prunes_sent += 1
+        return P.Prune(graft=False, origins=tuple(sorted(origins))[: P.MAX_PRUNE])
+
+    def pulled(self, peer: bytes, items: Iterable[Item]) -> dict[bytes, P.Prune]:
+        """Urgent versions reached us by pull: GRAFT their origins from everyone we pruned."""
+        origins = {i.origin for i in items if i.priority >= Priority.HIGH}
+        return self._graft(origins)
+
+    def _graft(self, origins: set[int]) -> dict[bytes, P.Prune]:
+        out = {}
+        for peer, asked in self.asked.items():
+            back = asked & origins
+            if back:
+                asked -= back
+                out[peer] = P.Prune(graft=True, origins=tuple(sorted(back))[: P.MAX_PRUNE])
+                self.grafts_sent += 1
+        return out
+
+    def opened(self, peer: bytes) -> None:
+        """A new session starts with eager pushes both ways."""
+        self.pruned.pop(peer, None)
+        self.asked.pop(peer, None)
+
+    def closed(self, peer: bytes) -> dict[bytes, P.Prune]:
+        """A session ended: it may have been our tree parent; re-graft what we pruned."""
+        self.pruned.pop(peer, None)
+        self.asked.pop(peer, None)
+        everything: set[int] = set()
+        for asked in self.asked.values():
+            everything |= asked
+        return self._graft(everything)
