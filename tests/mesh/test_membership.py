@@ -1,0 +1,159 @@
+"""Membership decisions without a network (``meshsyncd/mesh/membership.py``, SPEC.md 4.3)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import protocol as P
+from meshsyncd.config import PeerConfig
+from meshsyncd.config.introduced import load_introduced
+from meshsyncd.mesh.membership import Membership, tier_mask
+from meshsyncd.mesh.tree import Trees
+from protocol import Member, MemberKind, MemberState, Priority, Tier
+
+ME, HUB, B, C, X = (bytes([n]) * 32 for n in (1, 2, 3, 4, 9))
+ALL = frozenset(Tier)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _node(tmp_path: Path | None = None, **kw: object) -> tuple[Membership, Clock]:
+    clock = Clock()
+    m = Membership(ME, node_dir=tmp_path, clock=clock, wall_ms=lambda: 1000, rng=random.Random(1))
+    peers = [
+        PeerConfig(HUB, "10.0.0.1", 7700, frozenset({Tier.WORKING, Tier.SEMANTIC}), ALL, True),
+        PeerConfig(X, "10.0.0.9", 7700),  # configured by hand, not an introducer
+    ]
+    m.set_config(peers)
+    return m, clock
+
+
+def _vouch(*members: Member) -> P.Members:
+    return P.Members(kind=MemberKind.VOUCH, members=tuple(sorted(members, key=lambda m: m.node_id)))
+
+
+def test_introducer_vouches_after_ask_with_capped_grants(tmp_path: Path) -> None:
+    m, _ = _node(tmp_path)
+    assert isinstance(m.session_opened(HUB)[0], P.Members)  # ASK first
+    added, removed = m.on_vouch(
+        HUB,
+        _vouch(
+            Member(
+                B, tiers=tier_mask(ALL), write_tiers=tier_mask({Tier.EPISODIC}), host="h", port=1
+            ),
+            Member(C, host="c.lan", port=2),
+        ),
+    )
+    assert (sorted(added), removed) == ([B, C], [])
+    grant = m.peer_config(B)
+    assert grant is not None
+    # never wider than what we grant the introducer itself
+    assert grant.tiers == {Tier.WORKING, Tier.SEMANTIC}
+    assert grant.write_tiers == {Tier.EPISODIC}
+    assert m.introduced_by(B) == [HUB]
+    assert set(load_introduced(tmp_path)) == {B, C}
+    # a fresh VOUCH without C drops it (no introducer vouches any more)
+    assert m.on_vouch(HUB, _vouch(Member(B))) == ([], [C])
+    assert set(load_introduced(tmp_path)) == {B}
+
+
+def test_refusals_change_nothing_and_are_counted() -> None:
+    m, _ = _node()
+    # a configured peer that is not an introducer, and an introducer we did not ask
+    assert m.on_vouch(X, _vouch(Member(B))) == ([], [])
+    assert m.on_vouch(HUB, _vouch(Member(B))) == ([], [])
+    assert m.introduced == {}
+    assert m.stats.refused == {X: 1, HUB: 1}
+    m.session_opened(HUB)
+    # the node itself and a hand-configured id are never taken from an introducer
+    assert m.on_vouch(HUB, _vouch(Member(ME), Member(X), Member(B))) == ([B], [])
+    assert m.stats.refused[HUB] == 3
+    assert m.peer_config(X) == PeerConfig(X, "10.0.0.9", 7700)
+    # an ASK from a stranger gets nothing
+    assert m.on_ask(C) is None
+
+
+def test_messages_contradicting_the_sender_are_protocol_errors() -> None:
+    m, _ = _node()
+    m.session_opened(HUB)
+    with pytest.raises(P.BadFieldError):
+        m.on_vouch(HUB, _vouch(Member(HUB), Member(B)))
+    dead_self = P.Members(
+        kind=MemberKind.GOSSIP, members=(Member(HUB, MemberState.DEAD, heartbeat=5),)
+    )
+    with pytest.raises(P.BadFieldError):
+        m.on_gossip(HUB, dead_self)
+    assert m.introduced == {} and HUB not in m.records
+
+
+def test_gossip_never_adds_trust_and_death_spreads_then_rejoin() -> None:
+    m, clock = _node()
+    m.session_opened(HUB)
+    m.on_vouch(HUB, _vouch(Member(B, host="b", port=1)))
+    gossip = P.Members(
+        kind=MemberKind.GOSSIP,
+        members=(Member(B, heartbeat=10, host="moved", port=9), Member(C, heartbeat=10)),
+    )
+    assert m.on_gossip(HUB, gossip) == 1
+    assert C not in m.records  # not trusted: skipped
+    assert m.address(B) == ("moved", 9)
+    out = m.tick([HUB, X])
+    assert list(out) == [X]  # never back to where it came from
+    # B had a session with us and lost it: DEAD after the timeout, spread to everyone
+    m.session_opened(B)
+    m.session_closed(B)
+    clock.now += 10
+    out = m.tick([HUB, X])
+    assert m.records[B].state == MemberState.DEAD and m.stats.deaths == 1
+    assert {r.node_id: r.state for r in out[HUB].members} == {B: MemberState.DEAD}
+    assert B not in m.wanted([HUB])
+    # a higher heartbeat brings it back
+    back = P.Members(kind=MemberKind.GOSSIP, members=(Member(B, heartbeat=11),))
+    assert m.on_gossip(X, back) == 1 and m.alive(B)
+
+
+def test_told_it_is_dead_a_node_refutes() -> None:
+    m, _ = _node()
+    me = m.records[ME].heartbeat
+    m.on_gossip(
+        X, P.Members(kind=MemberKind.GOSSIP, members=(Member(ME, MemberState.DEAD, heartbeat=me),))
+    )
+    assert m.records[ME].heartbeat > me and m.stats.refutations == 1
+    assert ME in {r.node_id for r in m.tick([X])[X].members}
+
+
+def test_fan_out_is_bounded_and_configured_peers_count_first() -> None:
+    m, _ = _node()
+    m.max_peers = 3
+    m.session_opened(HUB)
+    members = [bytes([n]) * 32 for n in range(20, 60)]
+    m.on_vouch(HUB, _vouch(*(Member(n) for n in members)))
+    wanted = m.wanted([HUB])
+    assert len(wanted) == 2  # 3 slots, one taken by the configured introducer
+    assert len(m.wanted([HUB, X])) == 1
+    assert m.wanted([HUB]) == wanted  # stable: the random long link is kept
+    assert m.accepts(X, members) and not m.accepts(members[0], members[1:])
+
+
+def test_trees_prune_duplicates_and_regraft_on_loss() -> None:
+    trees = Trees(clock=Clock())
+    item = P.Item(
+        item_id=b"i" * 16, timestamp_ns=1, origin=7, tier=Tier.WORKING, op=P.Op.INSERT,
+        priority=Priority.URGENT, payload=b"{}",
+    )  # fmt: skip
+    prune = trees.duplicates(B, [item], changed=[])
+    assert prune == P.Prune(graft=False, origins=(7,))
+    assert trees.duplicates(B, [item], changed=[]).origins == ()  # asked once
+    trees.on_prune(C, prune)
+    assert trees.skip(C, item) and not trees.skip(B, item)
+    # our session with another peer ends: what we pruned at B is grafted back
+    assert trees.closed(X) == {B: P.Prune(graft=True, origins=(7,))}
