@@ -13,11 +13,13 @@ Theory of operation (DESIGN.md "The mesh", Membership; SPEC.md section 4.3).
   and logged naming the peer, and changes nothing.
 * **Liveness** spreads as *changes* over the sessions we have (SWIM's dissemination, but
   along the session graph like relay): each member has a heartbeat it raises itself; a
-  record with a higher heartbeat (or the same one, now DEAD) changes our view and goes on to
-  our other peers in the next tick, never back to where it came from, so a change crosses
-  the mesh in about one tick per hop and a flood stops by itself. A new session gets our
-  whole view once. Death is detected by the nodes that had a session with the member: no
-  session back within ``dead_after`` makes it DEAD; a node told that it is dead raises its
+  record with a higher heartbeat (or the same one, now DEAD) replaces ours; if it is news (a
+  death, a return, a new address) it goes on to our other peers in the next tick, never
+  back to where it came from, so news crosses the mesh in about one tick per hop and a flood
+  stops by itself. A new session gets the notable part of our view once (us, the dead, the
+  moved): a member nobody has news of is presumed alive at the address it was vouched with.
+  Death is detected by the nodes that had a session with the member: no session back
+  within ``dead_after`` makes it DEAD; a node told that it is dead raises its
   heartbeat (SWIM's refutation), and a restarted node's heartbeat is higher anyway, so it
   rejoins. DEAD records are forgotten after ``forget_after``. Gossip never adds trust.
 * **Fan-out** is bounded: configured peers always have their sessions and count first;
@@ -56,6 +58,7 @@ FORGET_AFTER = 60.0  # a DEAD record is kept (so it cannot flap back) this long,
 NEAR = 2  # ring successors dialled
 LONG = 2  # random far members dialled
 MAX_INBOUND_FACTOR = 2  # introduced sessions accepted: up to this many times max_peers
+RETRY_DEAD_EVERY = 5.0  # how often one DEAD member is dialled anyway (a healed partition)
 
 log: Any = structlog.get_logger("meshsyncd.membership")
 
@@ -126,6 +129,7 @@ class Membership:
         self.pending: dict[bytes, bytes | None] = {}  # changed member -> peer it came from
         self.suspects: dict[bytes, float] = {}  # member -> when its session ended
         self.long_links: list[bytes] = []
+        self.retry: tuple[bytes, float] | None = None  # a DEAD member being tried, since
         self.stats = MembershipStats()
 
     # -- trust ------------------------------------------------------------------------------
@@ -169,6 +173,29 @@ class Membership:
             return record.host, record.port
         peer = self.introduced[node_id]
         return peer.host, peer.port
+
+    def _where(self, node_id: bytes) -> tuple[str, int]:
+        """The address we know for a member: its latest record, else the config or voucher."""
+        record = self.records.get(node_id)
+        if record is not None and record.host:
+            return record.host, record.port
+        peer = self.configured.get(node_id) or self.introduced.get(node_id)
+        return (peer.host, peer.port) if peer is not None else ("", 0)
+
+    def _notable(self, node_id: bytes, record: Record) -> bool:
+        """Worth telling a new session: ourselves, the dead, and members that moved."""
+        if node_id == self.node_id or record.state != MemberState.ALIVE:
+            return True
+        peer = self.configured.get(node_id) or self.introduced.get(node_id)
+        return (
+            peer is not None
+            and bool(record.host)
+            and (record.host, record.port)
+            != (
+                peer.host,
+                peer.port,
+            )
+        )
 
     def trusted(self) -> set[bytes]:
         return set(self.configured) | set(self.introduced)
@@ -290,10 +317,15 @@ class Membership:
             )
             if not (newer or dies):
                 continue
-            host, port = (m.host, m.port) if m.host or known is None else (known.host, known.port)
+            before = known.state if known is not None else MemberState.ALIVE
+            where = self._where(m.node_id)
+            host, port = (m.host, m.port) if m.host else where
             self.records[m.node_id] = Record(m.heartbeat, m.state, host, port, now)
-            self.pending[m.node_id] = peer
-            changed += 1
+            if m.state != before or (m.host and (m.host, m.port) != where):
+                # news (a death, a return, a move): it goes on to our other peers. A
+                # heartbeat alone is kept but not spread, so a quiet mesh stays quiet.
+                self.pending[m.node_id] = peer
+                changed += 1
         self.stats.changes += changed
         return changed
 
@@ -324,7 +356,8 @@ class Membership:
         if intro is not None and intro.introducer:
             self.asked.add(peer)
             out.append(P.Members(kind=MemberKind.ASK))
-        out.append(self._gossip(sorted(self.records)[: P.MAX_MEMBERS]))
+        notable = [pid for pid, r in sorted(self.records.items()) if self._notable(pid, r)]
+        out.append(self._gossip(notable[: P.MAX_MEMBERS]))
         return out
 
     def session_closed(self, peer: bytes) -> None:
@@ -376,15 +409,28 @@ class Membership:
         slots = max(0, self.max_peers - sum(1 for p in connected if p in self.configured))
         live = sorted(p for p in self.introduced if self.alive(p))
         if not live or not slots:
-            return []
+            return self._retry_dead() if slots else []
         at = bisect.bisect_right(live, self.node_id)
         near = [live[(at + i) % len(live)] for i in range(min(NEAR, len(live)))]
         self.long_links = [p for p in self.long_links if p in self.introduced and self.alive(p)]
         others = [p for p in live if p not in near and p not in self.long_links]
         while len(self.long_links) < LONG and others:
             self.long_links.append(others.pop(self.rng.randrange(len(others))))
-        out = list(dict.fromkeys(near + self.long_links))
-        return out[: min(slots, NEAR + LONG)]
+        out = list(dict.fromkeys(near + self.long_links))[: min(slots, NEAR + LONG)]
+        return out + self._retry_dead()
+
+    def _retry_dead(self) -> list[bytes]:
+        """One DEAD member now and then: after a partition heals, someone must knock first;
+        if it answers, it learns it was thought dead and refutes, and the news spreads."""
+        now = self.clock()
+        if self.retry is not None and now - self.retry[1] < RETRY_DEAD_EVERY:
+            return [self.retry[0]] if self.retry[0] in self.introduced else []
+        dead = sorted(
+            p for p, r in self.records.items() if r.state != MemberState.ALIVE and p != self.node_id
+        )
+        dead = [p for p in dead if p in self.introduced]
+        self.retry = (dead[self.rng.randrange(len(dead))], now) if dead else None
+        return [self.retry[0]] if self.retry else []
 
     def accepts(self, peer: bytes, connected: Collection[bytes]) -> bool:
         """May an introduced peer have a session now (bounded inbound fan-out)?"""

@@ -115,7 +115,8 @@ def test_gossip_never_adds_trust_and_death_spreads_then_rejoin() -> None:
     out = m.tick([HUB, X])
     assert m.records[B].state == MemberState.DEAD and m.stats.deaths == 1
     assert {r.node_id: r.state for r in out[HUB].members} == {B: MemberState.DEAD}
-    assert B not in m.wanted([HUB])
+    assert m.wanted([HUB]) == [B]  # dead: dialled only as the occasional retry
+    assert m.retry is not None and m.retry[0] == B
     # a higher heartbeat brings it back
     back = P.Members(kind=MemberKind.GOSSIP, members=(Member(B, heartbeat=11),))
     assert m.on_gossip(X, back) == 1 and m.alive(B)
