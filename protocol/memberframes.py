@@ -22,7 +22,7 @@ import struct
 from typing import ClassVar
 
 from .errors import BadFieldError, LimitError, LocalProtocolError
-from .frames import Frame, register_frame
+from .frames import Frame, _trusted, register_frame
 
 __all__ = [
     "HOST_FIELD",
@@ -241,7 +241,7 @@ def _decode_members(body: bytes, base: int) -> Frame:
         members.append(
             Member(node_id, MemberState(state), tiers, write, heartbeat, text.decode("ascii"), port)
         )
-    return Members(kind=MemberKind(kind), members=tuple(members))
+    return _trusted(Members, kind=MemberKind(kind), members=tuple(members))
 
 
 def _decode_prune(body: bytes, base: int) -> Frame:
@@ -265,7 +265,7 @@ def _decode_prune(body: bytes, base: int) -> Frame:
             )
         prev = origin
         origins.append(origin)
-    return Prune(graft=bool(graft), origins=tuple(origins))
+    return _trusted(Prune, graft=bool(graft), origins=tuple(origins))
 
 
 register_frame(Members, _encode_members, _decode_members)

@@ -130,6 +130,8 @@ class Membership:
         self.suspects: dict[bytes, float] = {}  # member -> when its session ended
         self.long_links: list[bytes] = []
         self.retry: tuple[bytes, float] | None = None  # a DEAD member being tried, since
+        self.dead: dict[bytes, float] = {}  # DEAD members -> since (to forget them in time)
+        self._live: list[bytes] | None = None  # sorted live introduced ids (cache)
         self.stats = MembershipStats()
 
     # -- trust ------------------------------------------------------------------------------
@@ -141,6 +143,7 @@ class Membership:
         voucher that is no longer a configured introducer stops vouching.
         """
         self.configured = {p.node_id: p for p in peers}
+        self._live = None
         introducers = {pid for pid, p in self.configured.items() if p.introducer}
         self.asked &= introducers
         self.askers &= set(self.configured)
@@ -237,6 +240,7 @@ class Membership:
             return [], []
         listed: set[bytes] = set()
         added = []
+        self._live = None
         for m in frame.members:
             if m.node_id == self.node_id or m.node_id in self.configured:
                 why = "itself" if m.node_id == self.node_id else "configured by hand"
@@ -321,6 +325,7 @@ class Membership:
             where = self._where(m.node_id)
             host, port = (m.host, m.port) if m.host else where
             self.records[m.node_id] = Record(m.heartbeat, m.state, host, port, now)
+            self._state_changed(m.node_id, m.state, now)
             if m.state != before or (m.host and (m.host, m.port) != where):
                 # news (a death, a return, a move): it goes on to our other peers. A
                 # heartbeat alone is kept but not spread, so a quiet mesh stays quiet.
@@ -328,6 +333,14 @@ class Membership:
                 changed += 1
         self.stats.changes += changed
         return changed
+
+    def _state_changed(self, node_id: bytes, state: MemberState, now: float) -> None:
+        if state == MemberState.ALIVE:
+            if self.dead.pop(node_id, None) is not None:
+                self._live = None
+        elif node_id not in self.dead:
+            self.dead[node_id] = now
+            self._live = None
 
     def _maybe_refute(self, m: Member) -> None:
         me = self.records[self.node_id]
@@ -345,8 +358,7 @@ class Membership:
         self.pending[self.node_id] = None
 
     def alive(self, node_id: bytes) -> bool:
-        record = self.records.get(node_id)
-        return record is None or record.state == MemberState.ALIVE
+        return node_id not in self.dead
 
     def session_opened(self, peer: bytes) -> list[P.Frame]:
         """Frames for a new session: ASK if it is our introducer, then our whole view."""
@@ -376,12 +388,15 @@ class Membership:
                 record = self.records.get(pid)
                 if record is not None and record.state == MemberState.ALIVE:
                     record.state, record.since = MemberState.DEAD, now
+                    self._state_changed(pid, MemberState.DEAD, now)
                     self.pending[pid] = None
                     self.stats.deaths += 1
                     log.info("member dead", member=node_id_text(pid)[:16])
-        for pid, record in list(self.records.items()):
-            if record.state == MemberState.DEAD and now - record.since >= self.forget_after:
-                del self.records[pid]
+        for pid, since in list(self.dead.items()):
+            if now - since >= self.forget_after:
+                del self.dead[pid]
+                self.records.pop(pid, None)
+                self._live = None
         if not self.pending:
             return {}
         pending, self.pending = self.pending, {}
@@ -407,15 +422,20 @@ class Membership:
         Configured peers are dialled anyway and take their slots first.
         """
         slots = max(0, self.max_peers - sum(1 for p in connected if p in self.configured))
-        live = sorted(p for p in self.introduced if self.alive(p))
+        if self._live is None:
+            self._live = sorted(p for p in self.introduced if p not in self.dead)
+        live = self._live
         if not live or not slots:
             return self._retry_dead() if slots else []
         at = bisect.bisect_right(live, self.node_id)
         near = [live[(at + i) % len(live)] for i in range(min(NEAR, len(live)))]
-        self.long_links = [p for p in self.long_links if p in self.introduced and self.alive(p)]
-        others = [p for p in live if p not in near and p not in self.long_links]
-        while len(self.long_links) < LONG and others:
-            self.long_links.append(others.pop(self.rng.randrange(len(others))))
+        self.long_links = [
+            p for p in self.long_links if p in self.introduced and p not in self.dead
+        ]
+        while len(self.long_links) < LONG and len(live) > len(near) + len(self.long_links):
+            pick = live[self.rng.randrange(len(live))]
+            if pick not in near and pick not in self.long_links:
+                self.long_links.append(pick)
         out = list(dict.fromkeys(near + self.long_links))[: min(slots, NEAR + LONG)]
         return out + self._retry_dead()
 
@@ -425,10 +445,7 @@ class Membership:
         now = self.clock()
         if self.retry is not None and now - self.retry[1] < RETRY_DEAD_EVERY:
             return [self.retry[0]] if self.retry[0] in self.introduced else []
-        dead = sorted(
-            p for p, r in self.records.items() if r.state != MemberState.ALIVE and p != self.node_id
-        )
-        dead = [p for p in dead if p in self.introduced]
+        dead = sorted(p for p in self.dead if p in self.introduced)
         self.retry = (dead[self.rng.randrange(len(dead))], now) if dead else None
         return [self.retry[0]] if self.retry else []
 
