@@ -144,6 +144,10 @@ def test_peers_add_and_remove_round_trip(node_dir: Path) -> None:
     result = run("peers", "remove", OTHER, env={"MESHSYNCD_CONFIG": config})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"removed peer {OTHER}\n")
+    result = run("peers", "add", OTHER, "hub.lan:7700", "--introducer", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].endswith("writes working, episodic, semantic, introducer)")
+    assert load_config(Path(config)).peers[0].introducer
     assert load_config(Path(config)).peers == ()
 
 

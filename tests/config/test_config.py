@@ -177,6 +177,8 @@ write_tiers = []
         ("[handshakes]\nmaxi = 3", "handshakes.maxi", 'did you mean "max"?'),
         ("peers = 3", "peers", "expected [[peers]] tables"),
         ('control_socket = "' + "x" * 120 + '"', "control_socket", "too long for a Unix socket"),
+        ("max_peers = 0", "max_peers", "expected a whole number in 1..4096"),
+        ("max_peers = '8'", "max_peers", "expected a whole number"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path: Path, text: str, key: str, message: str) -> None:
@@ -209,6 +211,7 @@ def peer_toml(node_id: bytes, address: str = "h:1", extra: str = "") -> str:
             "empty label",
         ),
         (peer_toml(ID_A, extra="share = 'semantic:a/'"), "peers[1].share", "expected a list"),
+        (peer_toml(ID_A, extra="introducer = 'yes'"), "peers[1].introducer", "true or false"),
     ],
 )
 def test_bad_peers_name_their_index_and_key(
@@ -334,6 +337,17 @@ def test_add_and_remove_peers_round_trip_keeping_comments(tmp_path: Path) -> Non
     assert path.read_text() == original
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meshsyncd.toml"]
+
+
+def test_introducer_and_max_peers_round_trip(tmp_path: Path) -> None:
+    path = write(tmp_path / "meshsyncd.toml", "max_peers = 3\n")
+    add_peer(path, PeerConfig(ID_A, "hub.lan", 7700, introducer=True))
+    add_peer(path, PeerConfig(ID_B, "b.lan", 7700))
+    config = load_config(path)
+    assert config.max_peers == 3
+    assert [p.introducer for p in config.peers] == [True, False]
+    assert "introducer = true" in path.read_text()
+    assert load_config(write(tmp_path / "e" / "meshsyncd.toml", "")).max_peers == 8
 
 
 def test_add_refuses_a_duplicate_and_remove_an_absent_peer(tmp_path: Path) -> None:
