@@ -121,6 +121,14 @@ def test_id_uses_config_option_then_environment(node_dir: Path, tmp_path: Path) 
     assert_one_line_error(result, 2, f"{missing}: no such file")
 
 
+def test_peers_add_introducer(node_dir: Path) -> None:
+    config = config_of(node_dir)
+    result = run("peers", "add", OTHER, "hub.lan:7700", "--introducer", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].endswith("writes working, episodic, semantic, introducer)")
+    assert load_config(Path(config)).peers[0].introducer
+
+
 def test_id_names_an_unsafe_key(node_dir: Path) -> None:
     (node_dir / "node.key").chmod(0o644)
     result = run("id", "--config", config_of(node_dir))
@@ -144,10 +152,6 @@ def test_peers_add_and_remove_round_trip(node_dir: Path) -> None:
     result = run("peers", "remove", OTHER, env={"MESHSYNCD_CONFIG": config})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"removed peer {OTHER}\n")
-    result = run("peers", "add", OTHER, "hub.lan:7700", "--introducer", "--config", config)
-    assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0].endswith("writes working, episodic, semantic, introducer)")
-    assert load_config(Path(config)).peers[0].introducer
     assert load_config(Path(config)).peers == ()
 
 
