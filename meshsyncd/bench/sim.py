@@ -59,8 +59,8 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-async def _until(cond: Callable[[], bool], limit: float, step: float = 0.05) -> float:
-    """Model seconds until ``cond`` holds (``math.inf``-like ``limit`` when it never does)."""
+async def _until(cond: Callable[[], bool], limit: float = 30.0, step: float = 0.05) -> float:
+    """Model seconds until ``cond`` holds (``limit`` when it never does)."""
     start = trio.current_time()
     while not cond():
         if trio.current_time() - start >= limit:
