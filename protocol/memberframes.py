@@ -95,20 +95,28 @@ def _uint(value: object, bits: int, field: str) -> None:
 
 
 def _check_member(m: object, field: str) -> None:
-    _need(isinstance(m, Member), field, "must be a Member")
-    assert isinstance(m, Member)
-    _need(isinstance(m.node_id, bytes) and len(m.node_id) == 32, f"{field}.node_id", "32 bytes")
-    _need(m.state in MemberState._value2member_map_, f"{field}.state", "unknown state")
-    for name in ("tiers", "write_tiers"):
-        value = getattr(m, name)
-        _uint(value, 8, f"{field}.{name}")
-        _need(value <= TIER_MASK, f"{field}.{name}", "unknown tier bits")
-    _uint(m.heartbeat, 64, f"{field}.heartbeat")
-    _uint(m.port, 16, f"{field}.port")
-    _need(isinstance(m.host, str), f"{field}.host", "must be a str")
-    raw = m.host.encode("ascii", errors="replace")
-    _need(len(raw) <= HOST_FIELD, f"{field}.host", f"longer than {HOST_FIELD} bytes")
-    _need(all(ch in _HOST_CHARS for ch in raw), f"{field}.host", "not a host name or address")
+    if not isinstance(m, Member):
+        raise LocalProtocolError("must be a Member", field=field)
+    node_id, heartbeat, port, host = m.node_id, m.heartbeat, m.port, m.host
+    if not (isinstance(node_id, bytes) and len(node_id) == 32):
+        raise LocalProtocolError("must be 32 bytes", field=f"{field}.node_id")
+    if m.state not in MemberState._value2member_map_:
+        raise LocalProtocolError("unknown state", field=f"{field}.state")
+    for name, value, bits in (
+        ("tiers", m.tiers, 3),
+        ("write_tiers", m.write_tiers, 3),
+        ("heartbeat", heartbeat, 64),
+        ("port", port, 16),
+    ):
+        if type(value) is not int or not 0 <= value < (1 << bits):  # bools are not u-ints
+            _uint(value, bits, f"{field}.{name}")
+            raise LocalProtocolError("unknown tier bits", field=f"{field}.{name}")
+    if not isinstance(host, str):
+        raise LocalProtocolError("must be a str", field=f"{field}.host")
+    if host:
+        raw = host.encode("ascii", errors="replace")
+        _need(len(raw) <= HOST_FIELD, f"{field}.host", f"longer than {HOST_FIELD} bytes")
+        _need(_HOST_CHARS.issuperset(raw), f"{field}.host", "not a host name or address")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

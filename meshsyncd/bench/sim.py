@@ -72,8 +72,16 @@ async def _until(cond: Callable[[], bool], limit: float = 30.0, step: float = 0.
 class Run:
     """One simulation run: its nodes and the figures gathered so far."""
 
-    def __init__(self, n: int, seed: int, max_peers: int, root: Path) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        max_peers: int,
+        root: Path,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.n, self.seed, self.max_peers, self.root = n, seed, max_peers, root
+        self.progress = progress
         self.rng = random.Random(seed)
         self.net = SimNet(seed, lambda: EPOCH_MS + int(trio.current_time() * 1000))
         self.ids = [hashlib.sha256(b"sim-%d-%d" % (seed, i)).digest() for i in range(n)]
@@ -227,12 +235,19 @@ class Run:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             self.build()
-            await self.join()
-            await self.urgent(writes)
-            await self.partition(partition_items)
-            if churn:
-                await self.churn()
+            for phase, step in (
+                ("join", self.join()),
+                ("urgent writes", self.urgent(writes)),
+                ("partition", self.partition(partition_items)),
+                *([("churn", self.churn())] if churn else []),
+            ):
+                self.progress(f"{phase}: model {trio.current_time():.1f} s")
+                await step
             self.figures["model_s"] = round(trio.current_time(), 1)
+            self.figures["membership"] = {
+                key: sum(getattr(n.membership.stats, key) for n in self.nodes)
+                for key in ("gossip_in", "changes", "deaths", "refutations")
+            }
             nursery.cancel_scope.cancel()
 
 
@@ -257,6 +272,7 @@ def run_sim(
     partition_items: int = 20,
     churn: bool = False,
     root: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Run the simulation; return its figures and the gossip model's (see module doc)."""
     rng_state = trio._core._run._r.getstate()
@@ -264,7 +280,7 @@ def run_sim(
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(dir=root or _tmp_root()) as tmp, inline_threads():
-            run = Run(n, seed, max_peers, Path(tmp))
+            run = Run(n, seed, max_peers, Path(tmp), progress)
             clock = trio.testing.MockClock(autojump_threshold=0)
             trio.run(run.main, writes, partition_items, churn, clock=clock)
     finally:
@@ -297,7 +313,12 @@ def sim_cmd(n: int, seed: int, max_peers: int, writes: int, churn: bool, as_json
       meshsyncd bench sim --nodes 1000 --seed 7 --json
     """
     configure_logging("console", "error")  # a thousand nodes' session logs say nothing here
-    figures = run_sim(n, seed, max_peers=max_peers, writes=writes, churn=churn)
+    started = time.perf_counter()
+
+    def progress(text: str) -> None:
+        click.echo(f"[{time.perf_counter() - started:7.1f} s] {text}", err=True)
+
+    figures = run_sim(n, seed, max_peers=max_peers, writes=writes, churn=churn, progress=progress)
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return

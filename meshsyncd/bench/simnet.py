@@ -8,7 +8,8 @@ a real :class:`~meshsyncd.node.session.Session`, :class:`~meshsyncd.mesh.relay.R
 Only three things are replaced, each because the real one is nondeterministic:
 
 * TLS over TCP becomes ``SimStream``: FIFO pipes whose bytes arrive after the link's
-  latency (from the nodes' positions on a plane, plus serialisation at 100 Mbit/s), under
+  latency (from the nodes' positions on a plane, plus 1 ms of processing per hop and
+  serialisation at 100 Mbit/s), under
   trio's ``MockClock`` with autojump, so model time passes only when every task waits;
 * the engine's worker thread becomes ``InlineWorker`` (SQLite runs on the trio thread,
   synchronous OFF, no checkpointer thread), and ``inline_threads`` makes
@@ -50,6 +51,9 @@ __all__ = ["InlineWorker", "SimNet", "SimNode", "SimStream", "inline_threads"]
 
 T = TypeVar("T")
 BANDWIDTH = 12.5e6  # bytes per second on every link (100 Mbit/s)
+# What a hop costs besides the wire: decode, relay, TLS (the model clock does not see CPU
+# time). ``bench latency`` measures ~3 ms for a whole write-to-readable hop on loopback.
+HOP_COST = 0.001
 
 
 class InlineWorker(SerialWorker):
@@ -97,7 +101,8 @@ class SimStream(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
         if self.out.closed:
             raise trio.BrokenResourceError("link down")
-        at = max(self.out.last_at, trio.current_time() + self.latency + len(data) / BANDWIDTH)
+        delay = self.latency + HOP_COST + len(data) / BANDWIDTH
+        at = max(self.out.last_at, trio.current_time() + delay)
         self.out.last_at = at
         self.out.queue.append((at, bytes(data)))
         self.net.bytes += len(data)

@@ -302,14 +302,13 @@ class Membership:
             if m.node_id == peer and m.state != MemberState.ALIVE:
                 raise P.BadFieldError("a GOSSIP declares its own sender dead", field="members")
         self.stats.gossip_in += 1
-        trusted = self.trusted()
         changed = 0
         now = self.clock()
         for m in frame.members:
             if m.node_id == self.node_id:
                 self._maybe_refute(m)
                 continue
-            if m.node_id not in trusted:
+            if m.node_id not in self.introduced and m.node_id not in self.configured:
                 continue  # gossip never adds trust
             known = self.records.get(m.node_id)
             newer = known is None or m.heartbeat > known.heartbeat
@@ -401,18 +400,22 @@ class Membership:
             return {}
         pending, self.pending = self.pending, {}
         out = {}
+        news = [(pid, pending[pid]) for pid in sorted(pending) if pid in self.records]
+        members = {pid: self._member(pid) for pid, _ in news}
         for peer in connected:
-            ids = sorted(m for m, source in pending.items() if source != peer and m in self.records)
-            if ids:
-                out[peer] = self._gossip(ids[: P.MAX_MEMBERS])
+            mine = tuple(members[pid] for pid, source in news if source != peer)
+            if mine:
+                frame = P.Members(kind=MemberKind.GOSSIP, members=mine[: P.MAX_MEMBERS])
+                out[peer] = frame
         return out
 
+    def _member(self, pid: bytes) -> Member:
+        r = self.records[pid]
+        return Member(pid, r.state, heartbeat=r.heartbeat, host=r.host, port=r.port)
+
     def _gossip(self, ids: list[bytes]) -> P.Members:
-        members = []
-        for pid in ids:
-            r = self.records[pid]
-            members.append(Member(pid, r.state, heartbeat=r.heartbeat, host=r.host, port=r.port))
-        return P.Members(kind=MemberKind.GOSSIP, members=tuple(members))
+        members = tuple(self._member(pid) for pid in ids)
+        return P.Members(kind=MemberKind.GOSSIP, members=members)
 
     # -- fan-out ----------------------------------------------------------------------------
 
