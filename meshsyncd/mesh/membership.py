@@ -91,6 +91,7 @@ class MembershipStats:
     changes: int = 0  # records that changed our view
     deaths: int = 0  # members this node declared DEAD
     refutations: int = 0
+    gossip_dropped: int = 0  # GOSSIP frames not sent to a peer whose urgent lane was full
 
 
 class Membership:

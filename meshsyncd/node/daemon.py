@@ -396,6 +396,7 @@ class Daemon(MemberLinks):
                 "cursors": dict(state.cursors),
                 "lag": dict(state.lag),
                 "introduced_by": self._introduced_by(pid),
+                "membership_refused": self.membership.stats.refused.get(pid, 0),
             }
             if session is not None:
                 st = session.stats

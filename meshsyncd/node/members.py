@@ -37,6 +37,7 @@ from .session import Session
 __all__ = ["TICK", "MemberLinks"]
 
 TICK = 0.5
+GOSSIP_BACKLOG = 64  # a peer with this many urgent frames queued misses a tick's gossip
 
 log: Any = structlog.get_logger("meshsyncd.daemon")
 
@@ -185,9 +186,14 @@ class MemberLinks(Links):
         while True:
             for pid, frame in self.membership.tick(self.sessions).items():
                 session = self.sessions.get(pid)
-                if session is not None and session.peer_speaks(P.Capability.MEMBERSHIP):
-                    with contextlib.suppress(P.LocalProtocolError):
-                        session.send_nowait(frame)
+                if session is None or not session.peer_speaks(P.Capability.MEMBERSHIP):
+                    continue
+                if session.urgent_backlog >= GOSSIP_BACKLOG:
+                    # bounded: the news reaches it through its other peers, or at reconnect
+                    self.membership.stats.gossip_dropped += 1
+                    continue
+                with contextlib.suppress(P.LocalProtocolError):
+                    session.send_nowait(frame)
             wanted = set(self.membership.wanted(self.sessions))
             for pid in wanted:
                 if pid not in self.peers and pid not in self.sessions:

@@ -231,6 +231,11 @@ class Session(SessionLanes):
         self._queue_urgent(data)
         return True
 
+    @property
+    def urgent_backlog(self) -> int:
+        """Frames waiting on the urgent lane (gossip skips a peer that is backed up)."""
+        return len(self._urgent)
+
     def _queue_urgent(self, data: bytes) -> None:
         self._urgent.append(data)
         self._wake.set()
