@@ -59,6 +59,7 @@ NEAR = 2  # ring successors dialled
 LONG = 2  # random far members dialled
 MAX_INBOUND_FACTOR = 2  # introduced sessions accepted: up to this many times max_peers
 RETRY_DEAD_EVERY = 5.0  # how often one DEAD member is dialled anyway (a healed partition)
+LOGGED_IDS = 16  # ids named in one log line (the counts say how many there were)
 
 log: Any = structlog.get_logger("meshsyncd.membership")
 
@@ -67,8 +68,11 @@ def tier_mask(tiers: Iterable[Tier]) -> int:
     return sum(1 << int(t) for t in tiers)
 
 
+_MASKS = {m: frozenset(t for t in Tier if m & (1 << int(t))) for m in range(8)}
+
+
 def mask_tiers(mask: int) -> frozenset[Tier]:
-    return frozenset(t for t in Tier if mask & (1 << int(t)))
+    return _MASKS[mask & 7]
 
 
 @dataclass(slots=True)
@@ -270,8 +274,9 @@ class Membership:
             log.info(
                 "introduced",
                 peer=node_id_text(peer)[:16],
-                added=[node_id_text(p)[:16] for p in added],
-                removed=[node_id_text(p)[:16] for p in removed],
+                added=[node_id_text(p)[:16] for p in added[:LOGGED_IDS]],
+                removed=[node_id_text(p)[:16] for p in removed[:LOGGED_IDS]],
+                counts=(len(added), len(removed)),
             )
         self._save()
         return added, removed
