@@ -45,7 +45,7 @@ from ..config import PeerConfig
 from ..logs import configure_logging
 from .commands import bench
 from .gossip import gossip_figures
-from .simnet import SimNet, SimNode, inline_threads, sim_config
+from .simnet import SimNet, SimNode, host_of, inline_threads, sim_config
 
 __all__ = ["run_sim"]
 
@@ -96,9 +96,9 @@ class Run:
         hub = self.ids[0]
         for i, node_id in enumerate(self.ids):
             if i == 0:
-                peers = tuple(PeerConfig(p, "10.0.0.1", 7700) for p in self.ids[1:])
+                peers = tuple(PeerConfig(p, host_of(j), 7700) for j, p in enumerate(self.ids) if j)
             else:
-                peers = (PeerConfig(hub, "10.0.0.1", 7700, introducer=True),)
+                peers = (PeerConfig(hub, host_of(0), 7700, introducer=True),)
             config = sim_config(self.root, i, peers, self.max_peers)
             self.nodes.append(SimNode(self.net, i, node_id, config, {}))
         for node in self.nodes:

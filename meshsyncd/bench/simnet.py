@@ -47,7 +47,7 @@ from ..node.session import FrameHandler, Session
 from ..store import Store
 from ..store.aio import SerialWorker
 
-__all__ = ["InlineWorker", "SimNet", "SimNode", "SimStream", "inline_threads"]
+__all__ = ["InlineWorker", "SimNet", "SimNode", "SimStream", "host_of", "inline_threads"]
 
 T = TypeVar("T")
 BANDWIDTH = 12.5e6  # bytes per second on every link (100 Mbit/s)
@@ -364,6 +364,11 @@ class SimNet:
             first[node.index] = (trio.current_time(), hops)
 
 
+def host_of(index: int) -> str:
+    """Node ``index``'s address (only ever compared, never dialled)."""
+    return f"10.{index >> 8 & 255}.{index & 255}.1"
+
+
 def sim_config(root: Path, index: int, peers: tuple[PeerConfig, ...], max_peers: int) -> Config:
     """A node's config as ``load_config`` would build it (no file: nothing reads one)."""
     import types
@@ -372,7 +377,7 @@ def sim_config(root: Path, index: int, peers: tuple[PeerConfig, ...], max_peers:
     return Config(
         path=node_dir / "meshsyncd.toml",
         node_dir=node_dir,
-        listen_host=f"10.{index >> 8 & 255}.{index & 255}.1",
+        listen_host=host_of(index),
         listen_port=7700,
         store_path=root / f"n{index}.db",
         control_socket=node_dir / "control.sock",
