@@ -382,6 +382,7 @@ def sim_config(root: Path, index: int, peers: tuple[PeerConfig, ...], max_peers:
         store_path=root / f"n{index}.db",
         control_socket=node_dir / "control.sock",
         sync_interval=30.0,
+        verify_interval=3600.0,
         max_clock_skew_ns=500_000_000,
         durability="normal",
         log_format="json",
