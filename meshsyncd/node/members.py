@@ -194,8 +194,9 @@ class MemberLinks(Links):
                     continue
                 with contextlib.suppress(P.LocalProtocolError):
                     session.send_nowait(frame)
-            wanted = set(self.membership.wanted(self.sessions))
-            for pid in wanted:
+            order = self.membership.wanted(self.sessions)  # a list: dial order is reproducible
+            wanted = set(order)
+            for pid in order:
                 if pid not in self.peers and pid not in self.sessions:
                     self._dial_introduced(pid)
             for pid, state in list(self.peers.items()):
