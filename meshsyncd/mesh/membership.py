@@ -50,6 +50,7 @@ from protocol import Member, MemberKind, MemberState, Tier
 from ..config import PeerConfig
 from ..config.introduced import Grant, IntroducedPeer, save_introduced
 from ..identity import node_id_text
+from ..ids import short_text
 
 __all__ = ["DEAD_AFTER", "FORGET_AFTER", "LONG", "NEAR", "Membership", "MembershipStats"]
 
@@ -229,7 +230,7 @@ class Membership:
 
     def _refuse(self, peer: bytes, reason: str, **kw: Any) -> None:
         self.stats.refused[peer] = self.stats.refused.get(peer, 0) + 1
-        log.warning("membership refused", peer=node_id_text(peer)[:16], reason=reason, **kw)
+        log.warning("membership refused", peer=_short(peer), reason=reason, **kw)
 
     def on_vouch(self, peer: bytes, frame: P.Members) -> tuple[list[bytes], list[bytes]]:
         """An introducer's VOUCH: return (ids newly trusted, ids no longer trusted).
@@ -249,7 +250,7 @@ class Membership:
         for m in frame.members:
             if m.node_id == self.node_id or m.node_id in self.configured:
                 why = "itself" if m.node_id == self.node_id else "configured by hand"
-                self._refuse(peer, f"introduced id is {why}", member=node_id_text(m.node_id)[:16])
+                self._refuse(peer, f"introduced id is {why}", member=_short(m.node_id))
                 continue
             listed.add(m.node_id)
             grant = Grant(
@@ -273,9 +274,9 @@ class Membership:
         if added or removed:
             log.info(
                 "introduced",
-                peer=node_id_text(peer)[:16],
-                added=[node_id_text(p)[:16] for p in added[:LOGGED_IDS]],
-                removed=[node_id_text(p)[:16] for p in removed[:LOGGED_IDS]],
+                peer=_short(peer),
+                added=[_short(p) for p in added[:LOGGED_IDS]],
+                removed=[_short(p) for p in removed[:LOGGED_IDS]],
                 counts=(len(added), len(removed)),
             )
         self._save()
@@ -396,7 +397,7 @@ class Membership:
                     self._state_changed(pid, MemberState.DEAD, now)
                     self.pending[pid] = None
                     self.stats.deaths += 1
-                    log.info("member dead", member=node_id_text(pid)[:16])
+                    log.info("member dead", member=_short(pid))
         for pid, since in list(self.dead.items()):
             if now - since >= self.forget_after:
                 del self.dead[pid]
@@ -473,3 +474,8 @@ class Membership:
 def _hostable(host: str) -> bool:
     """Whether a host can go into a member record (a wildcard listen address cannot)."""
     return bool(host) and host not in ("0.0.0.0", "::") and len(host) <= P.memberframes.HOST_FIELD
+
+
+def _short(node_id: bytes) -> str:
+    """A node id as logs show it (``meshsyncd.ids``)."""
+    return short_text(node_id_text(node_id))

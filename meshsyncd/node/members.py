@@ -28,6 +28,7 @@ from ..config import Config, ConfigError, PeerConfig
 from ..config.introduced import INTRODUCED_FILE, load_introduced
 from ..engine import AsyncEngine
 from ..identity import node_id_text, parse_node_id
+from ..ids import short_text
 from ..mesh.membership import Membership
 from ..mesh.relay import Relay
 from ..mesh.tree import Trees
@@ -80,7 +81,7 @@ class MemberLinks(Links):
 
     def _peer_config(self, node_id: bytes) -> PeerConfig | None:
         if not self.membership.accepts(node_id, self.sessions):
-            log.info("introduced peer refused: enough sessions", peer=node_id_text(node_id)[:16])
+            log.info("introduced peer refused: enough sessions", peer=_short(node_id))
             return None
         return self.membership.peer_config(node_id)
 
@@ -169,7 +170,7 @@ class MemberLinks(Links):
     def _trust_changed(self, removed: list[bytes]) -> None:
         self.trust.reload(allowed=self.membership.trusted())
         for pid in removed:
-            log.info("introduced peer dropped: no introducer vouches", peer=node_id_text(pid)[:16])
+            log.info("introduced peer dropped: no introducer vouches", peer=_short(pid))
             self._stop_peer(pid, P.ByeCode.REMOVED, "no introducer vouches for it")
 
     def _dial_introduced(self, pid: bytes) -> None:
@@ -209,3 +210,8 @@ class MemberLinks(Links):
 
     def _introduced_by(self, pid: bytes) -> list[str]:
         return [node_id_text(v) for v in self.membership.introduced_by(pid)]
+
+
+def _short(node_id: bytes) -> str:
+    """A node id as logs show it (``meshsyncd.ids``)."""
+    return short_text(node_id_text(node_id))

@@ -41,7 +41,9 @@ def _has(node: Node, key: str) -> bool:
 
 def _refused(node: Node, stranger: Node) -> bool:
     return any(
-        line.get("event") == "connection refused" and line.get("peer") == stranger.node_id[:16]
+        line.get("event") == "connection refused"
+        and len(str(line.get("peer", ""))) >= 8
+        and stranger.node_id.startswith(str(line["peer"]))
         for line in node.logs()
     )
 
