@@ -30,7 +30,9 @@ def _node(tmp_path: Path | None = None, **kw: object) -> tuple[Membership, Clock
     clock = Clock()
     m = Membership(ME, node_dir=tmp_path, clock=clock, wall_ms=lambda: 1000, rng=random.Random(1))
     peers = [
-        PeerConfig(HUB, "10.0.0.1", 7700, frozenset({Tier.WORKING, Tier.SEMANTIC}), ALL, True),
+        PeerConfig(
+            HUB, "10.0.0.1", 7700, frozenset({Tier.WORKING, Tier.SEMANTIC}), ALL, introducer=True
+        ),
         PeerConfig(X, "10.0.0.9", 7700),  # configured by hand, not an introducer
     ]
     m.set_config(peers)
