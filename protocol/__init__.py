@@ -6,9 +6,11 @@ vectors in ``protocol/vectors/``. ``meshsyncd`` drives this package; it never ca
 
 from __future__ import annotations
 
+from .bases import BASE_SIZE, base_block, read_base, value_start, with_base
 from .batch import Batch, BatchHeader, pack_batch, peek_batch, unpack_batch
 from .connection import NEED_DATA, Connection, ConnectionClosed, NeedData, State
 from .constants import (
+    BASED,
     BATCH_HEADER_SIZE,
     COMPRESS_THRESHOLD,
     ITEM_HEADER_SIZE,
@@ -21,6 +23,7 @@ from .constants import (
     NAMED,
     PAYLOAD_ZSTD,
     PROTOCOL_VERSION,
+    RESOLVES,
     ByeCode,
     Capability,
     ErrorCode,
@@ -85,6 +88,8 @@ from .meshframes import (
 from .names import MAX_DEPTH, MAX_KEY, MAX_LABEL, SEPARATOR, Name, name_block, name_id
 
 __all__ = [
+    "BASED",
+    "BASE_SIZE",
     "BATCH_HEADER_SIZE",
     "COMPRESS_THRESHOLD",
     "FRAME_TYPES",
@@ -108,6 +113,7 @@ __all__ = [
     "NEED_DATA",
     "PAYLOAD_ZSTD",
     "PROTOCOL_VERSION",
+    "RESOLVES",
     "SEPARATOR",
     "Ack",
     "BadFieldError",
@@ -159,6 +165,7 @@ __all__ = [
     "Tier",
     "TruncatedError",
     "VersionError",
+    "base_block",
     "encode_frame",
     "inflate",
     "name_block",
@@ -168,7 +175,10 @@ __all__ = [
     "pack_items",
     "parse_frame",
     "peek_batch",
+    "read_base",
     "unpack_batch",
     "unpack_item",
     "unpack_items",
+    "value_start",
+    "with_base",
 ]

@@ -17,6 +17,10 @@
  * without SHA-256, that the id is the name's, is left to the caller: each such item is
  * reported in `named` as (position in `out`, offset, name block length), and item.py
  * checks them before it looks at anything after them, so errors keep their order.
+ *
+ * BASED items (flags BASED or NAMED | BASED, SPEC.md section 2.2) are accepted when the 16
+ * base bytes fit after the name block (a DELETE then ends right after them); any 16 bytes
+ * are a base. RESOLVES, like PAYLOAD_ZSTD and MERGE, is left to Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -119,9 +123,13 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
     PyTypeObject *tp = (PyTypeObject *)item_type;
     const unsigned char *data = (const unsigned char *)buf.buf;
     Py_ssize_t size = buf.len;
-    PyObject *zero = PyLong_FromLong(0);
-    PyObject *two = PyLong_FromLong(2);
-    if (zero == NULL || two == NULL)
+    /* flag objects for 0, NAMED (2), BASED (8), NAMED | BASED (10) */
+    PyObject *fl[11] = {NULL};
+    fl[0] = PyLong_FromLong(0);
+    fl[2] = PyLong_FromLong(2);
+    fl[8] = PyLong_FromLong(8);
+    fl[10] = PyLong_FromLong(10);
+    if (fl[0] == NULL || fl[2] == NULL || fl[8] == NULL || fl[10] == NULL)
         goto error;
     while (index < count) {
         if (size - off < 48)
@@ -132,15 +140,18 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
         if (h[32] != 2 || tier > 2 || op < 1 || op > 5 || op == 4 || prio > 4)
             break;
         uint32_t fr = be32(h + 36); /* flags << 16 | reserved */
-        if ((fr != 0 && fr != 0x00020000) || plen > 1048576 || (Py_ssize_t)plen > size - off - 48)
+        if ((fr & ~0x000A0000u) != 0 || plen > 1048576 || (Py_ssize_t)plen > size - off - 48)
             break;
+        unsigned flags = fr >> 16;
         Py_ssize_t nlen = 0;
-        if (fr != 0) { /* NAMED: a well-formed block, and a DELETE has nothing after it */
+        if (flags & 2) { /* NAMED: a well-formed block */
             nlen = name_length(h + 48, (Py_ssize_t)plen);
-            if (nlen < 0 || (op == 3 && nlen != (Py_ssize_t)plen))
+            if (nlen < 0)
                 break;
-        } else if (op == 3 && plen != 0)
-            break;
+        }
+        Py_ssize_t vstart = nlen + ((flags & 8) ? 16 : 0); /* BASED: 16 bytes after it */
+        if (vstart > (Py_ssize_t)plen || (op == 3 && vstart != (Py_ssize_t)plen))
+            break; /* a DELETE has nothing after name and base */
         if (want_tier >= 0 && (int)tier != want_tier)
             break;
         uLong crc = crc32(0L, h, 44);
@@ -163,7 +174,7 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
         Py_INCREF(t);
         Py_INCREF(o);
         Py_INCREF(p);
-        PyObject *f = fr != 0 ? two : zero;
+        PyObject *f = fl[flags];
         Py_INCREF(f);
         PyTuple_SET_ITEM(item, 3, t);
         PyTuple_SET_ITEM(item, 4, o);
@@ -173,7 +184,7 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
             Py_DECREF(item); /* tuple dealloc skips the NULL slots */
             goto error;
         }
-        if (fr != 0) {
+        if (flags & 2) {
             PyObject *note = Py_BuildValue("nnn", PyList_GET_SIZE(out), off, nlen);
             int bad = note == NULL || PyList_Append(named, note) < 0;
             Py_XDECREF(note);
@@ -189,13 +200,13 @@ static PyObject *scan_items(PyObject *self, PyObject *args)
         off += 48 + (Py_ssize_t)plen;
         index += 1;
     }
-    Py_DECREF(zero);
-    Py_DECREF(two);
+    for (int k = 0; k < 11; k++)
+        Py_XDECREF(fl[k]);
     PyBuffer_Release(&buf);
     return Py_BuildValue("nn", off, index);
 error:
-    Py_XDECREF(zero);
-    Py_XDECREF(two);
+    for (int k = 0; k < 11; k++)
+        Py_XDECREF(fl[k]);
     PyBuffer_Release(&buf);
     return NULL;
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "BASED",
     "BATCH_HEADER_SIZE",
     "BATCH_MAGIC",
     "BATCH_VERSION",
@@ -26,6 +27,7 @@ __all__ = [
     "NAMED",
     "PAYLOAD_ZSTD",
     "PROTOCOL_VERSION",
+    "RESOLVES",
     "ZSTD_LEVEL",
     "ByeCode",
     "Capability",
@@ -40,6 +42,9 @@ ITEM_HEADER_SIZE = 48
 MAX_PAYLOAD = 1 << 20
 PAYLOAD_ZSTD = 0x0001
 NAMED = 0x0002  # the payload starts with a name block (SPEC.md section 2.1)
+# Bit 2 stays unassigned: the protocol-3 vectors use it as their unknown flag bit.
+BASED = 0x0008  # a 16-byte base (timestamp_ns, origin) follows any name block (2.2)
+RESOLVES = 0x0010  # with BASED: the write resolves the conflicts its base covers (2.2)
 
 BATCH_MAGIC = b"MSBT"
 BATCH_VERSION = 1
@@ -51,9 +56,9 @@ COMPRESS_THRESHOLD = 1024
 ZSTD_LEVEL = 3
 
 HELLO_MAGIC = b"MSYN"
-# 2: BARRIER, BARRIER_DONE, RANGES, RANGE_IDS; 3: NAMED items (SPEC.md section 6)
-PROTOCOL_VERSION = 3
-MIN_PROTOCOL_VERSION = 3  # older peers cannot decode NAMED items: refused at HELLO
+# 2: BARRIER, BARRIER_DONE, RANGES, RANGE_IDS; 3: NAMED items; 4: BASED (SPEC.md section 6)
+PROTOCOL_VERSION = 4
+MIN_PROTOCOL_VERSION = 4  # older peers cannot decode BASED items: refused at HELLO
 MAX_FRAME = 17 << 20
 MAX_TEXT = 1024
 

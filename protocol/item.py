@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import zstandard
 
+from .bases import BASE_SIZE, BASED, KNOWN_FLAGS, flags_problem, read_base, value_start
 from .constants import (
     ITEM_HEADER_SIZE,
     ITEM_VERSION,
@@ -41,7 +42,7 @@ from .errors import (
     RemoteProtocolError,
     TruncatedError,
 )
-from .names import NAME_ID_PREFIX, NAMED, Name, name_id, parse_name, read_name, skip_name
+from .names import NAME_ID_PREFIX, NAMED, Name, name_id, parse_name, read_name
 
 __all__ = ["Item", "inflate", "pack_item", "pack_items", "unpack_item", "unpack_items"]
 
@@ -54,7 +55,7 @@ _FIELDS = struct.Struct(">16sQQBBBBHHII")
 _HEAD44 = struct.Struct(">16sQQBBBBHHI")
 _CRC = struct.Struct(">I")
 _U64_MAX = (1 << 64) - 1
-_KNOWN_FLAGS = PAYLOAD_ZSTD | NAMED
+_KNOWN_FLAGS = KNOWN_FLAGS
 _local = threading.local()
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 frame magic 0xFD2FB528, little-endian
 
@@ -113,8 +114,9 @@ class Item(_ItemFields):
             tier_e, op_e, prio_e = Tier(tier), Op(op), Priority(priority)
         except ValueError as exc:
             raise LocalProtocolError(str(exc), field="item.tier/op/priority") from None
-        if flags & ~_KNOWN_FLAGS or flags < 0:
-            raise LocalProtocolError(f"unknown flag bits {flags:#06x}", field="item.flags")
+        problem = flags_problem(flags) if isinstance(flags, int) else "must be an int"
+        if problem is not None:
+            raise LocalProtocolError(problem, field="item.flags")
         if not isinstance(payload, bytes):
             raise LocalProtocolError("must be bytes", field="item.payload")
         if len(payload) > MAX_PAYLOAD:
@@ -180,13 +182,21 @@ class Item(_ItemFields):
         return ITEM_HEADER_SIZE + len(self.payload)
 
     def value(self) -> bytes:
-        """The value: the payload without its name block, any per-item compression undone."""
+        """The value: the payload without name block and base, any compression undone."""
         payload = self.payload
-        if self.flags & NAMED:
-            payload = payload[skip_name(payload) :]
+        if self.flags & (NAMED | BASED):
+            payload = payload[value_start(self.flags, payload) :]
         if self.flags & PAYLOAD_ZSTD:
             return inflate(payload, MAX_PAYLOAD, "item.payload", None)
         return payload
+
+    @property
+    def base(self) -> tuple[int, int] | None:
+        """The key of the version this write replaced on its node (SPEC.md section 2.2).
+
+        ``(0, 0)``: its writer held no version; ``None``: unknown (the item is not BASED).
+        """
+        return read_base(self.flags, self.payload)
 
     @property
     def name(self) -> Name | None:
@@ -248,7 +258,8 @@ def _check_payload(
 
     ``offset`` is the payload's position in the buffer (``None``: no offsets). A NAMED
     item's name block is checked first, then that it matches the item id, then the rules
-    on the value that follows it.
+    on the value that follows it. A BASED item's 16-byte base comes before the value
+    (section 2.2); any 16 bytes are a base.
     """
     if flags & NAMED:
         _name, used = parse_name(payload, prefix, offset)
@@ -261,6 +272,16 @@ def _check_payload(
         payload = payload[used:]
         if offset is not None:
             offset += used
+    if flags & BASED:
+        if len(payload) < BASE_SIZE:
+            raise TruncatedError(
+                f"need {BASE_SIZE} base bytes, {len(payload)} left",
+                field=f"{prefix}.base",
+                offset=offset,
+            )
+        payload = payload[BASE_SIZE:]
+        if offset is not None:
+            offset += BASE_SIZE
     check_value(op, flags, payload, f"{prefix}.payload", offset)
 
 
@@ -294,7 +315,7 @@ def _diagnose(buf: Buffer, off: int, prefix: str) -> ProtocolError:
         ("tier", 33, tier in Tier._value2member_map_, f"unknown tier {tier}"),
         ("op", 34, op in Op._value2member_map_, f"unknown op {op}"),
         ("priority", 35, prio in Priority._value2member_map_, f"unknown priority {prio}"),
-        ("flags", 36, not flags & ~_KNOWN_FLAGS, f"unknown flag bits {flags:#06x}"),
+        ("flags", 36, flags_problem(flags) is None, str(flags_problem(flags))),
         ("reserved", 38, reserved == 0, f"must be 0, got {reserved:#06x}"),
     ]
     for name, rel, ok, msg in checks:
@@ -427,7 +448,8 @@ def _unpack_py(
             )
         item_id, ts, origin, vtop, fr, plen, crc = unpack_from(data, off)
         decoded = vtop_get(vtop)
-        if decoded is None or fr & 0xFFFCFFFF:  # flags other than PAYLOAD_ZSTD | NAMED
+        # flags other than PAYLOAD_ZSTD | NAMED | BASED | RESOLVES, or RESOLVES alone
+        if decoded is None or fr & 0xFFE4FFFF or fr & 0x00180000 == 0x00100000:
             name = _name(prefix, total, index)
             raise _diagnose(data, off, name)
         if plen > 0x100000:

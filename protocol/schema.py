@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import construct as c
 
+from .bases import BASE_SIZE, BASED, KNOWN_FLAGS, flags_problem
 from .constants import (
     BATCH_HEADER_SIZE,
     BATCH_MAGIC,
@@ -42,7 +43,6 @@ from .constants import (
     MAX_FRAME,
     MAX_PAYLOAD,
     MAX_TEXT,
-    PAYLOAD_ZSTD,
     Op,
     Priority,
     Tier,
@@ -360,9 +360,20 @@ def _id_problem(ctx: Ctx) -> str | None:
     return "item_id is not the id of the item's name"
 
 
+def _value_start(ctx: Ctx) -> int:
+    return _name_len(ctx) + (BASE_SIZE if ctx.flags & BASED else 0)
+
+
+def _base_problem(ctx: Ctx) -> str | None:
+    left = len(ctx.payload) - _name_len(ctx)
+    if not ctx.flags & BASED or left >= BASE_SIZE:
+        return None
+    return f"need {BASE_SIZE} base bytes, {left} left"
+
+
 def _payload_problem(ctx: Ctx) -> str | None:
     if ctx.flags or ctx.op in (Op.DELETE, Op.MERGE):
-        check_value(ctx.op, ctx.flags, ctx.payload[_name_len(ctx) :], "", None)
+        check_value(ctx.op, ctx.flags, ctx.payload[_value_start(ctx) :], "", None)
     return None
 
 
@@ -411,6 +422,9 @@ class _Label(_Utf8):
 
 # --- item (SPEC.md section 2) -----------------------------------------------------------
 
+# Every flags value SPEC.md sections 2-2.2 allow: RESOLVES only together with BASED.
+_VALID_FLAGS = frozenset(f for f in range(KNOWN_FLAGS + 1) if flags_problem(f) is None)
+
 ITEM_HEADER: Any = c.Struct(
     "_start" / c.Tell,
     _need(ITEM_HEADER_SIZE, "header", "header"),
@@ -425,7 +439,7 @@ ITEM_HEADER: Any = c.Struct(
         "flags",
         c.Int16ub,
         (
-            {0, PAYLOAD_ZSTD, NAMED, NAMED | PAYLOAD_ZSTD},
+            _VALID_FLAGS,
             BadFieldError,
             "unknown flag bits {v:#06x}",
         ),
@@ -472,7 +486,8 @@ ITEM: Any = c.Struct(
     _Check("tier", BadFieldError, _tier_problem, at=33),
     "name" / c.If(c.this.flags & NAMED, _Within(NAME_BLOCK)),
     _Check("item_id", BadFieldError, _id_problem, at=0),
-    _Check("payload", BadFieldError, _payload_problem, at=lambda ctx: 48 + _name_len(ctx)),
+    _Check("base", TruncatedError, _base_problem, at=lambda ctx: 48 + _name_len(ctx)),
+    _Check("payload", BadFieldError, _payload_problem, at=lambda ctx: 48 + _value_start(ctx)),
 )
 """One whole item; parse with ``tier=T`` to require that tier (items of a batch)."""
 

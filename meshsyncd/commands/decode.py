@@ -19,11 +19,13 @@ from typing import Any, NoReturn
 import click
 
 from protocol import (
+    BASED,
     FRAME_TYPES,
     MAX_FRAME,
     MAX_PAYLOAD,
     NAMED,
     PAYLOAD_ZSTD,
+    RESOLVES,
     BarrierStatus,
     ByeCode,
     Capability,
@@ -98,13 +100,20 @@ def _item(parsed: Any) -> dict[str, Any]:
     out = {"offset": parsed["_start"], **_fields(parsed)}
     # the writer as the short node id that `meshsyncd id`, peers and conflicts show
     out["origin_name"] = origin_text(parsed.origin)
-    out["flags_names"] = _flag_names(parsed.flags, {PAYLOAD_ZSTD: "PAYLOAD_ZSTD", NAMED: "NAMED"})
+    names = {PAYLOAD_ZSTD: "PAYLOAD_ZSTD", NAMED: "NAMED", BASED: "BASED", RESOLVES: "RESOLVES"}
+    out["flags_names"] = _flag_names(parsed.flags, names)
     value = parsed.payload
     name = out.pop("name", None)
     if name is not None:  # SPEC.md section 2.1: the block is shown as its parts
         out["namespace"] = "/".join(label.text for label in name.labels)
         out["key"] = name.key
         value = value[name._end :]
+    if parsed.flags & BASED:  # SPEC.md section 2.2
+        out["base"] = {
+            "timestamp_ns": int.from_bytes(value[:8], "big"),
+            "origin": int.from_bytes(value[8:16], "big"),
+        }
+        value = value[16:]
     if parsed.flags & PAYLOAD_ZSTD:
         value = inflate(value, MAX_PAYLOAD, "item.payload", parsed["_start"] + ITEM_HEADER_SIZE)
         out["payload_inflated_len"] = len(value)

@@ -434,11 +434,11 @@ class Session(SessionLanes):
 
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
         if hello.version < P.MIN_PROTOCOL_VERSION:
-            # It could not decode a NAMED item (SPEC.md section 6): refuse it by name
-            # rather than let its first pull fail on one.
+            # It could not decode a NAMED or BASED item (SPEC.md section 6): refuse it by
+            # name rather than let its first pull fail on one.
             raise P.VersionError(
                 f"peer speaks protocol {hello.version}, this node needs at least "
-                f"{P.MIN_PROTOCOL_VERSION} (named items): upgrade it",
+                f"{P.MIN_PROTOCOL_VERSION} (named items with bases): upgrade it",
                 field="hello.version",
             )
         if self.expected_peer is not None and hello.node_id != self.expected_peer:

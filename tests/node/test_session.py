@@ -231,3 +231,29 @@ async def test_peer_of_protocol_2_is_refused_at_hello_by_name(tmp_path: Path) ->
         assert isinstance(events[-1], P.Error) and "upgrade" in events[-1].text
     finally:
         a.store.close()
+
+
+async def test_peer_of_protocol_3_is_refused_at_hello_by_name(tmp_path: Path) -> None:
+    """A protocol-3 peer cannot decode BASED items (SPEC.md section 2.2): refused by name."""
+    a = _engine(tmp_path / "a.db", 1)
+    try:
+        left, right = trio.testing.memory_stream_pair()
+        session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
+        peer = P.Connection()
+        hello = P.Hello(
+            version=3,
+            node_id=bytes([2]) * 32,
+            incarnation=bytes(16),
+            capabilities=0x3F,
+            timestamp_ns=1,
+        )
+        await right.send_all(peer.send(hello))
+        with pytest.raises(SessionClosed, match="protocol 3, this node needs at least 4"):
+            await session.run()
+        peer.receive_data(await right.receive_some(65536))
+        events = []
+        while (event := peer.next_event()) is not P.NEED_DATA:
+            events.append(event)
+        assert isinstance(events[-1], P.Error) and "upgrade" in events[-1].text
+    finally:
+        a.store.close()

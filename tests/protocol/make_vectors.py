@@ -16,6 +16,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import based_vectors
 import named_vectors
 import zstandard
 from vectorlib import (
@@ -496,13 +497,15 @@ def _write(name: str, data: bytes, desc: dict[str, Any]) -> bool:
 def main() -> int:
     VECTORS.mkdir(parents=True, exist_ok=True)
     added = 0
-    for name, (item, text) in (items() | named_vectors.items()).items():
+    for name, (item, text) in (items() | named_vectors.items() | based_vectors.items()).items():
         added += _write(
             name,
             P.pack_item(item),
             {"kind": "item", "description": text, "item": item_to_json(item)},
         )
-    for name, (batch, compress, text) in (batches() | named_vectors.batches()).items():
+    for name, (batch, compress, text) in (
+        batches() | named_vectors.batches() | based_vectors.batches()
+    ).items():
         data = P.pack_batch(batch, compress=compress)
         zstd = bool(data[7] & 1)
         added += _write(
@@ -540,13 +543,13 @@ def main() -> int:
             "frames": [frame_to_json(frames()[n][0]) for n in order],
         },
     )
-    for name, (frame, text) in named_vectors.frames().items():
+    for name, (frame, text) in (named_vectors.frames() | based_vectors.frames()).items():
         added += _write(
             name,
             P.encode_frame(frame),
             {"kind": "frame", "description": text, "frame": frame_to_json(frame)},
         )
-    bad = bad_vectors() | named_vectors.bad_vectors()
+    bad = bad_vectors() | named_vectors.bad_vectors() | based_vectors.bad_vectors()
     for name, (kind, data, error, text) in bad.items():
         added += _write(name, data, {"kind": kind, "description": text, "expect_error": error})
     print(f"{added} vectors added to {VECTORS}")

@@ -62,6 +62,9 @@ def items(draw: st.DrawFn, tier: protocol.Tier | None = None) -> protocol.Item:
     if draw(st.booleans()):  # a NAMED item (SPEC.md section 2.1)
         block = protocol.name_block(tuple(draw(st.lists(LABELS, max_size=3))), draw(KEYS))
         value, flags, item_id = block + value, flags | protocol.NAMED, protocol.name_id(block)
+    if op != protocol.Op.REPLICATE and draw(st.booleans()):  # BASED (SPEC.md section 2.2)
+        base = (draw(U64), draw(U64))
+        flags, value = protocol.with_base(flags, value, base, resolves=draw(st.booleans()))
     return protocol.Item(
         item_id=item_id,
         timestamp_ns=draw(U64),
@@ -481,6 +484,40 @@ def test_bad_names_are_named(block: bytes, field: str, offset: int) -> None:
     for side in (_item_struct_parse, _item_schema_parse):
         outcome = _outcome(side, bytes(data))
         assert outcome[0] == "error" and outcome[2:] == (field, offset), outcome
+
+
+@pytest.mark.parametrize(
+    ("flags", "payload", "op", "error", "field", "offset"),
+    [
+        (protocol.BASED, b"", 1, "TruncatedError", "item.base", 48),
+        (protocol.BASED, bytes(15), 1, "TruncatedError", "item.base", 48),
+        (protocol.BASED, bytes(16) + b"x", 3, "BadFieldError", "item.payload", 64),
+        (
+            protocol.BASED | protocol.RESOLVES,
+            bytes(16) + b"[1]",
+            4,
+            "BadFieldError",
+            "item.payload",
+            64,
+        ),
+        (protocol.RESOLVES, bytes(16), 1, "BadFieldError", "item.flags", 36),
+        (0x0004 | protocol.BASED, bytes(16), 1, "BadFieldError", "item.flags", 36),
+    ],
+)
+def test_bad_bases_are_named(
+    flags: int, payload: bytes, op: int, error: str, field: str, offset: int
+) -> None:
+    """A BASED item too short for its base, a bad value after it, RESOLVES without BASED:
+    both codecs refuse it the same way (SPEC.md section 2.2)."""
+    item = protocol.Item(item_id=bytes(16), timestamp_ns=1, origin=2, tier=0, op=1)
+    data = bytearray(_repacked(item, payload))
+    data[34] = op
+    data[36:38] = flags.to_bytes(2, "big")
+    data[44:48] = zlib.crc32(payload, zlib.crc32(bytes(data[:44]))).to_bytes(4, "big")
+    for side in (_item_struct_parse, _item_schema_parse):
+        outcome = _outcome(side, bytes(data))
+        assert outcome[0] == "error" and outcome[1].__name__ == error, outcome
+        assert outcome[2:] == (field, offset), outcome
 
 
 @SETTINGS

@@ -136,3 +136,82 @@ def test_scanner_agrees_on_named_items_with_broken_names(
     data = b"".join(broken if i is target else P.pack_item(i) for i in items)
     fast, slow = _both(data, len(items), 0)
     assert fast == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.sampled_from([P.Op.INSERT, P.Op.UPDATE, P.Op.DELETE, P.Op.MERGE]),
+            st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(0, 5),
+    st.integers(-18, 2),
+)
+def test_scanner_agrees_on_based_items(
+    specs: list[tuple[bool, P.Op, tuple[int, int], bool]], which: int, cut: int
+) -> None:
+    """BASED items (SPEC.md section 2.2), named or not, RESOLVES too; one of them has its
+    payload cut or grown under a matching CRC (a truncated base, a DELETE with a value)."""
+    items = []
+    for n, (named, op, base, resolves) in enumerate(specs):
+        block = P.name_block(("ns",), f"k{n}") if named else b""
+        value = b"" if op == P.Op.DELETE else (b'{"f":1}' if op == P.Op.MERGE else b"v%d" % n)
+        flags, payload = P.with_base(
+            P.NAMED if named else 0, block + value, base, resolves=resolves
+        )
+        items.append(
+            P.Item(
+                item_id=P.name_id(block) if named else bytes([n]) * 16,
+                timestamp_ns=n,
+                origin=2,
+                tier=1,
+                op=op,
+                flags=flags,
+                payload=payload,
+            )
+        )
+    fast, slow = _both(P.pack_items(items), len(items), 1)
+    assert fast == slow == ("ok", items)
+    target = items[which % len(items)]
+    payload = target.payload[: max(0, len(target.payload) + cut)] if cut < 0 else target.payload
+    payload += b"x" * max(0, cut)
+    head = bytearray(P.pack_item(target)[:44])
+    head[40:44] = len(payload).to_bytes(4, "big")
+    crc = zlib.crc32(payload, zlib.crc32(bytes(head)))
+    broken = bytes(head) + crc.to_bytes(4, "big") + payload
+    data = b"".join(broken if i is target else P.pack_item(i) for i in items)
+    fast, slow = _both(data, len(items), 1)
+    assert fast == slow
+
+
+def test_scanner_takes_based_items_itself() -> None:
+    """The common BASED versions stay on the C path (no fallback per item)."""
+    block = P.name_block(("a",), "k")
+    items = []
+    for n, (named, op) in enumerate(
+        [(False, P.Op.INSERT), (True, P.Op.UPDATE), (True, P.Op.DELETE)]
+    ):
+        flags, payload = P.with_base(
+            P.NAMED if named else 0, (block if named else b"") + (b"" if op == 3 else b"v"), (n, 9)
+        )
+        iid = P.name_id(block) if named else bytes([n]) * 16
+        items.append(
+            P.Item(
+                item_id=iid, timestamp_ns=n, origin=1, tier=1, op=op, flags=flags, payload=payload
+            )
+        )
+    data = P.pack_items(items)
+    out: list[P.Item] = []
+    named: list[tuple[int, int, int]] = []
+    assert item_mod._scan is not None
+    end = item_mod._scan(
+        data, 0, 0, 3, P.Item, item_mod._TIERS, item_mod._OPS, item_mod._PRIOS, out, -1, named
+    )
+    assert end == (len(data), 3) and out == items
+    assert [i.base for i in out] == [(0, 9), (1, 9), (2, 9)]

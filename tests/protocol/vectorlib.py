@@ -24,6 +24,9 @@ def item_to_json(item: P.Item) -> dict[str, Any]:
     if name is not None:  # NAMED (SPEC.md section 2.1): spelled out for other implementations
         out["name"] = {"namespace": list(name.namespace), "key": name.key}
         out["name_block_hex"] = P.name_block(name.namespace, name.key).hex()
+    base = item.base
+    if base is not None:  # BASED (SPEC.md section 2.2)
+        out["base"] = {"timestamp_ns": base[0], "origin": base[1]}
     return out
 
 
