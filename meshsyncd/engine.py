@@ -57,6 +57,7 @@ from protocol import (
     Priority,
     Tier,
 )
+from protocol.bases import with_base
 
 from .clock import HybridClock
 from .store import ApplyResult, Row, Store, StoredItem
@@ -160,11 +161,14 @@ class Engine:
         priority: Priority = Priority.NORMAL,
         compress: bool = False,
         name: bytes = b"",
+        resolves: bool = False,
     ) -> Item:
         """Stamp, store durably and return one local version (INSERT/UPDATE/DELETE/MERGE).
 
         ``name`` is the item's name block (``protocol.name_block``) for a NAMED version;
-        ``item_id`` must then be its id.
+        ``item_id`` must then be its id. The version carries the item's current version
+        here as its base (SPEC.md section 2.2); ``resolves`` marks it as the resolution of
+        the conflicts that base covers.
 
         Raises:
             LocalProtocolError: the version is invalid (payload too large, MERGE not an
@@ -172,7 +176,15 @@ class Engine:
             sqlite3.Error: the disk failed; the write did not happen.
         """
         item = self.stamp(
-            tier, item_id, op, payload, priority=priority, compress=compress, name=name
+            tier,
+            item_id,
+            op,
+            payload,
+            priority=priority,
+            compress=compress,
+            name=name,
+            base=self.store.current_key(tier, item_id),
+            resolves=resolves,
         )
         self.commit(item)
         return item
@@ -187,8 +199,13 @@ class Engine:
         priority: Priority = Priority.NORMAL,
         compress: bool = False,
         name: bytes = b"",
+        base: tuple[int, int] | None = None,
+        resolves: bool = False,
     ) -> Item:
         """A new local version, stamped but not stored (thread-safe; see :meth:`write`).
+
+        ``base`` is the version it replaces here ((0, 0): none; ``None``: unknown, only
+        for tests of versions from older nodes).
 
         Raises:
             LocalProtocolError: the version is invalid.
@@ -202,6 +219,8 @@ class Engine:
                 payload, flags = packed, PAYLOAD_ZSTD
         if name:  # SPEC.md section 2.1: the name goes first, never compressed
             payload, flags = name + payload, flags | NAMED
+        if base is not None:  # SPEC.md section 2.2: then the base, never compressed
+            flags, payload = with_base(flags, payload, base, resolves=resolves)
         return Item(
             item_id=item_id,
             timestamp_ns=self.clock.now(),
@@ -571,21 +590,26 @@ class AsyncEngine:
         priority: Priority = Priority.NORMAL,
         announce: Callable[[Item], None],
         name: bytes = b"",
+        base: tuple[int, int] | None = None,
     ) -> Item:
         """A local write whose ``announce`` (the daemon's push) runs as soon as is safe.
 
         ``announce`` runs exactly once: before the commit for an URGENT/HIGH write with a
         small payload whose timestamp the clock lease covers (see the module doc), else
         after the commit. ``op`` must not depend on the stored state (INSERT of a new id,
-        MERGE): the version is stamped before the store is consulted.
+        MERGE): the version is stamped before the store is consulted. ``base`` is the
+        version it replaces ((0, 0) for a new random id); ``None`` asks the store first.
 
         Raises:
             LocalProtocolError: the version is invalid; nothing was announced.
             sqlite3.Error: the disk failed; an early announcement may have gone out.
         """
         engine = self.engine
-        if priority >= Priority.HIGH and len(payload) <= EARLY_MAX_PAYLOAD:
-            item = engine.stamp(tier, item_id, op, payload, priority=priority, name=name)
+        urgent = priority >= Priority.HIGH
+        if urgent and len(payload) <= EARLY_MAX_PAYLOAD:
+            if base is None:  # one short urgent call: the base must be read before the stamp
+                base = await self.worker.run(engine.store.current_key, tier, item_id, urgent=True)
+            item = engine.stamp(tier, item_id, op, payload, priority=priority, name=name, base=base)
             early = engine.may_send_early(item)
             if not early:
                 await self.worker.run(engine.commit, item, urgent=True)
@@ -600,7 +624,6 @@ class AsyncEngine:
                 await self.worker.run(engine.commit, item, urgent=True)
             return item
         # Acknowledged and announced without waiting for store upkeep (pulls pay for it).
-        urgent = priority >= Priority.HIGH
         item = await self.worker.run(
             lambda: engine.write(tier, item_id, op, payload, priority=priority, name=name),
             urgent=urgent,

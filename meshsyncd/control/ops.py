@@ -166,7 +166,13 @@ async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
     assert value is not None
     if fresh:  # a new random id: INSERT without asking the store, so it may go out early
         item = await daemon.engine.write_early(
-            tier, item_id, Op.INSERT, value, priority=prio, announce=daemon.on_local_write
+            tier,
+            item_id,
+            Op.INSERT,
+            value,
+            priority=prio,
+            announce=daemon.on_local_write,
+            base=(0, 0),
         )
         return _local_write(daemon, item, announced=True)
 

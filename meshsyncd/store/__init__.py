@@ -7,8 +7,9 @@ See ``core.py`` for the theory of operation, ``schema.py`` for the layout and mi
 from __future__ import annotations
 
 from .aio import AsyncStore
+from .conflicts import Conflict
 from .core import DEFAULT_RETENTION_NS, ApplyResult, Store, StoredItem
-from .maintenance import DAY_NS, Conflict
+from .maintenance import DAY_NS
 from .rows import Row
 from .schema import SCHEMA_VERSION, SchemaError
 

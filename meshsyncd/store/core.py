@@ -46,17 +46,19 @@ from hashlib import blake2b as _blake2b
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from protocol import Item, Name, Op, Tier
+from protocol import RESOLVES, Item, Name, Op, Tier
 
 from .bulk import insert_rows
 from .checkpoint import Checkpointer
+from .conflicts import Conflict, ConflictMixin
 from .fold import FoldMixin
-from .maintenance import DAY_NS, Conflict, MaintenanceMixin
+from .maintenance import DAY_NS, MaintenanceMixin
 from .names import INSERT_NAMES, NamesMixin, new_names
 from .rows import (
     BASE_HEAD,
     BIAS,
     MOD,
+    Contest,
     Key,
     Row,
     base_digest,
@@ -154,7 +156,7 @@ class StoredItem:
     name: Name | None = None
 
 
-class Store(FoldMixin, NamesMixin, MaintenanceMixin):
+class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
@@ -172,6 +174,7 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
         *,
         retention_ns: Mapping[Tier, int | None] = DEFAULT_RETENTION_NS,
         conflict_limit: int = 10_000,
+        conflict_bytes: int = 16 << 20,
         local_synchronous: str = "FULL",
         replicated_synchronous: str = "NORMAL",
         cache_kib: int = 8_192,
@@ -183,6 +186,7 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
         self.path = Path(path)
         self.retention_ns = dict(retention_ns)
         self.conflict_limit = conflict_limit
+        self.conflict_bytes = conflict_bytes
         self.local_synchronous = local_synchronous.upper()
         self.replicated_synchronous = replicated_synchronous.upper()
         self.fault = fault
@@ -211,6 +215,7 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
             self._buckets: dict[int, list[int]] = {}
             self._load_buckets()
             self._load_tail()
+            self._load_conflicts()
             self._checkpointer: Checkpointer | None = None
             if checkpointer:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -309,6 +314,11 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
             "INSERT OR REPLACE INTO digests (tier, buckets) VALUES (?, ?)",
             (tier, b"".join([value.to_bytes(32, "big") for value in buckets])),
         )
+
+    def current_key(self, tier: Tier, item_id: bytes) -> Key:
+        """The item's current version here ((0, 0): none): a local write's base."""
+        found = self._existing(int(tier), [item_id]).get(item_id)
+        return (0, 0) if found is None else found.row.current
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -460,8 +470,8 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
                     dups.add(iid)
                 seen.add(iid)
         rows: dict[bytes, Row] = {}
-        losers: list[tuple[Key, Key]] = []
-        conflicts: list[tuple[Any, ...]] = []
+        contests: list[Contest] = []
+        resolutions: list[Item] = []
         insert: list[tuple[Any, ...]] = []
         applied = 0
         merge = Op.MERGE
@@ -496,16 +506,14 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
             if row is None:
                 old = old_of(iid)
                 row = rows[iid] = old.row if old is not None else Row(iid)
-            if row.fold(item, losers):
+            if row.fold(item, contests):
                 applied += 1
                 if changed is not None:
                     changed.append(item)
-            if losers:
-                for win, lose in losers:
-                    conflicts.append(
-                        (now, t, iid, to_db(win[0]), to_db(win[1]), to_db(lose[0]), to_db(lose[1]))
-                    )
-                losers.clear()
+            if flags & RESOLVES:  # conflicts.py (a new id has no entries to resolve)
+                resolutions.append(item)
+        # Judged before the writes below: a stored loser's payload is still in the database.
+        entries = self._judge(t, contests, self._payload_of(existing), now) if contests else []
         self.stats["applied"] += applied
         self.stats["stale"] += len(todo) - applied
         move: list[tuple[Any, ...]] = []
@@ -546,20 +554,19 @@ class Store(FoldMixin, NamesMixin, MaintenanceMixin):
             self._seq[t] = seq
         if self.tail_size() > self.hard_limit:
             self._fold_inline()
-        if conflicts:
-            return ApplyResult(applied, self._log_conflicts(conflicts))
-        return ApplyResult(applied, 0)
+        logged = self._log_conflicts(entries) if entries else 0
+        if resolutions:
+            self._mark_resolved(t, resolutions)
+        return ApplyResult(applied, logged)
 
-    def _log_conflicts(self, conflicts: list[tuple[Any, ...]]) -> int:
-        """Log conflicts not logged before; return how many were new."""
-        new = self._conn.executemany(
-            "INSERT OR IGNORE INTO conflicts (at_ns, tier, item_id, winner_ts, winner_origin,"
-            " loser_ts, loser_origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            conflicts,
-        ).rowcount
-        self.stats["conflicts"] += new
-        self._conn.execute(
-            "DELETE FROM conflicts WHERE id <= (SELECT max(id) FROM conflicts) - ?",
-            (self.conflict_limit,),
-        )
-        return new
+    def _payload_of(self, existing: dict[bytes, Existing]) -> Callable[[bytes], bytes]:
+        """Reads the stored payload of an id of ``existing`` (rows are read without it)."""
+
+        def payload(iid: bytes) -> bytes:
+            rid = existing[iid].rid
+            found: bytes = self._conn.execute(
+                "SELECT payload FROM items WHERE rowid = ?", (rid,)
+            ).fetchone()[0]
+            return found
+
+        return payload

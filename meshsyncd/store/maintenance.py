@@ -1,4 +1,4 @@
-"""Store upkeep: the conflict log, peer incarnations and acknowledgements, purging.
+"""Store upkeep: peer incarnations and acknowledgements, purging.
 
 Theory of operation: each operation here is its own short write transaction on the store's
 single connection. Purging keeps the digests exact: a removed or trimmed row's hash leaves
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
 from protocol import Op, Tier
 
@@ -21,27 +19,15 @@ from .rows import (
     decode_fields,
     encode_fields,
     fields_hash,
-    from_db,
     name_only_base,
     to_db,
 )
 
-__all__ = ["DAY_NS", "Conflict", "MaintenanceMixin"]
+__all__ = ["DAY_NS", "MaintenanceMixin"]
 
 DAY_NS = 86_400 * 1_000_000_000
 SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """One lost version: both keys, the tier, the item and when we saw it (wall ns)."""
-
-    at_ns: int
-    tier: Tier
-    item_id: bytes
-    winner: tuple[int, int]
-    loser: tuple[int, int]
 
 
 class MaintenanceMixin(ReadMixin):
@@ -65,33 +51,6 @@ class MaintenanceMixin(ReadMixin):
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
         raise NotImplementedError
-
-    # -- conflict log -----------------------------------------------------------------------
-
-    def conflicts(self, *, limit: int = 100, tier: Tier | None = None) -> list[Conflict]:
-        """The newest ``limit`` conflict-log entries, newest first."""
-        sql = (
-            "SELECT at_ns, tier, item_id, winner_ts, winner_origin, loser_ts, loser_origin"
-            " FROM conflicts"
-        )
-        args: tuple[Any, ...] = (limit,)
-        if tier is not None:
-            sql += " WHERE tier = ?"
-            args = (int(tier), limit)
-        out = []
-        for at, t, iid, wts, wor, lts, lor in self._conn.execute(
-            sql + " ORDER BY id DESC LIMIT ?", args
-        ):
-            out.append(
-                Conflict(
-                    at_ns=at,
-                    tier=Tier(t),
-                    item_id=iid,
-                    winner=(from_db(wts), from_db(wor)),
-                    loser=(from_db(lts), from_db(lor)),
-                )
-            )
-        return out
 
     # -- peers ------------------------------------------------------------------------------
 

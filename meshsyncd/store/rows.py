@@ -39,7 +39,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import NAMED, PAYLOAD_ZSTD, Item, Name, Op, Priority, Tier, inflate
+from protocol import BASED, NAMED, PAYLOAD_ZSTD, Item, Name, Op, Priority, Tier, inflate
+from protocol.bases import value_start
 from protocol.names import read_name, skip_name
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "fields_hash",
     "from_db",
     "name_only_base",
+    "plain_value",
     "to_db",
 ]
 
@@ -65,6 +67,11 @@ _CANON: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"), "ensure_a
 
 Key = tuple[int, int]
 FieldVersion = tuple[int, int, Any]  # (timestamp_ns, origin, JSON value)
+# A whole-value version of the row as it stood when another one met it:
+# (timestamp_ns, origin, op, flags, wire payload or None when still only in the database)
+Held = tuple[int, int, int, int, bytes | None]
+# (incoming version, the stored version it met, whether the incoming one won)
+Contest = tuple[Item, Held, bool]
 
 
 def to_db(value: int) -> int:
@@ -134,12 +141,13 @@ class Row:
     def key(self) -> Key:
         return (self.ts, self.origin)
 
-    def fold(self, item: Item, losers: list[tuple[Key, Key]]) -> bool:
+    def fold(self, item: Item, contests: list[Contest]) -> bool:
         """Fold one version into the row; return whether the row changed.
 
-        Appends ``(winner_key, loser_key)`` to ``losers`` for every version that lost to a
-        version of a different origin (the conflict log). Equal keys are duplicates.
-        ``item`` must not be a REPLICATE request.
+        Appends a :data:`Contest` to ``contests`` whenever a whole-value version meets the
+        stored whole-value version of a different origin (one of them loses): the
+        candidates of the conflict log, which ``conflicts.py`` judges by their bases.
+        Equal keys are duplicates. ``item`` must not be a REPLICATE request.
 
         Raises:
             ProtocolError: a MERGE payload that does not decode (cannot happen for items that
@@ -147,16 +155,16 @@ class Row:
         """
         key = (item.timestamp_ns, item.origin)
         if item.op == Op.MERGE:
-            return self._fold_merge(item, key, losers)
+            return self._fold_merge(item, key, contests)
         if self.op != NO_BASE:
             if key == self.key:
                 return False
             if key < self.key:
                 if item.origin != self.origin:
-                    losers.append((self.key, key))
+                    contests.append((item, self.held(), False))
                 return False
             if item.origin != self.origin:
-                losers.append((key, self.key))
+                contests.append((item, self.held(), True))
         self.ts, self.origin, self.op = key[0], key[1], int(item.op)
         self.priority, self.flags, self.payload = int(item.priority), item.flags, item.payload
         self.base_changed = True
@@ -165,17 +173,31 @@ class Row:
             for name, fv in self.fields.items():
                 if (fv[0], fv[1]) > key:
                     kept[name] = fv
-                elif fv[1] != item.origin:
-                    losers.append((key, (fv[0], fv[1])))
             if len(kept) != len(self.fields):
                 self.fields = kept
                 self.fields_changed = True
         return True
 
-    def _fold_merge(self, item: Item, key: Key, losers: list[tuple[Key, Key]]) -> bool:
+    def held(self) -> Held:
+        """The stored whole-value version as a contest records it."""
+        return (self.ts, self.origin, self.op, self.flags, self.payload)
+
+    @property
+    def current(self) -> Key:
+        """The item's current version here: the greatest key of its base and its fields.
+
+        What a local write names as its base (SPEC.md section 2.2), and what a conditional
+        write compares with.
+        """
+        key = self.key if self.op != NO_BASE else (0, 0)
+        for ts, origin, _value in self.fields.values():
+            if (ts, origin) > key:
+                key = (ts, origin)
+        return key
+
+    def _fold_merge(self, item: Item, key: Key, contests: list[Contest]) -> bool:
+        # MERGE fields combine per field: a MERGE that loses a field is not a conflict.
         if self.op != NO_BASE and key <= self.key:
-            if key != self.key and item.origin != self.origin:
-                losers.append((self.key, key))
             return False
         if self.op == NO_BASE and item.flags & NAMED and not self.flags & NAMED:
             payload = item.payload
@@ -185,14 +207,8 @@ class Row:
         changed = False
         for name, value in obj.items():
             cur = self.fields.get(name)
-            if cur is not None:
-                ckey = (cur[0], cur[1])
-                if key <= ckey:
-                    if key != ckey and cur[1] != item.origin:
-                        losers.append((ckey, key))
-                    continue
-                if cur[1] != item.origin:
-                    losers.append((key, ckey))
+            if cur is not None and key <= (cur[0], cur[1]):
+                continue
             self.fields[name] = (key[0], key[1], value)
             changed = True
         if changed:
@@ -269,9 +285,14 @@ class Row:
         return max([self.ts] + [fv[0] for fv in self.fields.values()])
 
 
+def plain_value(payload: bytes, flags: int) -> bytes:
+    """The value of a stored wire payload: no name block, no base, inflated."""
+    return _inflated(payload, flags)
+
+
 def _inflated(payload: bytes, flags: int) -> bytes:
-    if flags & NAMED:
-        payload = payload[skip_name(payload) :]
+    if flags & (NAMED | BASED):
+        payload = payload[value_start(flags, payload) :]
     if flags & PAYLOAD_ZSTD:
         return inflate(payload, 1 << 20, "item.payload", None)
     return payload

@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 8; older versions differed only where noted):
+Layout (version 9; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -61,7 +61,12 @@ Layout (version 8; older versions differed only where noted):
 ``conflicts``
     The bounded conflict log; (version 6) unique per (tier, item, winner key, loser key),
     so the same loss seen twice (a resent batch) is logged once; (version 7) that index
-    leads with the two timestamps, so it grows at its end like the table.
+    leads with the two timestamps, so it grows at its end like the table; (version 9)
+    true conflicts only (SPEC.md section 2.2), each with the item's name, both versions'
+    ops and values, its size in bytes, and the key of the write that resolved it
+    (``conflicts.py``). An entry dropped for the byte bound keeps its keys (``dropped`` 1,
+    values cleared) so that it is never logged again; keys rows beyond ``conflict_limit``
+    go for good.
 """
 
 from __future__ import annotations
@@ -205,8 +210,28 @@ def _v8(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v9(conn: sqlite3.Connection) -> None:
+    # The old log recorded every loss between two origins, mostly sequential overwrites,
+    # with neither ops nor values: nothing in it can be reviewed, so it is not converted.
+    conn.execute("DROP TABLE conflicts")
+    conn.execute(
+        "CREATE TABLE conflicts (id INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL,"
+        " tier INTEGER NOT NULL, item_id BLOB NOT NULL, ns TEXT, key TEXT,"
+        " winner_ts INTEGER NOT NULL, winner_origin INTEGER NOT NULL, winner_op INTEGER NOT NULL,"
+        " loser_ts INTEGER NOT NULL, loser_origin INTEGER NOT NULL, loser_op INTEGER NOT NULL,"
+        " winner_value BLOB, loser_value BLOB, size INTEGER NOT NULL,"
+        " dropped INTEGER NOT NULL DEFAULT 0, resolved_ts INTEGER, resolved_origin INTEGER)"
+    )
+    conn.execute(
+        "CREATE UNIQUE INDEX conflicts_once ON conflicts"
+        " (winner_ts, loser_ts, tier, item_id, winner_origin, loser_origin)"
+    )
+    conn.execute("CREATE INDEX conflicts_by_item ON conflicts (tier, item_id)")
+    conn.execute("INSERT INTO meta VALUES ('conflict_drops', 0)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8),
+    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

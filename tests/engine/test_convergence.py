@@ -44,16 +44,16 @@ def expected_value(versions: list[Item]) -> bytes | None:
     for m in (v for v in versions if v.op == Op.MERGE):
         if base is not None and m.key <= base.key:
             continue
-        for name, val in json.loads(m.payload).items():
+        for name, val in json.loads(m.value()).items():
             if name not in fields or fields[name][0] < m.key:
                 fields[name] = (m.key, val)
     live = base is not None and base.op != Op.DELETE
     if not fields:
-        return base.payload if live and base is not None else None
+        return base.value() if live and base is not None else None
     obj: dict[str, Any] = {}
     if live and base is not None:
         try:
-            parsed = json.loads(base.payload)
+            parsed = json.loads(base.value())
         except ValueError:
             parsed = None
         obj = parsed if isinstance(parsed, dict) else {}

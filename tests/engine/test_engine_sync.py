@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from enginekit import Node, pull
 
+import protocol as P
 from meshsyncd.clock import ClockSkewError
 from meshsyncd.engine import ALL_ITEMS, ItemNotFoundError
 from protocol import Batch, Item, Op, Tier, pack_batch, unpack_batch
@@ -174,7 +175,7 @@ def test_tier_view_is_the_memshadow_interface(make_node: MakeNode) -> None:
     with pytest.raises(ItemNotFoundError):
         tier.delete(b"\x09" * 16)
     big = tier.add(b"z" * 5000, compress=True)
-    assert big.flags == 1
+    assert big.flags == P.PAYLOAD_ZSTD | P.BASED
     got = tier.get_by_id(big.item_id)
     assert got is not None and got.value == b"z" * 5000
 
@@ -345,7 +346,11 @@ def test_pull_answers_build_the_same_versions_as_the_rows_give(make_node: MakeNo
             assert [type(x) for x in f] == [type(x) for x in versions[0]]  # enums, not ints
     kinds = {s: isinstance(f, Row) for s, f in fast}
     assert list(kinds.values()).count(True) == 2  # the merged row and the MERGE-only row
-    assert plain.flags == 0 and packed.flags == 1 and only_merge.op == Op.MERGE
+    assert (
+        plain.flags == P.BASED
+        and packed.flags == P.BASED | P.PAYLOAD_ZSTD
+        and only_merge.op == Op.MERGE
+    )
 
 
 async def test_an_early_pushed_write_commits_even_if_its_caller_is_cancelled(

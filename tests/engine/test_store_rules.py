@@ -37,7 +37,7 @@ def store(tmp_path: Path) -> Store:
 
 def test_greater_key_wins_and_equal_key_is_a_duplicate(store: Store) -> None:
     assert store.apply(T, [v(10, 1, Op.INSERT, b"a")]).applied == 1
-    assert store.apply(T, [v(9, 2, Op.UPDATE, b"old")]) == (0, 1)
+    assert store.apply(T, [v(9, 2, Op.UPDATE, b"old")]) == (0, 0)  # no base: not reported
     assert value(store) == b"a"
     seq = store.tier_seq(T)
     assert store.apply(T, [v(10, 1, Op.INSERT, b"a")]) == (0, 0)
@@ -109,22 +109,6 @@ def test_digest_is_order_independent_and_survives_reopen(tmp_path: Path) -> None
         assert again.digest(T) == want
 
 
-def test_conflict_log_records_both_keys_and_is_bounded(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "c.db", conflict_limit=5) as store:
-        store.apply(T, [v(10, 1, Op.INSERT, b"a")])
-        store.apply(T, [v(11, 1, Op.UPDATE, b"same origin")])  # no conflict: one writer
-        assert store.conflicts() == []
-        store.apply(T, [v(12, 2, Op.UPDATE, b"b")])
-        (c,) = store.conflicts()
-        assert (c.winner, c.loser, c.tier, c.item_id) == ((12, 2), (11, 1), T, IID)
-        for i in range(10):
-            store.apply(T, [v(100 + i, 3 + i % 2, Op.UPDATE, b"x")])
-        log = store.conflicts(limit=100)
-        assert len(log) == 5
-        assert log[0].winner == (109, 4)
-        assert store.conflicts(tier=Tier.WORKING) == []
-
-
 def test_schema_is_versioned_and_newer_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
     Store.open(path).close()
@@ -182,16 +166,6 @@ def test_tombstones_purged_only_after_every_peer_acked_and_grace(store: Store) -
     assert store.digest(T) == bytes(32)
 
 
-def test_the_same_loss_seen_twice_is_logged_once(store: Store) -> None:
-    store.apply(T, [v(10, 1, Op.INSERT, b"a")])
-    late = [v(9, 2, Op.UPDATE, b"old")]
-    assert store.apply(T, late) == (0, 1)
-    assert store.apply(T, late) == (0, 0)  # a resent batch: nothing new to log
-    assert len(store.conflicts(limit=10)) == 1
-    assert store.apply(T, [v(8, 3, Op.UPDATE, b"older")]) == (0, 1)  # a different loser
-    assert len(store.conflicts(limit=10)) == 2
-
-
 def test_version_5_conflict_logs_lose_their_duplicates(tmp_path: Path) -> None:
     from meshsyncd.store.schema import MIGRATIONS
 
@@ -210,16 +184,14 @@ def test_version_5_conflict_logs_lose_their_duplicates(tmp_path: Path) -> None:
     conn.execute("COMMIT")
     conn.close()
     with Store.open(path) as migrated:
-        assert [c.loser for c in migrated.conflicts(limit=10)] == [(8, 3), (9, 2)]
-        # Version 7: the same uniqueness, led by the timestamps (entries arrive in time
-        # order, so the index grows at its end instead of on a random page per loss).
+        # Version 9: the old log (every loss, no values) is dropped, not converted; the
+        # uniqueness stays, led by the timestamps (the index grows at its end).
+        assert migrated.conflicts(limit=10) == []
         cols = [r[2] for r in migrated._conn.execute("PRAGMA index_info(conflicts_once)")]
-        assert cols[:2] == ["loser_ts", "winner_ts"]
+        assert cols[:2] == ["winner_ts", "loser_ts"]
         assert sorted(cols) == sorted(
             ["tier", "item_id", "winner_ts", "winner_origin", "loser_ts", "loser_origin"]
         )
-        migrated.apply(T, [v(10, 1, Op.UPDATE, b"w"), v(9, 2, Op.UPDATE, b"l")])
-        assert len(migrated.conflicts(limit=10)) == 2  # (9, 2) lost to (10, 1) again: logged once
 
 
 def test_one_slice_mixing_new_repeated_stored_and_merged_ids(tmp_path: Path) -> None:
@@ -248,4 +220,4 @@ def test_one_slice_mixing_new_repeated_stored_and_merged_ids(tmp_path: Path) -> 
         assert value(a, stored) == b"s1"
         assert json.loads(value(a, merged) or b"") == {"a": 1, "b": 2}
         assert json.loads(value(a, new) or b"") == {"c": 3}
-        assert len(a.conflicts(tier=T)) == 2  # twice: 3 lost to 2; stored: 1 lost to 2
+        assert a.conflicts(tier=T) == []  # no version carries a base: none is reported
