@@ -417,11 +417,45 @@ class Client:
         return self.request("vectors")
 
     def conflicts(
-        self, *, limit: int = 100, tier: Tier | int | str | None = None
+        self,
+        *,
+        limit: int = 100,
+        tier: Tier | int | str | None = None,
+        namespace: str | None = None,
+        since_ns: int | None = None,
+        values: bool = False,
+        open_only: bool = False,
     ) -> builtins.list[dict[str, Any]]:
-        tier_name = None if tier is None else _tier_name(tier)
-        rows = self.request("conflicts", {"limit": limit, "tier": tier_name}).get("conflicts", [])
+        """Logged conflicts (SPEC.md section 2.2), newest first: name or id, both versions'
+        keys and ops, with ``values`` their values, and ``resolved_by`` once resolved."""
+        params: dict[str, Any] = {"limit": limit, "values": values, "open": open_only}
+        if tier is not None:
+            params["tier"] = _tier_name(tier)
+        if namespace is not None:
+            params["namespace"] = namespace
+        if since_ns is not None:
+            params["since_ns"] = since_ns
+        rows = self.request("conflicts", params).get("conflicts", [])
         return rows if isinstance(rows, builtins.list) else []
+
+    def resolve_conflict(
+        self, conflict_id: int, *, keep: str | None = None, value: bytes | str | None = None
+    ) -> dict[str, Any]:
+        """Resolve a conflict: keep ``"winner"`` or ``"loser"``, or write ``value``. The
+        resolution spreads like any write and marks the entry resolved where it arrives.
+
+        Raises:
+            ClientError: ``not_found`` (unknown id), ``bad_request`` (already resolved,
+                dropped from the log, neither or both of keep and value).
+        """
+        params: dict[str, Any] = {"conflict": conflict_id}
+        if keep is not None:
+            params["keep"] = keep
+        if isinstance(value, str):
+            params["value"] = value
+        elif value is not None:
+            params["value_b64"] = base64.b64encode(bytes(value)).decode("ascii")
+        return self.request("conflicts_resolve", params)
 
     def sync(self, peers: builtins.list[str] | None = None, timeout: float = 2.0) -> dict[str, Any]:
         """Block until a bidirectional sync with ``peers`` (default: all connected) is

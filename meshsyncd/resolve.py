@@ -61,6 +61,8 @@ def resolve_conflict(
     current = store.current_key(entry.tier, entry.item_id)
     if current < max(entry.winner, entry.loser):  # pragma: no cover - logged means held
         raise ResolveError(f"conflict {cid}: this node no longer holds its winner")
+    # The resolution must come after both sides in the conflict order, whatever the clock.
+    engine.clock.advance_to(max(current[0], entry.winner[0], entry.loser[0]))
     found = store.get_row(entry.tier, entry.item_id)
     if op != Op.DELETE:
         op = Op.INSERT if found is None or found[1].deleted else Op.UPDATE

@@ -65,7 +65,7 @@ class _UnknownCommand(click.UsageError):
 _COMMANDS = {
     "bench": "meshsyncd.bench.commands:bench",
     "check": "meshsyncd.commands.check:check",
-    "conflicts": "meshsyncd.commands.operator:conflicts",
+    "conflicts": "meshsyncd.commands.conflicts:conflicts",
     "decode": "meshsyncd.commands.decode:decode",
     "delete": "meshsyncd.commands.data:delete",
     "demo": "meshsyncd.commands.demo:demo",

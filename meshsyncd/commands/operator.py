@@ -19,10 +19,9 @@ from typing import Any
 import click
 
 from ..client import Client, ClientError, DaemonNotRunning
-from ..ids import IdPrefixError, origin_text, resolve_prefix, short_text
+from ..ids import IdPrefixError, resolve_prefix, short_text
 from . import node
 from .clientcli import (
-    TIERS,
     Column,
     Fail,
     OneLineCommand,
@@ -35,19 +34,15 @@ from .clientcli import (
     print_table,
     resolve_socket,
     service_hint,
-    tier_arg,
     when,
 )
 from .output import EXIT_FAILED, EXIT_USAGE
 
 __all__ = [
-    "CONFLICT_COLUMNS",
     "PEER_COLUMNS",
     "STATUS_COLUMNS",
     "SYNC_COLUMNS",
     "VECTOR_COLUMNS",
-    "conflict_rows",
-    "conflicts",
     "parse_duration",
     "peer_rows",
     "show_peers",
@@ -163,58 +158,6 @@ def vector_rows(result: dict[str, Any], out: Output) -> list[list[Any]]:
         for tier, v in peer.get("tiers", {}).items():
             rows.append([shown, tier, v.get("cursor"), v.get("acked")])
     return rows
-
-
-@click.command(cls=OneLineCommand)
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--tier", help=f"Only this tier: {TIERS}.")
-@node_options
-def conflicts(client: Client, out: Output, limit: int, tier: str | None) -> None:
-    """The conflict log, newest first: which version won over which.
-
-    Winner and loser are named by their writer's node id (short form, as `meshsyncd id`
-    and `peers` show it); -o wide adds each version's timestamp.
-
-    \b
-    Examples:
-      meshsyncd conflicts
-      meshsyncd conflicts --tier semantic --limit 10 --json
-    """
-    rows = client.conflicts(limit=limit, tier=None if tier is None else tier_arg(tier))
-    if out.json:
-        emit_json(rows)
-        return
-    if not rows:
-        click.echo("no conflicts")
-        return
-    print_table(CONFLICT_COLUMNS, conflict_rows(rows), wide=out.wide)
-
-
-CONFLICT_COLUMNS = [
-    Column("seen"),
-    Column("tier"),
-    Column("item_id"),
-    Column("winner"),
-    Column("won at", wide_only=True),
-    Column("loser"),
-    Column("lost at", wide_only=True),
-]
-
-
-def conflict_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """Rows of the ``conflicts`` table."""
-    return [
-        [
-            when(c["at_ns"], short=True),
-            c["tier"],
-            c["item_id"],
-            origin_text(c["winner"]["origin"]),
-            when(c["winner"]["timestamp_ns"]),
-            origin_text(c["loser"]["origin"]),
-            when(c["loser"]["timestamp_ns"]),
-        ]
-        for c in rows
-    ]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")

@@ -34,6 +34,7 @@ from .proto import (
     parse_priority,
     parse_tier,
 )
+from .review import op_conflicts, op_conflicts_resolve
 
 __all__ = ["HANDLERS", "DaemonView"]
 
@@ -368,25 +369,6 @@ async def op_vectors(daemon: DaemonView, p: Params) -> dict[str, Any]:
     return result
 
 
-async def op_conflicts(daemon: DaemonView, p: Params) -> dict[str, Any]:
-    limit = _int(p, "limit", 100, 1, MAX_LIST)
-    tier = None if p.get("tier") is None else parse_tier(p["tier"])
-    store = daemon.engine.engine.store
-    found = await daemon.engine.run(lambda: store.conflicts(limit=limit, tier=tier))
-    return {
-        "conflicts": [
-            {
-                "at_ns": c.at_ns,
-                "tier": c.tier.name.lower(),
-                "item_id": c.item_id.hex(),
-                "winner": {"timestamp_ns": c.winner[0], "origin": f"{c.winner[1]:016x}"},
-                "loser": {"timestamp_ns": c.loser[0], "origin": f"{c.loser[1]:016x}"},
-            }
-            for c in found
-        ]
-    }
-
-
 async def op_sync(daemon: DaemonView, p: Params) -> dict[str, Any]:
     raw = p.get("peers")
     peers: list[bytes] | None
@@ -439,6 +421,7 @@ HANDLERS: dict[str, Handler] = {
     "peers": op_peers,
     "vectors": op_vectors,
     "conflicts": op_conflicts,
+    "conflicts_resolve": op_conflicts_resolve,
     "sync": op_sync,
     "sync_progress": op_sync_progress,
 }

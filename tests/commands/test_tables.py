@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 
+from meshsyncd.commands.conflicts import CONFLICT_COLUMNS, CONFLICT_VALUE_COLUMNS, conflict_rows
 from meshsyncd.commands.data import LIST_COLUMNS, list_rows, watch_line
 from meshsyncd.commands.operator import (
-    CONFLICT_COLUMNS,
     PEER_COLUMNS,
     STATUS_COLUMNS,
     SYNC_COLUMNS,
     VECTOR_COLUMNS,
-    conflict_rows,
     peer_rows,
     status_rows,
     sync_rows,
@@ -94,7 +93,23 @@ CONFLICTS = [
         "item_id": hashlib.sha256(b"c").hexdigest()[:32],
         "winner": {"timestamp_ns": NOW_NS - 5, "origin": origin_of(NODES[0])},
         "loser": {"timestamp_ns": NOW_NS - 9, "origin": origin_of(NODES[1])},
-    }
+    },
+    {
+        "id": 123_456,
+        "at_ns": NOW_NS,
+        "tier": "semantic",
+        "namespace": "agents/alden/preferences/long-running-project",
+        "key": "units-of-measurement-for-reports",
+        "item_id": hashlib.sha256(b"d").hexdigest()[:32],
+        "winner": {"timestamp_ns": NOW_NS - 5, "origin": origin_of(NODES[0]), "op": "update"},
+        "loser": {
+            "timestamp_ns": NOW_NS - 9,
+            "origin": origin_of(NODES[2]),
+            "op": "update",
+            "value": LONG,
+        },
+        "resolved_by": {"timestamp_ns": NOW_NS, "origin": origin_of(NODES[1])},
+    },
 ]
 STATUS = {
     "tiers": {
@@ -120,6 +135,7 @@ def tables(out: Output) -> dict[str, list[str]]:
         "peers": lines(PEER_COLUMNS, peer_rows(PEERS, out, now=NOW)),
         "list": lines(LIST_COLUMNS, list_rows([item(n, NODES[n], LONG) for n in range(3)], out)),
         "conflicts": lines(CONFLICT_COLUMNS, conflict_rows(CONFLICTS)),
+        "conflicts --values": lines(CONFLICT_VALUE_COLUMNS, conflict_rows(CONFLICTS, values=True)),
         "status": lines(STATUS_COLUMNS, status_rows(STATUS, out)),
         "vectors": lines(VECTOR_COLUMNS, vector_rows(VECTORS, out)),
         "sync": lines(SYNC_COLUMNS, sync_rows(SYNC, out)),

@@ -65,7 +65,7 @@ def test_bench_apply_reports_the_median_of_its_runs(tmp_path: Path) -> None:
     fresh, loaded = doc["results"]
     assert fresh["preloaded"] == 0 and loaded["preloaded"] == 5000
     assert loaded["rows_after"] > 5000
-    assert loaded["conflicts_logged"] > 0  # every 10th item touches a stored one
+    assert loaded["conflicts_logged"] == 0  # no bench version carries a base: none is true
     for r in (fresh, loaded):
         assert len(r["runs"]) == 4
         rates = sorted(run["engine_items_per_s"] for run in r["runs"])
