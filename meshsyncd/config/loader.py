@@ -46,6 +46,10 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
 ``[tombstones]`` ``grace = "7d"``
     A deleted item's tombstone is purged only after every peer has it and this much time
     passed, so deleted items never come back.
+``[conflicts]`` ``max_bytes = 16777216``
+    Bound of the conflict log in bytes (both values of each entry plus ~100 bytes); the
+    oldest entries are dropped beyond it and the drops counted (``conflicts`` shows them).
+    At least 4096.
 ``[metrics]`` ``listen = ""``
     Opt-in metrics endpoint on a loopback ``host:port``; empty turns it off.
 ``[handshakes]`` ``max = 64``, ``max_per_source = 8``, ``reserved = 16``,
@@ -143,6 +147,7 @@ _TABLES = {
     "tombstones": {"grace": "7d"},
     "metrics": {"listen": ""},
     "handshakes": HANDSHAKE_KEYS,
+    "conflicts": {"max_bytes": 16 << 20},
 }
 _PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share", "introducer")
 MAX_PEERS_LIMIT = 4096
@@ -170,6 +175,7 @@ class Config:
     peers: tuple[PeerConfig, ...]
     handshakes: HandshakeLimits = field(default_factory=HandshakeLimits)
     max_peers: int = 8
+    conflict_bytes: int = 16 << 20
 
     @property
     def pid_file(self) -> Path:
@@ -358,6 +364,17 @@ def _build(data: dict[str, Any], path: Path) -> Config:
             raise ConfigError(f'must be above zero or "unlimited", got "{value}"', key=key)
         retention[tier] = _ns(seconds)
 
+    conflict_bytes = tables["conflicts"]["max_bytes"]
+    if (
+        not isinstance(conflict_bytes, int)
+        or isinstance(conflict_bytes, bool)
+        or conflict_bytes < 4096
+    ):
+        raise ConfigError(
+            f"expected a number of bytes of at least 4096, got {show_value(conflict_bytes)}",
+            key="conflicts.max_bytes",
+        )
+
     metrics = tables["metrics"]["listen"]
     if not isinstance(metrics, str):
         raise ConfigError(
@@ -391,6 +408,7 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         peers=_peers(data.get("peers", [])),
         handshakes=parse_handshakes(tables["handshakes"]),
         max_peers=_max_peers(top["max_peers"]),
+        conflict_bytes=conflict_bytes,
     )
 
 

@@ -137,6 +137,7 @@ class Daemon(MemberLinks):
                     cfg.store_path,
                     retention_ns=cfg.retention_ns,
                     local_synchronous=cfg.durability.upper(),
+                    conflict_bytes=cfg.conflict_bytes,
                 )
             )
         try:

@@ -161,6 +161,8 @@ write_tiers = []
         ("[retention]\nworking = 'forever'", "retention.working", "is not a duration"),
         ("[tombstones]\ngrace = '7 days'", "tombstones.grace", "is not a duration"),
         ("[metrics]\nlisten = '0.0.0.0:9770'", "metrics.listen", "loopback only"),
+        ("[conflicts]\nmax_bytes = 10", "conflicts.max_bytes", "at least 4096, got int 10"),
+        ("[conflicts]\nmax_bytes = '1MiB'", "conflicts.max_bytes", "at least 4096"),
         ("retention = 3", "retention", "expected a table"),
         ("[handshakes]\nmax = 0", "handshakes.max", "must be between 1 and 100000, got 0"),
         ("[handshakes]\nmax = '64'", "handshakes.max", 'expected a whole number, got "64"'),
@@ -412,3 +414,10 @@ def test_every_key_is_documented_and_the_docs_example_loads(tmp_path: Path) -> N
     assert example is not None
     config = load_config(write(tmp_path / "meshsyncd.toml", example.group(1)))
     assert len(config.peers) == 2
+
+
+def test_conflict_log_bound_is_read(tmp_path: Path) -> None:
+    """``[conflicts] max_bytes`` bounds the conflict log (docs/config.md); 16 MiB default."""
+    assert load_config(write(tmp_path / "d" / "meshsyncd.toml", "")).conflict_bytes == 16 << 20
+    cfg = load_config(write(tmp_path / "s" / "meshsyncd.toml", "[conflicts]\nmax_bytes = 65536"))
+    assert cfg.conflict_bytes == 65536
