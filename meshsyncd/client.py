@@ -278,6 +278,8 @@ class Client:
         item_id: bytes | str | None = None,
         key: str | None = None,
         namespace: Namespace = None,
+        if_version: str | tuple[int, int] | None = None,
+        if_absent: bool = False,
     ) -> dict[str, Any]:
         """Write a whole value (INSERT if the item is absent, else UPDATE); a random id
         unless ``item_id`` or ``key`` (in ``namespace``: ``"a/b"`` or ``("a", "b")``, default
@@ -298,6 +300,7 @@ class Client:
             params["value"] = value
         else:
             params["value_b64"] = base64.b64encode(data).decode("ascii")
+        params.update(_condition(if_version, if_absent))
         return self.request("put", params)
 
     def get(
@@ -332,10 +335,12 @@ class Client:
         tier: Tier | int | str = Tier.EPISODIC,
         priority: Priority | int | str = Priority.NORMAL,
         namespace: Namespace = None,
+        if_version: str | tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         """Write a tombstone. Raises :class:`NotFound` if there is no live item."""
         params = self._target(item_id, key, tier, namespace)
         params["priority"] = _prio_name(priority)
+        params.update(_condition(if_version, False))
         return self.request("delete", params)
 
     def merge(
@@ -347,12 +352,15 @@ class Client:
         item_id: bytes | str | None = None,
         key: str | None = None,
         namespace: Namespace = None,
+        if_version: str | tuple[int, int] | None = None,
+        if_absent: bool = False,
     ) -> dict[str, Any]:
         """Per-field last-write-wins update of a JSON object item (created if needed)."""
         if not isinstance(fields, dict):
             raise ClientError("bad_request", "merge fields must be a dict")
         params = self._target(item_id, key, tier, namespace)
         params.update(fields=fields, priority=_prio_name(priority))
+        params.update(_condition(if_version, if_absent))
         return self.request("merge", params)
 
     def list(
@@ -437,6 +445,15 @@ class Client:
             params["since_ns"] = since_ns
         rows = self.request("conflicts", params).get("conflicts", [])
         return rows if isinstance(rows, builtins.list) else []
+
+    def freeze(self, namespace: str, seconds: float) -> dict[str, Any]:
+        """Refuse local writes under ``namespace`` (``""``: every write) on this node for
+        ``seconds`` (code ``frozen``); versions from peers still apply."""
+        return self.request("freeze", {"namespace": namespace, "seconds": seconds})
+
+    def unfreeze(self, namespace: str) -> dict[str, Any]:
+        """End a freeze early (``not_found`` if there is none on exactly that namespace)."""
+        return self.request("unfreeze", {"namespace": namespace})
 
     def resolve_conflict(
         self, conflict_id: int, *, keep: str | None = None, value: bytes | str | None = None
@@ -532,6 +549,21 @@ class Client:
             "key": key,
             "namespace": _ns(namespace),
         }
+
+
+def _condition(if_version: str | tuple[int, int] | None, if_absent: bool) -> dict[str, Any]:
+    """Request fields of a conditional write (``conditions.py``): succeed only if the item's
+    current version on the node is ``if_version`` (``"TS:ORIGIN"`` as ``get`` returns it in
+    ``version``, or a ``(timestamp_ns, origin)`` pair), or with ``if_absent`` it has no value.
+    A failed condition raises ``ClientError`` with code ``precondition_failed``."""
+    out: dict[str, Any] = {}
+    if isinstance(if_version, tuple):
+        out["if_version"] = f"{if_version[0]}:{if_version[1]:016x}"
+    elif if_version is not None:
+        out["if_version"] = if_version
+    if if_absent:
+        out["if_absent"] = True
+    return out
 
 
 def _ns(namespace: Namespace) -> str | builtins.list[str] | None:

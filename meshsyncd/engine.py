@@ -58,8 +58,10 @@ from protocol import (
     Tier,
 )
 from protocol.bases import with_base
+from protocol.names import SEPARATOR, read_name
 
 from .clock import HybridClock
+from .conditions import Freezes, check_condition
 from .store import ApplyResult, Row, Store, StoredItem
 from .store.aio import SerialWorker
 
@@ -97,6 +99,16 @@ class DeltaBatch:
     more: bool
 
 
+def _describe(tier: Tier, item_id: bytes, name: bytes) -> str:
+    """An item as errors name it: ``agents/alden/units`` or its id, and the tier."""
+    if name:
+        found = read_name(name)[0]
+        text = SEPARATOR.join((*found.namespace, found.key))
+    else:
+        text = item_id.hex()
+    return f"item {text} in tier {Tier(tier).name.lower()}"
+
+
 def short_id(node_id: bytes | int) -> int:
     """The u64 short node id (``origin``): the first 8 bytes of the full id, big-endian."""
     if isinstance(node_id, int):
@@ -132,6 +144,7 @@ class Engine:
         self, store: Store, *, node_id: bytes | int, clock: HybridClock | None = None
     ) -> None:
         self.store = store
+        self.freezes = Freezes()
         self.origin = short_id(node_id)
         self.clock = clock or HybridClock()
         # The lease on disk bounds every timestamp that may have been pushed before its
@@ -162,19 +175,31 @@ class Engine:
         compress: bool = False,
         name: bytes = b"",
         resolves: bool = False,
+        expect: tuple[int, int] | None = None,
+        absent: bool = False,
     ) -> Item:
         """Stamp, store durably and return one local version (INSERT/UPDATE/DELETE/MERGE).
 
         ``name`` is the item's name block (``protocol.name_block``) for a NAMED version;
         ``item_id`` must then be its id. The version carries the item's current version
         here as its base (SPEC.md section 2.2); ``resolves`` marks it as the resolution of
-        the conflicts that base covers.
+        the conflicts that base covers. ``expect``/``absent`` make it conditional
+        (``conditions.py``): it is written only if the item's current version here is
+        ``expect``, or it has no value; the check and the write are one writer call.
+
+        Raises:
+            PreconditionFailed: the condition does not hold; nothing was written.
+            FrozenError: the item's namespace is frozen here; nothing was written.
 
         Raises:
             LocalProtocolError: the version is invalid (payload too large, MERGE not an
                 object, DELETE with a payload, REPLICATE).
             sqlite3.Error: the disk failed; the write did not happen.
         """
+        current, live = self.store.current_state(tier, item_id)
+        if expect is not None or absent:
+            what = _describe(tier, item_id, name)
+            check_condition(current, live, expect=expect, absent=absent, what=what)
         item = self.stamp(
             tier,
             item_id,
@@ -183,7 +208,7 @@ class Engine:
             priority=priority,
             compress=compress,
             name=name,
-            base=self.store.current_key(tier, item_id),
+            base=current,
             resolves=resolves,
         )
         self.commit(item)
@@ -212,6 +237,8 @@ class Engine:
         """
         if op == Op.REPLICATE:
             raise LocalProtocolError("REPLICATE is a request, not a write", field="item.op")
+        if self.freezes.any:
+            self.freezes.check(read_name(name)[0].namespace if name else None, self.clock.wall())
         flags = 0
         if compress and payload:
             packed = zstandard.ZstdCompressor(write_content_size=True).compress(payload)
@@ -310,14 +337,17 @@ class Engine:
         *,
         priority: Priority = Priority.NORMAL,
         name: bytes = b"",
+        expect: tuple[int, int] | None = None,
     ) -> Item:
         """Write a tombstone for an existing item (a named one keeps its name).
 
         Raises:
             ItemNotFoundError: no live item with that id in the tier.
+            PreconditionFailed: ``expect`` is not its current version (see :meth:`write`).
         """
-        self._require_live(tier, item_id)
-        return self.write(tier, item_id, Op.DELETE, priority=priority, name=name)
+        if expect is None:
+            self._require_live(tier, item_id)
+        return self.write(tier, item_id, Op.DELETE, priority=priority, name=name, expect=expect)
 
     def merge(
         self,

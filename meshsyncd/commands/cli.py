@@ -70,6 +70,7 @@ _COMMANDS = {
     "delete": "meshsyncd.commands.data:delete",
     "demo": "meshsyncd.commands.demo:demo",
     "export": "meshsyncd.commands.memshadow:export",
+    "freeze": "meshsyncd.commands.guard:freeze",
     "get": "meshsyncd.commands.data:get",
     "id": "meshsyncd.commands.node:id_command",
     "import": "meshsyncd.commands.memshadow:import_command",
@@ -83,6 +84,7 @@ _COMMANDS = {
     "run": "meshsyncd.commands.run:run",
     "status": "meshsyncd.commands.operator:status",
     "sync": "meshsyncd.commands.operator:sync",
+    "unfreeze": "meshsyncd.commands.guard:unfreeze",
     "vectors": "meshsyncd.commands.operator:vectors",
     "watch": "meshsyncd.commands.names:watch",
 }

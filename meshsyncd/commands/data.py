@@ -5,6 +5,7 @@ Socket lookup, output and errors are shared with the operator commands (``client
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Any
@@ -34,6 +35,7 @@ from .clientcli import (
     when,
     written,
 )
+from .guard import conditional
 from .names import NS_OPT, check_namespace, name_pairs, named_target
 from .output import EXIT_FAILED, EXIT_USAGE
 
@@ -49,6 +51,7 @@ __all__ = ["delete", "get", "list_items", "merge", "put", "watch_line"]
 @KEY_OPT
 @NS_OPT
 @node_options
+@conditional
 def put(
     client: Client,
     out: Output,
@@ -59,6 +62,7 @@ def put(
     item_id: str | None,
     key: str | None,
     namespace: str | None,
+    cond: dict[str, Any],
 ) -> None:
     """Write a whole value (INSERT if absent, else UPDATE).
 
@@ -78,7 +82,7 @@ def put(
     if size > MAX_PAYLOAD:
         raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", EXIT_USAGE)
     target = named_target(item_target(item_id, key, required=False), namespace)
-    result = client.put(data, tier=tier_arg(tier), priority=prio_arg(priority), **target)
+    result = client.put(data, tier=tier_arg(tier), priority=prio_arg(priority), **target, **cond)
     written(result, out)
 
 
@@ -135,6 +139,7 @@ def get(
             ("seq", result.get("seq")),
             ("timestamp", when(result.get("timestamp_ns"))),
             ("origin", origin_text(result.get("origin"))),
+            ("version", result.get("version")),
             ("size", result.get("size")),
             ("value", value),
         ]
@@ -167,6 +172,7 @@ def _not_found(client: Client, target: dict[str, Any], tier: str) -> str:
 @TIER_OPT
 @PRIO_OPT
 @node_options
+@functools.partial(conditional, absent=False)
 def delete(
     client: Client,
     out: Output,
@@ -175,6 +181,7 @@ def delete(
     namespace: str | None,
     tier: str,
     priority: str,
+    cond: dict[str, Any],
 ) -> None:
     """Delete an item (a tombstone that replicates like any write).
 
@@ -185,7 +192,8 @@ def delete(
       meshsyncd delete --namespace agents/alden/prefs --key units
     """
     target = named_target(item_target(item_id, key, required=True), namespace)
-    written(client.delete(tier=tier_arg(tier), priority=prio_arg(priority), **target), out)
+    result = client.delete(tier=tier_arg(tier), priority=prio_arg(priority), **target, **cond)
+    written(result, out)
 
 
 @click.command(cls=OneLineCommand)
@@ -196,6 +204,7 @@ def delete(
 @TIER_OPT
 @PRIO_OPT
 @node_options
+@conditional
 def merge(
     client: Client,
     out: Output,
@@ -205,6 +214,7 @@ def merge(
     namespace: str | None,
     tier: str,
     priority: str,
+    cond: dict[str, Any],
 ) -> None:
     """Merge top-level fields of a JSON object into an item (per-field last write wins).
 
@@ -222,7 +232,9 @@ def merge(
     if len(json.dumps(fields, separators=(",", ":")).encode()) > MAX_PAYLOAD:
         raise Fail(f"payload too large: more than {MAX_PAYLOAD} bytes (1 MiB)", EXIT_USAGE)
     target = named_target(item_target(item_id, key, required=False), namespace)
-    result = client.merge(fields, tier=tier_arg(tier), priority=prio_arg(priority), **target)
+    result = client.merge(
+        fields, tier=tier_arg(tier), priority=prio_arg(priority), **target, **cond
+    )
     written(result, out)
 
 

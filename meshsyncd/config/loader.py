@@ -142,7 +142,7 @@ _TOP_KEYS = {
     "log_level": "info",
     "max_peers": 8,
 }
-_TABLES = {
+_TABLES: dict[str, dict[str, Any]] = {
     "retention": {"working": "24h", "episodic": "unlimited", "semantic": "unlimited"},
     "tombstones": {"grace": "7d"},
     "metrics": {"listen": ""},

@@ -19,10 +19,12 @@ import trio
 
 from protocol import MAX_PAYLOAD, Item, Op, Priority, Tier
 
+from ..conditions import format_version
 from ..engine import AsyncEngine, Engine, merge_payload
 from ..store import StoredItem
 from ..store.rows import from_db
 from .feed import ChangeFeed, change_event
+from .guard import op_freeze, op_unfreeze, write_condition
 from .names import name_fields, op_list_named, op_namespaces, request_name
 from .proto import (
     ControlError,
@@ -128,6 +130,7 @@ def _written(item: Item) -> dict[str, Any]:
         "priority": Priority(item.priority).name.lower(),
         "timestamp_ns": item.timestamp_ns,
         "origin": f"{item.origin:016x}",
+        "version": format_version(item.key),  # what --if-version takes
     }
 
 
@@ -142,6 +145,7 @@ def _stored(found: StoredItem, *, with_value: bool = True) -> dict[str, Any]:
         "origin": f"{found.key[1]:016x}",
         "deleted": found.deleted,
         "size": 0 if found.value is None else len(found.value),
+        "version": format_version(max([found.key, *((f[0], f[1]) for f in found.fields.values())])),
     }
     if with_value and found.value is not None:
         out.update(encode_value(found.value))
@@ -162,6 +166,7 @@ def _local_write(daemon: DaemonView, item: Item, *, announced: bool = False) -> 
 async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
     fresh = p.get("item_id") is None and p.get("key") is None
+    expect, absent = write_condition(p, fresh)
     item_id, name = _target(p, allow_new=True)
     value = decode_value(p)
     assert value is not None
@@ -180,7 +185,9 @@ async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
     def work(engine: Engine) -> Item:
         found = engine.store.get_row(tier, item_id)
         op = Op.INSERT if found is None or found[1].deleted else Op.UPDATE
-        return engine.write(tier, item_id, op, value, priority=prio, name=name)
+        return engine.write(
+            tier, item_id, op, value, priority=prio, name=name, expect=expect, absent=absent
+        )
 
     item = await daemon.engine.run(work, daemon.engine.engine, urgent=prio >= Priority.HIGH)
     return _local_write(daemon, item)
@@ -198,8 +205,9 @@ async def op_get(daemon: DaemonView, p: Params) -> dict[str, Any]:
 async def op_delete(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
     item_id, name = _target(p, allow_new=False)
+    expect, _absent = write_condition(p, False, absent_ok=False)
     item = await daemon.engine.run(
-        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio, name=name),
+        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio, name=name, expect=expect),
         urgent=prio >= Priority.HIGH,
     )
     return _local_write(daemon, item)
@@ -216,6 +224,22 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
         raise ControlError("too_large", f"fields are {size} bytes; the limit is {MAX_PAYLOAD}")
     if p.get("item_id") is not None or p.get("key") is not None:
         _check_mergeable(await daemon.engine.get(tier, item_id), p)
+    expect, absent = write_condition(p, p.get("item_id") is None and p.get("key") is None)
+    if expect is not None or absent:  # checked and written in one writer call
+        item = await daemon.engine.run(
+            lambda: daemon.engine.engine.write(
+                tier,
+                item_id,
+                Op.MERGE,
+                merge_payload(fields),
+                priority=prio,
+                name=name,
+                expect=expect,
+                absent=absent,
+            ),
+            urgent=prio >= Priority.HIGH,
+        )
+        return _local_write(daemon, item)
     item = await daemon.engine.write_early(
         tier,
         item_id,
@@ -422,6 +446,8 @@ HANDLERS: dict[str, Handler] = {
     "vectors": op_vectors,
     "conflicts": op_conflicts,
     "conflicts_resolve": op_conflicts_resolve,
+    "freeze": op_freeze,
+    "unfreeze": op_unfreeze,
     "sync": op_sync,
     "sync_progress": op_sync_progress,
 }

@@ -43,6 +43,8 @@ ERROR_CODES = frozenset(
         "unknown_tier",
         "unavailable",
         "internal",
+        "precondition_failed",  # conditional writes (conditions.py)
+        "frozen",  # freezes (conditions.py)
     }
 )
 

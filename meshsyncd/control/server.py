@@ -42,6 +42,7 @@ import trio
 
 from protocol import LocalProtocolError, ProtocolError
 
+from ..conditions import FrozenError, PreconditionFailed
 from ..engine import ItemNotFoundError
 from .feed import ChangeFeed, FeedStatistics, change_event
 from .interop import INTEROP_HANDLERS
@@ -349,6 +350,9 @@ class ControlServer:
         except ItemNotFoundError as exc:
             self._errors += 1
             return _error(req_id, "not_found", str(exc.args[0]) if exc.args else "not found")
+        except (PreconditionFailed, FrozenError) as exc:
+            self._errors += 1
+            return _error(req_id, exc.code, str(exc))
         except (LocalProtocolError, ProtocolError) as exc:
             self._errors += 1
             return _error(req_id, "bad_request", str(exc))

@@ -317,8 +317,12 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
 
     def current_key(self, tier: Tier, item_id: bytes) -> Key:
         """The item's current version here ((0, 0): none): a local write's base."""
+        return self.current_state(tier, item_id)[0]
+
+    def current_state(self, tier: Tier, item_id: bytes) -> tuple[Key, bool]:
+        """The item's current version here ((0, 0): none) and whether it has a value."""
         found = self._existing(int(tier), [item_id]).get(item_id)
-        return (0, 0) if found is None else found.row.current
+        return ((0, 0), False) if found is None else (found.row.current, not found.row.deleted)
 
     # -- writes -----------------------------------------------------------------------------
 
