@@ -52,6 +52,7 @@ from .bulk import insert_rows
 from .checkpoint import Checkpointer
 from .conflicts import Conflict, ConflictMixin
 from .fold import FoldMixin
+from .history import DEFAULT_HISTORY, HistoryMixin
 from .maintenance import DAY_NS, MaintenanceMixin
 from .names import INSERT_NAMES, NamesMixin, new_names
 from .rows import (
@@ -156,7 +157,7 @@ class StoredItem:
     name: Name | None = None
 
 
-class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
+class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
@@ -175,6 +176,8 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
         retention_ns: Mapping[Tier, int | None] = DEFAULT_RETENTION_NS,
         conflict_limit: int = 10_000,
         conflict_bytes: int = 16 << 20,
+        history_versions: Mapping[Tier, int] = DEFAULT_HISTORY,
+        history_bytes: int = 64 << 20,
         local_synchronous: str = "FULL",
         replicated_synchronous: str = "NORMAL",
         cache_kib: int = 8_192,
@@ -187,6 +190,8 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
         self.retention_ns = dict(retention_ns)
         self.conflict_limit = conflict_limit
         self.conflict_bytes = conflict_bytes
+        self.history_versions = dict(history_versions)
+        self.history_bytes = history_bytes
         self.local_synchronous = local_synchronous.upper()
         self.replicated_synchronous = replicated_synchronous.upper()
         self.fault = fault
@@ -216,6 +221,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
             self._load_buckets()
             self._load_tail()
             self._load_conflicts()
+            self._load_history()
             self._checkpointer: Checkpointer | None = None
             if checkpointer:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -474,6 +480,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
                     dups.add(iid)
                 seen.add(iid)
         rows: dict[bytes, Row] = {}
+        folded: list[Item] | None = [] if self.history_versions.get(Tier(t), 0) > 0 else None
         contests: list[Contest] = []
         resolutions: list[Item] = []
         insert: list[tuple[Any, ...]] = []
@@ -510,6 +517,8 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
             if row is None:
                 old = old_of(iid)
                 row = rows[iid] = old.row if old is not None else Row(iid)
+            if folded is not None:  # history.py: the fast path above records nothing
+                folded.append(item)
             if row.fold(item, contests):
                 applied += 1
                 if changed is not None:
@@ -518,6 +527,13 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, MaintenanceMixin):
                 resolutions.append(item)
         # Judged before the writes below: a stored loser's payload is still in the database.
         entries = self._judge(t, contests, self._payload_of(existing), now) if contests else []
+        if folded:
+            replaced = [
+                old.rid
+                for iid, row in rows.items()
+                if row.base_changed and (old := old_of(iid)) is not None
+            ]
+            self._record_history(t, folded, replaced, set(rows))
         self.stats["applied"] += applied
         self.stats["stale"] += len(todo) - applied
         move: list[tuple[Any, ...]] = []

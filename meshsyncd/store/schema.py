@@ -6,7 +6,7 @@ transaction together with the ``user_version`` bump, so a crash mid-migration le
 previous version intact. A store written by a newer meshsyncd (higher version than we know)
 is refused rather than guessed at.
 
-Layout (version 9; older versions differed only where noted):
+Layout (version 10; older versions differed only where noted):
 
 ``items``
     One row per (tier, item_id). The ``rowid`` *is* the local sequence number:
@@ -67,6 +67,9 @@ Layout (version 9; older versions differed only where noted):
     (``conflicts.py``). An entry dropped for the byte bound keeps its keys (``dropped`` 1,
     values cleared) so that it is never logged again; keys rows beyond ``conflict_limit``
     go for good.
+``history``
+    (version 10) The last versions seen of each item (``history.py``): wire payloads keyed
+    by (tier, item, version key), at most N per item and tier, bounded in bytes.
 """
 
 from __future__ import annotations
@@ -230,8 +233,19 @@ def _v9(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta VALUES ('conflict_drops', 0)")
 
 
+def _v10(conn: sqlite3.Connection) -> None:
+    # Empty at creation: the versions an older node saw are gone.
+    conn.execute(
+        "CREATE TABLE history (id INTEGER PRIMARY KEY, tier INTEGER NOT NULL,"
+        " item_id BLOB NOT NULL, ts INTEGER NOT NULL, origin INTEGER NOT NULL,"
+        " op INTEGER NOT NULL, flags INTEGER NOT NULL, payload BLOB NOT NULL,"
+        " size INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE UNIQUE INDEX history_by_item ON history (tier, item_id, ts, origin)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9),
+    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
