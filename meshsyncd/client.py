@@ -446,6 +446,20 @@ class Client:
         rows = self.request("conflicts", params).get("conflicts", [])
         return rows if isinstance(rows, builtins.list) else []
 
+    def history(
+        self,
+        item_id: bytes | str | None = None,
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        key: str | None = None,
+        namespace: Namespace = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """The last versions this node has seen of an item (winners and losers), newest
+        first: ``version``, ``timestamp_ns``, ``origin``, ``op``, ``current`` and the value."""
+        params = self._target(item_id, key, tier, namespace)
+        rows = self.request("history", params).get("versions", [])
+        return rows if isinstance(rows, builtins.list) else []
+
     def freeze(self, namespace: str, seconds: float) -> dict[str, Any]:
         """Refuse local writes under ``namespace`` (``""``: every write) on this node for
         ``seconds`` (code ``frozen``); versions from peers still apply."""

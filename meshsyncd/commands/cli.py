@@ -72,6 +72,7 @@ _COMMANDS = {
     "export": "meshsyncd.commands.memshadow:export",
     "freeze": "meshsyncd.commands.guard:freeze",
     "get": "meshsyncd.commands.data:get",
+    "history": "meshsyncd.commands.history:history",
     "id": "meshsyncd.commands.node:id_command",
     "import": "meshsyncd.commands.memshadow:import_command",
     "init": "meshsyncd.commands.node:init",

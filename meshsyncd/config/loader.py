@@ -50,6 +50,10 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     Bound of the conflict log in bytes (both values of each entry plus ~100 bytes); the
     oldest entries are dropped beyond it and the drops counted (``conflicts`` shows them).
     At least 4096.
+``[history]`` ``working = 8``, ``episodic = 8``, ``semantic = 8``, ``max_bytes = 67108864``
+    Versions of each item kept in its history (``meshsyncd history``), per tier; 0 turns
+    it off for that tier (at most 1000). ``max_bytes`` bounds the whole history (at least
+    4096); the oldest entries go first.
 ``[metrics]`` ``listen = ""``
     Opt-in metrics endpoint on a loopback ``host:port``; empty turns it off.
 ``[handshakes]`` ``max = 64``, ``max_per_source = 8``, ``reserved = 16``,
@@ -148,6 +152,7 @@ _TABLES: dict[str, dict[str, Any]] = {
     "metrics": {"listen": ""},
     "handshakes": HANDSHAKE_KEYS,
     "conflicts": {"max_bytes": 16 << 20},
+    "history": {"working": 8, "episodic": 8, "semantic": 8, "max_bytes": 64 << 20},
 }
 _PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share", "introducer")
 MAX_PEERS_LIMIT = 4096
@@ -176,6 +181,12 @@ class Config:
     handshakes: HandshakeLimits = field(default_factory=HandshakeLimits)
     max_peers: int = 8
     conflict_bytes: int = 16 << 20
+    history_versions: Mapping[Tier, int] = field(
+        default_factory=lambda: types.MappingProxyType(
+            {Tier.WORKING: 8, Tier.EPISODIC: 8, Tier.SEMANTIC: 8}
+        )
+    )
+    history_bytes: int = 64 << 20
 
     @property
     def pid_file(self) -> Path:
@@ -375,6 +386,17 @@ def _build(data: dict[str, Any], path: Path) -> Config:
             key="conflicts.max_bytes",
         )
 
+    history: dict[Tier, int] = {}
+    for name, lo, hi in [(t.name.lower(), 0, 1000) for t in Tier] + [("max_bytes", 4096, 1 << 40)]:
+        value = tables["history"][name]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ConfigError(
+                f"expected an integer from {lo} to {hi}, got {show_value(value)}",
+                key=f"history.{name}",
+            )
+        if name != "max_bytes":
+            history[Tier[name.upper()]] = value
+
     metrics = tables["metrics"]["listen"]
     if not isinstance(metrics, str):
         raise ConfigError(
@@ -409,6 +431,8 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         handshakes=parse_handshakes(tables["handshakes"]),
         max_peers=_max_peers(top["max_peers"]),
         conflict_bytes=conflict_bytes,
+        history_versions=types.MappingProxyType(history),
+        history_bytes=tables["history"]["max_bytes"],
     )
 
 

@@ -25,6 +25,7 @@ from ..store import StoredItem
 from ..store.rows import from_db
 from .feed import ChangeFeed, change_event
 from .guard import op_freeze, op_unfreeze, write_condition
+from .history import op_history
 from .names import name_fields, op_list_named, op_namespaces, request_name
 from .proto import (
     ControlError,
@@ -447,6 +448,7 @@ HANDLERS: dict[str, Handler] = {
     "conflicts": op_conflicts,
     "conflicts_resolve": op_conflicts_resolve,
     "freeze": op_freeze,
+    "history": op_history,
     "unfreeze": op_unfreeze,
     "sync": op_sync,
     "sync_progress": op_sync_progress,

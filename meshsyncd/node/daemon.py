@@ -138,6 +138,8 @@ class Daemon(MemberLinks):
                     retention_ns=cfg.retention_ns,
                     local_synchronous=cfg.durability.upper(),
                     conflict_bytes=cfg.conflict_bytes,
+                    history_versions=cfg.history_versions,
+                    history_bytes=cfg.history_bytes,
                 )
             )
         try:

@@ -11,6 +11,7 @@ import pytest
 
 from meshsyncd.commands.conflicts import CONFLICT_COLUMNS, CONFLICT_VALUE_COLUMNS, conflict_rows
 from meshsyncd.commands.data import LIST_COLUMNS, list_rows, watch_line
+from meshsyncd.commands.history import HISTORY_COLUMNS, history_rows
 from meshsyncd.commands.operator import (
     PEER_COLUMNS,
     STATUS_COLUMNS,
@@ -122,6 +123,17 @@ VECTORS = {
         {"peer": n, "tiers": {"episodic": {"cursor": 123456789, "acked": 987654321}}} for n in NODES
     ]
 }
+HISTORY = [
+    {
+        "version": f"{NOW_NS - n}:{origin_of(NODES[n])}",
+        "timestamp_ns": NOW_NS - n,
+        "origin": origin_of(NODES[n]),
+        "op": "update",
+        "current": n == 0,
+        "value": LONG,
+    }
+    for n in range(3)
+]
 SYNC = {"synced": NODES[:2], "failed": NODES[2:]}
 
 
@@ -139,6 +151,7 @@ def tables(out: Output) -> dict[str, list[str]]:
         "status": lines(STATUS_COLUMNS, status_rows(STATUS, out)),
         "vectors": lines(VECTOR_COLUMNS, vector_rows(VECTORS, out)),
         "sync": lines(SYNC_COLUMNS, sync_rows(SYNC, out)),
+        "history": lines(HISTORY_COLUMNS, history_rows(HISTORY, out)),
         "watch": [
             watch_line(
                 {**item(1, NODES[1], "x"), "tier": "episodic", "source": NODES[2]},

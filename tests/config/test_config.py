@@ -162,6 +162,8 @@ write_tiers = []
         ("[tombstones]\ngrace = '7 days'", "tombstones.grace", "is not a duration"),
         ("[metrics]\nlisten = '0.0.0.0:9770'", "metrics.listen", "loopback only"),
         ("[conflicts]\nmax_bytes = 10", "conflicts.max_bytes", "at least 4096, got int 10"),
+        ("[history]\nsemantic = -1", "history.semantic", "from 0 to 1000"),
+        ("[history]\nmax_bytes = 1", "history.max_bytes", "from 4096"),
         ("[conflicts]\nmax_bytes = '1MiB'", "conflicts.max_bytes", "at least 4096"),
         ("retention = 3", "retention", "expected a table"),
         ("[handshakes]\nmax = 0", "handshakes.max", "must be between 1 and 100000, got 0"),
@@ -421,3 +423,5 @@ def test_conflict_log_bound_is_read(tmp_path: Path) -> None:
     assert load_config(write(tmp_path / "d" / "meshsyncd.toml", "")).conflict_bytes == 16 << 20
     cfg = load_config(write(tmp_path / "s" / "meshsyncd.toml", "[conflicts]\nmax_bytes = 65536"))
     assert cfg.conflict_bytes == 65536
+    cfg = load_config(write(tmp_path / "h" / "meshsyncd.toml", "[history]\nworking = 0"))
+    assert cfg.history_versions[Tier.WORKING] == 0 and cfg.history_versions[Tier.SEMANTIC] == 8

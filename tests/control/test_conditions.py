@@ -152,3 +152,18 @@ def test_if_version_races_let_exactly_one_win(node: BackgroundNode) -> None:
             assert c.get(namespace=NS, key="race")["version"] != seen
 
     race()
+
+
+def test_history_through_the_client_and_the_cli(node: BackgroundNode) -> None:
+    with Client(node.path) as c:
+        for value in ('"one"', '"two"', '"three"'):
+            c.put(value, namespace=NS, key="h")
+        c.merge({"f": 1}, namespace=NS, key="h")
+        rows = c.history(namespace=NS, key="h")
+        assert [r["op"] for r in rows] == ["merge", "update", "update", "insert"]
+        assert [r.get("value") for r in rows[1:]] == ['"three"', '"two"', '"one"']
+        assert [r["current"] for r in rows] == [False, True, False, False]
+        with pytest.raises(ClientError, match="no item"):
+            c.history(namespace=NS, key="never")
+    table = cli(node, "history", "--namespace", NS, "--key", "h")
+    assert table.exit_code == 0 and '"two"' in table.output and " *" in table.output

@@ -110,3 +110,22 @@ def test_sequential_then_concurrent_writes_and_a_resolution(line3: dict[str, Nod
         for entry in _conflicts(node):
             assert entry["resolved_by"] is not None
     assert a.digests() == b.digests() == c.digests()
+
+
+def test_history_is_bounded_and_survives_a_daemon_restart(tmp_path: Path) -> None:
+    (node,) = graph(tmp_path, ["h"], []).values()
+    node.config.write_text(node.config.read_text() + "\n[history]\nepisodic = 3\n")
+    node.start()
+    try:
+        with node.client() as cl:
+            for i in range(6):
+                cl.put(f'"v{i}"', namespace=NS, key=KEY)
+            before = cl.history(namespace=NS, key=KEY)
+        assert [r["value"] for r in before] == ['"v5"', '"v4"', '"v3"']
+        node.stop()
+        node.start()
+        with node.client() as cl:
+            assert cl.history(namespace=NS, key=KEY) == before
+    finally:
+        if node.proc is not None:
+            node.stop()
