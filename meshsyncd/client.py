@@ -311,9 +311,11 @@ class Client:
         tier: Tier | int | str = Tier.EPISODIC,
         include_deleted: bool = False,
         namespace: Namespace = None,
+        snapshot: str | None = None,
     ) -> dict[str, Any]:
         """The stored item: ``value`` (if UTF-8), ``value_json`` (if that is JSON),
         ``value_b64``, ``timestamp_ns``, ``namespace`` and ``key`` (if named), ...
+        With ``snapshot``: the item as it was when that snapshot was made.
 
         Raises:
             NotFound: absent or deleted (a ``KeyError``, and a ``ClientError`` with code
@@ -321,6 +323,8 @@ class Client:
         """
         params = self._target(item_id, key, tier, namespace)
         params["include_deleted"] = include_deleted or None
+        if snapshot is not None:
+            params["snapshot"] = snapshot
         return _parsed(self.request("get", params))
 
     def get_bytes(self, item_id: bytes | str | None = None, **kw: Any) -> bytes:
@@ -372,8 +376,11 @@ class Client:
         include_deleted: bool = False,
         values: bool = True,
         namespace: Namespace = None,
+        snapshot: str | None = None,
     ) -> dict[str, Any]:
         """One page of items: ``{"items": [...], "next": cursor or None}``.
+
+        With ``snapshot``: the live items of that snapshot, in id order.
 
         Without ``namespace``: every item in id order, ``after`` an item id. With it: the
         named items under that namespace prefix (``""``: all named items) in name order,
@@ -387,6 +394,8 @@ class Client:
             "values": values,
             "namespace": _ns(namespace),
         }
+        if snapshot is not None:
+            params["snapshot"] = snapshot
         page = self.request("list", params)
         page["items"] = [_parsed(item) for item in page.get("items", [])]
         return page
@@ -459,6 +468,26 @@ class Client:
         params = self._target(item_id, key, tier, namespace)
         rows = self.request("history", params).get("versions", [])
         return rows if isinstance(rows, builtins.list) else []
+
+    def snapshot_create(
+        self, name: str, *, namespace: str | None = None, ttl: float = 3600.0
+    ) -> dict[str, Any]:
+        """Freeze what this node holds now (under ``namespace``) as snapshot ``name`` for
+        ``ttl`` seconds: ``name``, ``items``, ``bytes``, ``expires_ns``. Writes and
+        replication go on meanwhile.
+
+        Raises:
+            ClientError: a name in use or malformed (``bad_request``), too large.
+        """
+        return self.request("snapshot_create", {"name": name, "namespace": namespace, "ttl": ttl})
+
+    def snapshots(self) -> builtins.list[dict[str, Any]]:
+        """Live snapshots of this node, by name, with their size and expiry."""
+        rows = self.request("snapshot_list").get("snapshots", [])
+        return rows if isinstance(rows, builtins.list) else []
+
+    def snapshot_drop(self, name: str) -> dict[str, Any]:
+        return self.request("snapshot_drop", {"name": name})
 
     def freeze(self, namespace: str, seconds: float) -> dict[str, Any]:
         """Refuse local writes under ``namespace`` (``""``: every write) on this node for

@@ -83,6 +83,7 @@ _COMMANDS = {
     "peers": "meshsyncd.commands.operator:peers",
     "put": "meshsyncd.commands.data:put",
     "run": "meshsyncd.commands.run:run",
+    "snapshot": "meshsyncd.commands.snapshot:snapshot",
     "status": "meshsyncd.commands.operator:status",
     "sync": "meshsyncd.commands.operator:sync",
     "unfreeze": "meshsyncd.commands.guard:unfreeze",

@@ -39,6 +39,7 @@ __all__ = [
     "Column",
     "Fail",
     "OneLineCommand",
+    "OneLineGroup",
     "Output",
     "client_status",
     "die",
@@ -74,6 +75,29 @@ class Fail(Exception):
 class _OneLineUsage(click.UsageError):
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"meshsyncd: {self.format_message()}", err=True, file=file)
+
+
+class OneLineGroup(click.Group):
+    """A group of :class:`OneLineCommand`: usage errors as one line, help ending with the
+    exit statuses (``snapshot create/list/drop``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EXIT_HELP)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _OneLineUsage(exc.format_message(), ctx) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise _OneLineUsage(exc.format_message(), ctx) from None
 
 
 class OneLineCommand(click.Command):

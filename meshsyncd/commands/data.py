@@ -39,6 +39,8 @@ from .guard import conditional
 from .names import NS_OPT, check_namespace, name_pairs, named_target
 from .output import EXIT_FAILED, EXIT_USAGE
 
+SNAPSHOT_OPT = click.option("--snapshot", help="Read snapshot NAME (see `snapshot create`).")
+
 __all__ = ["delete", "get", "list_items", "merge", "put", "watch_line"]
 
 
@@ -92,6 +94,7 @@ def put(
 @NS_OPT
 @TIER_OPT
 @click.option("--raw", is_flag=True, help="Write only the value's bytes to stdout.")
+@SNAPSHOT_OPT
 @node_options
 def get(
     client: Client,
@@ -101,6 +104,7 @@ def get(
     namespace: str | None,
     tier: str,
     raw: bool,
+    snapshot: str | None,
 ) -> None:
     """Read one item.
 
@@ -111,6 +115,8 @@ def get(
       meshsyncd get --namespace agents/alden/prefs --key units
     """
     target = named_target(item_target(item_id, key, required=True), namespace)
+    if snapshot is not None:
+        target["snapshot"] = snapshot
     try:
         if raw:
             data = client.get_bytes(tier=tier_arg(tier), **target)
@@ -246,6 +252,7 @@ def merge(
 @click.option(
     "--namespace", help="Named items under this namespace prefix, in name order ('' for all)."
 )
+@SNAPSHOT_OPT
 @node_options
 def list_items(
     client: Client,
@@ -255,6 +262,7 @@ def list_items(
     after: str | None,
     deleted: bool,
     namespace: str | None,
+    snapshot: str | None,
 ) -> None:
     """List items of a tier in id order, or named items by namespace, a page at a time.
 
@@ -272,7 +280,12 @@ def list_items(
     if namespace is not None:
         check_namespace(namespace)
     result = client.list(
-        tier=tier_arg(tier), limit=limit, after=after, include_deleted=deleted, namespace=namespace
+        tier=tier_arg(tier),
+        limit=limit,
+        after=after,
+        include_deleted=deleted,
+        namespace=namespace,
+        snapshot=snapshot,
     )
     if out.json:
         emit_json(result)

@@ -54,6 +54,9 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     Versions of each item kept in its history (``meshsyncd history``), per tier; 0 turns
     it off for that tier (at most 1000). ``max_bytes`` bounds the whole history (at least
     4096); the oldest entries go first.
+``[snapshots]`` ``max_bytes = 268435456``
+    Largest snapshot (``meshsyncd snapshot create``) in bytes, checked before it is made
+    (at least 4096).
 ``[metrics]`` ``listen = ""``
     Opt-in metrics endpoint on a loopback ``host:port``; empty turns it off.
 ``[handshakes]`` ``max = 64``, ``max_per_source = 8``, ``reserved = 16``,
@@ -153,6 +156,7 @@ _TABLES: dict[str, dict[str, Any]] = {
     "handshakes": HANDSHAKE_KEYS,
     "conflicts": {"max_bytes": 16 << 20},
     "history": {"working": 8, "episodic": 8, "semantic": 8, "max_bytes": 64 << 20},
+    "snapshots": {"max_bytes": 256 << 20},
 }
 _PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share", "introducer")
 MAX_PEERS_LIMIT = 4096
@@ -187,6 +191,7 @@ class Config:
         )
     )
     history_bytes: int = 64 << 20
+    snapshot_bytes: int = 256 << 20
 
     @property
     def pid_file(self) -> Path:
@@ -386,6 +391,16 @@ def _build(data: dict[str, Any], path: Path) -> Config:
             key="conflicts.max_bytes",
         )
 
+    snapshot_bytes = tables["snapshots"]["max_bytes"]
+    if (
+        not isinstance(snapshot_bytes, int)
+        or isinstance(snapshot_bytes, bool)
+        or snapshot_bytes < 4096
+    ):
+        raise ConfigError(
+            f"expected a number of bytes of at least 4096, got {show_value(snapshot_bytes)}",
+            key="snapshots.max_bytes",
+        )
     history: dict[Tier, int] = {}
     for name, lo, hi in [(t.name.lower(), 0, 1000) for t in Tier] + [("max_bytes", 4096, 1 << 40)]:
         value = tables["history"][name]
@@ -433,6 +448,7 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         conflict_bytes=conflict_bytes,
         history_versions=types.MappingProxyType(history),
         history_bytes=tables["history"]["max_bytes"],
+        snapshot_bytes=snapshot_bytes,
     )
 
 

@@ -38,6 +38,7 @@ from .proto import (
     parse_tier,
 )
 from .review import op_conflicts, op_conflicts_resolve
+from .snapshot import op_snapshot_create, op_snapshot_drop, op_snapshot_list, snapshot_read
 
 __all__ = ["HANDLERS", "DaemonView"]
 
@@ -196,7 +197,10 @@ async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
 
 async def op_get(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, (item_id, _name) = _tier(p), _target(p, allow_new=False)
-    found: StoredItem | None = await daemon.engine.get(tier, item_id)
+    if p.get("snapshot") is not None:  # snapshot.py: as it was when the snapshot was made
+        found: StoredItem | None = await snapshot_read(daemon, p, item_id)
+    else:
+        found = await daemon.engine.get(tier, item_id)
     if found is None or (found.deleted and not p.get("include_deleted")):
         what = f'key "{p["key"]}" (id {item_id.hex()})' if p.get("key") else f"id {item_id.hex()}"
         raise ControlError("not_found", f"no item with {what} in tier {tier.name.lower()}")
@@ -281,6 +285,11 @@ def _check_mergeable(found: StoredItem | None, p: Params) -> None:
 
 async def op_list(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, limit = _tier(p), _int(p, "limit", 100, 1, MAX_LIST)
+    if p.get("snapshot") is not None:  # snapshot.py: id order, live items only
+        snap = await snapshot_read(daemon, p, None, limit + 1)
+        page = [_stored(s) for s in snap[:limit]]
+        last = page[-1]["item_id"] if len(snap) > limit and page else None
+        return {"tier": tier.name.lower(), "items": page, "next": last}
     if p.get("namespace") is not None:  # by name, under a namespace prefix
         return await op_list_named(daemon, p, tier, limit)
     after = b"" if p.get("after") is None else parse_item_id(p["after"])
@@ -449,6 +458,9 @@ HANDLERS: dict[str, Handler] = {
     "conflicts_resolve": op_conflicts_resolve,
     "freeze": op_freeze,
     "history": op_history,
+    "snapshot_create": op_snapshot_create,
+    "snapshot_list": op_snapshot_list,
+    "snapshot_drop": op_snapshot_drop,
     "unfreeze": op_unfreeze,
     "sync": op_sync,
     "sync_progress": op_sync_progress,

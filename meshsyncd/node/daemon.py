@@ -140,6 +140,7 @@ class Daemon(MemberLinks):
                     conflict_bytes=cfg.conflict_bytes,
                     history_versions=cfg.history_versions,
                     history_bytes=cfg.history_bytes,
+                    snapshot_bytes=cfg.snapshot_bytes,
                 )
             )
         try:

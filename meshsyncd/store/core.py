@@ -178,6 +178,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         conflict_bytes: int = 16 << 20,
         history_versions: Mapping[Tier, int] = DEFAULT_HISTORY,
         history_bytes: int = 64 << 20,
+        snapshot_bytes: int = 256 << 20,
         local_synchronous: str = "FULL",
         replicated_synchronous: str = "NORMAL",
         cache_kib: int = 8_192,
@@ -192,6 +193,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         self.conflict_bytes = conflict_bytes
         self.history_versions = dict(history_versions)
         self.history_bytes = history_bytes
+        self.snapshot_bytes = snapshot_bytes  # snapshots.py (their own files)
         self.local_synchronous = local_synchronous.upper()
         self.replicated_synchronous = replicated_synchronous.upper()
         self.fault = fault

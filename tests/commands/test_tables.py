@@ -23,6 +23,7 @@ from meshsyncd.commands.operator import (
     vector_rows,
 )
 from meshsyncd.commands.output import MAX_WIDTH, Column, Output, render_table
+from meshsyncd.commands.snapshot import SNAPSHOT_COLUMNS, snapshot_rows
 from meshsyncd.identity import node_id_text
 from meshsyncd.ids import IdPrefixError, origin_text, resolve_prefix, short_text
 
@@ -134,6 +135,16 @@ HISTORY = [
     }
     for n in range(3)
 ]
+SNAPSHOTS = [
+    {
+        "name": "debate-7-between-alden-and-the-research-agents-on-units",
+        "namespace": "agents/alden/preferences/long-running-project/debates",
+        "items": 12_345_678,
+        "bytes": 9_876_543_210,
+        "created_ns": NOW_NS - 3600 * 10**9,
+        "expires_ns": NOW_NS + 3600 * 10**9,
+    }
+]
 SYNC = {"synced": NODES[:2], "failed": NODES[2:]}
 
 
@@ -152,6 +163,7 @@ def tables(out: Output) -> dict[str, list[str]]:
         "vectors": lines(VECTOR_COLUMNS, vector_rows(VECTORS, out)),
         "sync": lines(SYNC_COLUMNS, sync_rows(SYNC, out)),
         "history": lines(HISTORY_COLUMNS, history_rows(HISTORY, out)),
+        "snapshot list": lines(SNAPSHOT_COLUMNS, snapshot_rows(SNAPSHOTS, out)),
         "watch": [
             watch_line(
                 {**item(1, NODES[1], "x"), "tier": "episodic", "source": NODES[2]},
