@@ -519,9 +519,14 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
             if row is None:
                 old = old_of(iid)
                 row = rows[iid] = old.row if old is not None else Row(iid)
-            if folded is not None:  # history.py: the fast path above records nothing
+            won = row.fold(item, contests)
+            # history.py: a version that became the row is copied when it is replaced (the
+            # fast path above records nothing); losers, MERGEs and repeated ids go now.
+            if folded is not None and (
+                op == merge or iid in dups or (not won and (ts, origin) != (row.ts, row.origin))
+            ):
                 folded.append(item)
-            if row.fold(item, contests):
+            if won:
                 applied += 1
                 if changed is not None:
                     changed.append(item)
@@ -529,7 +534,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
                 resolutions.append(item)
         # Judged before the writes below: a stored loser's payload is still in the database.
         entries = self._judge(t, contests, self._payload_of(existing), now) if contests else []
-        if folded:
+        if folded is not None and rows:
             replaced = [
                 old.rid
                 for iid, row in rows.items()

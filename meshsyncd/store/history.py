@@ -4,13 +4,15 @@ Theory of operation: the ``history`` table holds versions seen (winners and lose
 values, DELETEs and MERGEs, wire payload with name and base) keyed by (tier, item, version
 key). The item's current whole-value version is always its row in ``items``, so nothing is
 recorded when a version of a new id is inserted by the fast path of ``core.py`` (the common
-case of a pull); a slice's fold path records, before its writes, every version it folded
-and, by an SQL-side copy (no payload read into Python), each stored base it replaced. ``INSERT
-OR IGNORE`` on the key makes redelivery (sync, relay, repair, restarts) record nothing
-twice. Then each touched item keeps its newest ``N`` (per tier; 0 turns history off) in
-one windowed ``DELETE`` per slice, and the whole table stays under ``history_bytes``: the
-oldest entries by arrival go first. :meth:`history` lists the current row and the table,
-newest key first.
+case of a pull). A slice's fold path records, before its writes, the versions it folded
+that did not become the row (losers, MERGEs, ids repeated in the slice) and, by an SQL-side
+copy (no payload read into Python), each stored base it replaced: a version that became
+the row is copied only once it is replaced. ``INSERT OR IGNORE`` on the key makes
+redelivery (sync, relay, repair, restarts) record nothing twice; triggers keep the table's
+byte count in ``meta``, so the bound costs no scan. Then each touched item keeps its
+newest ``N`` (per tier; 0 turns history off) in one windowed ``DELETE`` per slice, and the
+whole table stays under ``history_bytes``: the oldest entries by arrival go first.
+:meth:`history` lists the current row and the table, newest key first.
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ class HistoryMixin:
     history_bytes: int
 
     def _load_history(self) -> None:
-        row = self._conn.execute("SELECT coalesce(sum(size), 0) FROM history").fetchone()
-        self._history_total: int = row[0]
+        self._history_total: int = self._history_size()
+
+    def _history_size(self) -> int:
+        size: int = self._conn.execute(
+            "SELECT value FROM meta WHERE name = 'history_bytes'"
+        ).fetchone()[0]
+        return size
 
     def _record_history(
         self, t: int, items: list[Item], replaced: list[int], touched: set[bytes]
@@ -87,16 +94,14 @@ class HistoryMixin:
                 f" WHERE tier = ? AND item_id IN ({marks})) WHERE rn > ?)",
                 (t, *chunk, keep),
             )
-        self._history_total = execute("SELECT coalesce(sum(size), 0) FROM history").fetchone()[0]
+        self._history_total = self._history_size()  # exact: triggers keep it (schema.py)
         while self._history_total > self.history_bytes:
-            gone = execute(
-                "SELECT coalesce(sum(size), 0), max(id) FROM (SELECT id, size FROM history"
-                " ORDER BY id LIMIT 256)"
-            ).fetchone()
-            if gone[1] is None:
+            last = execute("SELECT max(id) FROM (SELECT id FROM history ORDER BY id LIMIT 256)")
+            top = last.fetchone()[0]
+            if top is None:
                 break
-            execute("DELETE FROM history WHERE id <= ?", (gone[1],))
-            self._history_total -= gone[0]
+            execute("DELETE FROM history WHERE id <= ?", (top,))
+            self._history_total = self._history_size()
 
     def history(
         self, tier: Tier, item_id: bytes, current: tuple[Key, int, int, bytes] | None
