@@ -34,6 +34,8 @@ LAYERS = {
     "filters": 4,
     "mcpserver": 5,
     "engine": 3,
+    "conditions": 3,
+    "resolve": 3,
     "store": 2,
     "config": 2,
     "identity": 1,
