@@ -283,6 +283,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         self._seq = dict(self._conn.execute("SELECT tier, seq FROM tiers").fetchall())
         self._load_buckets()
         self._load_tail()
+        self._load_history()
 
     def _existing(self, tier: int, ids: Iterable[bytes]) -> dict[bytes, Existing]:
         """Current rows (without payload) of ``ids``: row, full hash, base hash, rowid."""

@@ -8,8 +8,8 @@ case of a pull). A slice's fold path records, before its writes, the versions it
 that did not become the row (losers, MERGEs, ids repeated in the slice) and, by an SQL-side
 copy (no payload read into Python), each stored base it replaced: a version that became
 the row is copied only once it is replaced. ``INSERT OR IGNORE`` on the key makes
-redelivery (sync, relay, repair, restarts) record nothing twice; triggers keep the table's
-byte count in ``meta``, so the bound costs no scan. Then each touched item keeps its
+redelivery (sync, relay, repair, restarts) record nothing twice; the byte count is kept
+from what each statement ``RETURNING``s, so the bound costs no scan. Each touched item keeps its
 newest ``N`` (per tier; 0 turns history off) in one windowed ``DELETE`` per slice, and the
 whole table stays under ``history_bytes``: the oldest entries by arrival go first.
 :meth:`history` lists the current row and the table, newest key first.
@@ -29,14 +29,10 @@ from .rows import Key, from_db, plain_value, to_db
 __all__ = ["DEFAULT_HISTORY", "HistoryEntry", "HistoryMixin"]
 
 DEFAULT_HISTORY: Mapping[Tier, int] = {Tier.WORKING: 8, Tier.EPISODIC: 8, Tier.SEMANTIC: 8}
-_INSERT = (
-    "INSERT OR IGNORE INTO history (tier, item_id, ts, origin, op, flags, payload, size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT = "INSERT OR IGNORE INTO history (tier, item_id, ts, origin, op, flags, payload, size)"
 _COPY = (
-    "INSERT OR IGNORE INTO history (tier, item_id, ts, origin, op, flags, payload, size)"
-    " SELECT tier, item_id, ts, origin, op, flags, payload, length(payload) + 64 FROM items"
-    " WHERE rowid = ? AND op != 0"
+    f"{_INSERT} SELECT tier, item_id, ts, origin, op, flags, payload, length(payload) + 64"
+    " FROM items"
 )
 
 
@@ -58,13 +54,10 @@ class HistoryMixin:
     history_bytes: int
 
     def _load_history(self) -> None:
-        self._history_total: int = self._history_size()
-
-    def _history_size(self) -> int:
-        size: int = self._conn.execute(
-            "SELECT value FROM meta WHERE name = 'history_bytes'"
-        ).fetchone()[0]
-        return size
+        """The table's size in bytes (one scan at open and after a rollback); every change
+        after that reports its own sizes with ``RETURNING``, so the bound costs no scan."""
+        row = self._conn.execute("SELECT coalesce(sum(size), 0) FROM history").fetchone()
+        self._history_total: int = row[0]
 
     def _record_history(
         self, t: int, items: list[Item], replaced: list[int], touched: set[bytes]
@@ -74,34 +67,39 @@ class HistoryMixin:
         if keep <= 0 or not touched:
             return
         execute = self._conn.execute
-        before = self._conn.total_changes
-        rows = [
-            (t, i[0], to_db(i[1]), to_db(i[2]), int(i[4]), i[6], i[7], len(i[7]) + 64)
-            for i in items
-        ]
-        self._conn.executemany(_INSERT, rows)
-        if replaced:
-            self._conn.executemany(_COPY, [(rid,) for rid in replaced])
-        if self._conn.total_changes == before:
+        added = 0
+        for start in range(0, len(items), 100):
+            chunk = items[start : start + 100]
+            args: list[Any] = []
+            for i in chunk:
+                args += (t, i[0], to_db(i[1]), to_db(i[2]), int(i[4]), i[6], i[7], len(i[7]) + 64)
+            values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            added += sum(r[0] for r in execute(f"{_INSERT} VALUES {values} RETURNING size", args))
+        for start in range(0, len(replaced), 256):
+            rids = replaced[start : start + 256]
+            sql = f"{_COPY} WHERE rowid IN ({','.join('?' * len(rids))}) AND op != 0"
+            added += sum(r[0] for r in execute(sql + " RETURNING size", rids))
+        if not added:
             return
+        self._history_total += added
         ids = list(touched)
         for start in range(0, len(ids), 256):
-            chunk = ids[start : start + 256]
-            marks = ",".join("?" * len(chunk))
-            execute(
+            chunk_ids = ids[start : start + 256]
+            marks = ",".join("?" * len(chunk_ids))
+            gone = execute(
                 "DELETE FROM history WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
                 " (PARTITION BY item_id ORDER BY ts DESC, origin DESC) AS rn FROM history"
-                f" WHERE tier = ? AND item_id IN ({marks})) WHERE rn > ?)",
-                (t, *chunk, keep),
+                f" WHERE tier = ? AND item_id IN ({marks})) WHERE rn > ?) RETURNING size",
+                (t, *chunk_ids, keep),
             )
-        self._history_total = self._history_size()  # exact: triggers keep it (schema.py)
+            self._history_total -= sum(r[0] for r in gone)
         while self._history_total > self.history_bytes:
-            last = execute("SELECT max(id) FROM (SELECT id FROM history ORDER BY id LIMIT 256)")
-            top = last.fetchone()[0]
-            if top is None:
+            top = execute("SELECT max(id) FROM (SELECT id FROM history ORDER BY id LIMIT 256)")
+            last = top.fetchone()[0]
+            if last is None:
                 break
-            execute("DELETE FROM history WHERE id <= ?", (top,))
-            self._history_total = self._history_size()
+            gone = execute("DELETE FROM history WHERE id <= ? RETURNING size", (last,))
+            self._history_total -= sum(r[0] for r in gone)
 
     def history(
         self, tier: Tier, item_id: bytes, current: tuple[Key, int, int, bytes] | None
@@ -130,5 +128,6 @@ class HistoryMixin:
         return ordered[: max(keep, 1)]
 
     def history_stats(self) -> dict[str, Any]:
+        """Entries and bytes of the whole history, and its bound."""
         count = self._conn.execute("SELECT count(*) FROM history").fetchone()[0]
         return {"entries": count, "bytes": self._history_total, "max_bytes": self.history_bytes}

@@ -242,16 +242,6 @@ def _v10(conn: sqlite3.Connection) -> None:
         " size INTEGER NOT NULL)"
     )
     conn.execute("CREATE UNIQUE INDEX history_by_item ON history (tier, item_id, ts, origin)")
-    # The table's size in bytes, kept exact by SQLite itself (no scan to enforce the bound).
-    conn.execute("INSERT INTO meta VALUES ('history_bytes', 0)")
-    conn.execute(
-        "CREATE TRIGGER history_add AFTER INSERT ON history BEGIN UPDATE meta"
-        " SET value = value + NEW.size WHERE name = 'history_bytes'; END"
-    )
-    conn.execute(
-        "CREATE TRIGGER history_sub AFTER DELETE ON history BEGIN UPDATE meta"
-        " SET value = value - OLD.size WHERE name = 'history_bytes'; END"
-    )
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
