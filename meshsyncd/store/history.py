@@ -11,7 +11,7 @@ the row is copied only once it is replaced. ``INSERT OR IGNORE`` on the key make
 redelivery (sync, relay, repair, restarts) record nothing twice; the byte count is kept
 from what each statement ``RETURNING``s, so the bound costs no scan. Each touched item keeps its
 newest ``N`` (per tier; 0 turns history off) in one windowed ``DELETE`` per slice, and the
-whole table stays under ``history_bytes``: the oldest entries by arrival go first.
+whole table stays under ``history_bytes``: past it, the oldest versions go until 90%.
 :meth:`history` lists the current row and the table, newest key first.
 """
 
@@ -87,19 +87,23 @@ class HistoryMixin:
             chunk_ids = ids[start : start + 256]
             marks = ",".join("?" * len(chunk_ids))
             gone = execute(
-                "DELETE FROM history WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER"
+                "DELETE FROM history WHERE (tier, item_id, ts, origin) IN (SELECT tier, item_id,"
+                " ts, origin FROM (SELECT tier, item_id, ts, origin, row_number() OVER"
                 " (PARTITION BY item_id ORDER BY ts DESC, origin DESC) AS rn FROM history"
                 f" WHERE tier = ? AND item_id IN ({marks})) WHERE rn > ?) RETURNING size",
                 (t, *chunk_ids, keep),
             )
             self._history_total -= sum(r[0] for r in gone)
-        while self._history_total > self.history_bytes:
-            top = execute("SELECT max(id) FROM (SELECT id FROM history ORDER BY id LIMIT 256)")
-            last = top.fetchone()[0]
-            if last is None:
-                break
-            gone = execute("DELETE FROM history WHERE id <= ? RETURNING size", (last,))
-            self._history_total -= sum(r[0] for r in gone)
+        if self._history_total > self.history_bytes:
+            # Down to 90% at once, oldest versions first: a scan, but a rare one.
+            target = self.history_bytes * 9 // 10
+            while self._history_total > target:
+                top = execute("SELECT max(ts) FROM (SELECT ts FROM history ORDER BY ts LIMIT 256)")
+                last = top.fetchone()[0]
+                if last is None:
+                    break
+                gone = execute("DELETE FROM history WHERE ts <= ? RETURNING size", (last,))
+                self._history_total -= sum(r[0] for r in gone)
 
     def history(
         self, tier: Tier, item_id: bytes, current: tuple[Key, int, int, bytes] | None
