@@ -43,12 +43,15 @@ from .client import (
     ConnectionLost,
     DaemonNotRunning,
     Namespace,
+    _condition,
     _id_hex,
     _ns,
     _prio_name,
     _tier_name,
 )
-from .results import Change, Conflict, Item, NamespaceInfo, Page, SyncResult, Written
+from .results import Change, Conflict, Item, NamespaceInfo, Page, SyncResult, Version, Written
+
+IfVersion = Version | str | tuple[int, int] | None
 
 __all__ = ["AsyncClient", "Watch", "encode_value"]
 
@@ -158,17 +161,21 @@ class AsyncClient:
         item_id: bytes | str | None = None,
         key: str | None = None,
         namespace: Namespace = None,
+        if_version: IfVersion = None,
+        if_absent: bool = False,
     ) -> Written:
         """Write a whole value: ``str`` as its UTF-8 text, ``bytes`` as they are, anything
         else as JSON (``{"units": "metric"}``). INSERT if the item is absent, else UPDATE;
-        a random id unless ``item_id`` or ``key`` (in ``namespace``) is given.
+        a random id unless ``item_id`` or ``key`` (in ``namespace``) is given. Only if the
+        current version is ``if_version`` (an ``item.version``), or ``if_absent``.
 
         Raises:
             ClientError: ``bad_request`` (not JSON-serialisable, a bad name), ``too_large``
-                (checked before sending), ``unknown_tier``.
+                (checked before sending), ``unknown_tier``, ``precondition_failed``, ``frozen``.
         """
         params = Client._target(item_id, key, tier, namespace)
         params.update(encode_value(value), priority=_prio_name(priority))
+        params.update(_condition(if_version, if_absent))
         return Written.of(await self.request("put", params))
 
     async def get(
@@ -179,14 +186,15 @@ class AsyncClient:
         tier: Tier | int | str = Tier.EPISODIC,
         include_deleted: bool = False,
         namespace: Namespace = None,
+        snapshot: str | None = None,
     ) -> Item:
-        """The stored item.
+        """The stored item (with ``snapshot``: as it was when that snapshot was made).
 
         Raises:
             NotFound: absent, or deleted (unless ``include_deleted``).
         """
         params = Client._target(item_id, key, tier, namespace)
-        params["include_deleted"] = include_deleted or None
+        params.update(include_deleted=include_deleted or None, snapshot=snapshot)
         return Item.of(await self.request("get", params))
 
     async def delete(
@@ -197,14 +205,16 @@ class AsyncClient:
         tier: Tier | int | str = Tier.EPISODIC,
         priority: Priority | int | str = Priority.NORMAL,
         namespace: Namespace = None,
+        if_version: IfVersion = None,
     ) -> Written:
-        """Write a tombstone.
+        """Write a tombstone (only if the current version is ``if_version``, if given).
 
         Raises:
             NotFound: there is no live item.
         """
         params = Client._target(item_id, key, tier, namespace)
         params["priority"] = _prio_name(priority)
+        params.update(_condition(if_version, False))
         return Written.of(await self.request("delete", params))
 
     async def merge(
@@ -216,8 +226,11 @@ class AsyncClient:
         item_id: bytes | str | None = None,
         key: str | None = None,
         namespace: Namespace = None,
+        if_version: IfVersion = None,
+        if_absent: bool = False,
     ) -> Written:
-        """Per-field last-write-wins update of a JSON object item (created if needed).
+        """Per-field last-write-wins update of a JSON object item (created if needed),
+        conditional like :meth:`put`.
 
         Raises:
             ClientError: ``bad_request`` if ``fields`` is not a dict of JSON values.
@@ -227,6 +240,7 @@ class AsyncClient:
         encode_value(fields)  # JSON-serialisable and within the limit, before sending
         params = Client._target(item_id, key, tier, namespace)
         params.update(fields=fields, priority=_prio_name(priority))
+        params.update(_condition(if_version, if_absent))
         return Written.of(await self.request("merge", params))
 
     async def list(
@@ -238,6 +252,7 @@ class AsyncClient:
         include_deleted: bool = False,
         values: bool = True,
         namespace: Namespace = None,
+        snapshot: str | None = None,
     ) -> Page:
         """One page of items; pass ``page.next`` as ``after`` for the next one.
 
@@ -252,6 +267,7 @@ class AsyncClient:
             "include_deleted": include_deleted or None,
             "values": values,
             "namespace": _ns(namespace),
+            "snapshot": snapshot,
         }
         return Page.of(await self.request("list", params))
 
@@ -285,14 +301,65 @@ class AsyncClient:
         return await self.request("vectors")
 
     async def conflicts(
-        self, *, limit: int = 100, tier: Tier | int | str | None = None
+        self,
+        *,
+        limit: int = 100,
+        tier: Tier | int | str | None = None,
+        namespace: str | None = None,
+        since_ns: int | None = None,
+        values: bool = False,
+        open_only: bool = False,
     ) -> builtins.list[Conflict]:
-        """Recent conflicts, newest first (two writers that had not seen each other)."""
+        """Logged conflicts, newest first (two writers that had not seen each other); with
+        ``values`` both values, with ``open_only`` the unresolved ones only."""
         tier_name = None if tier is None else _tier_name(tier)
-        rows = (await self.request("conflicts", {"limit": limit, "tier": tier_name})).get(
-            "conflicts", []
-        )
+        params = {"limit": limit, "tier": tier_name, "namespace": namespace, "values": values}
+        params.update(since_ns=since_ns, open=open_only)
+        rows = (await self.request("conflicts", params)).get("conflicts", [])
         return [Conflict.of(r) for r in rows]
+
+    async def resolve_conflict(
+        self, conflict_id: int, *, keep: str | None = None, value: Any = None
+    ) -> dict[str, Any]:
+        """Keep ``"winner"`` or ``"loser"``, or write ``value``, on top of both versions."""
+        params: dict[str, Any] = {"conflict": conflict_id, "keep": keep}
+        if value is not None:
+            params.update(encode_value(value))
+        return await self.request("conflicts_resolve", params)
+
+    async def history(
+        self,
+        item_id: bytes | str | None = None,
+        *,
+        tier: Tier | int | str = Tier.EPISODIC,
+        key: str | None = None,
+        namespace: Namespace = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """The last versions seen here of an item (winners and losers), newest first."""
+        params = Client._target(item_id, key, tier, namespace)
+        rows = (await self.request("history", params)).get("versions", [])
+        return rows if isinstance(rows, builtins.list) else []
+
+    async def freeze(self, namespace: str, seconds: float) -> dict[str, Any]:
+        """Refuse local writes under ``namespace`` here for ``seconds`` (code ``frozen``)."""
+        return await self.request("freeze", {"namespace": namespace, "seconds": seconds})
+
+    async def unfreeze(self, namespace: str) -> dict[str, Any]:
+        return await self.request("unfreeze", {"namespace": namespace})
+
+    async def snapshot_create(
+        self, name: str, *, namespace: str | None = None, ttl: float = 3600
+    ) -> dict[str, Any]:
+        """Freeze what this node holds now (under ``namespace``) as snapshot ``name``."""
+        params = {"name": name, "namespace": namespace, "ttl": ttl}
+        return await self.request("snapshot_create", params)
+
+    async def snapshots(self) -> builtins.list[dict[str, Any]]:
+        rows = (await self.request("snapshot_list")).get("snapshots", [])
+        return rows if isinstance(rows, builtins.list) else []
+
+    async def snapshot_drop(self, name: str) -> dict[str, Any]:
+        return await self.request("snapshot_drop", {"name": name})
 
     async def sync(
         self,

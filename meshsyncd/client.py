@@ -594,7 +594,7 @@ class Client:
         }
 
 
-def _condition(if_version: str | tuple[int, int] | None, if_absent: bool) -> dict[str, Any]:
+def _condition(if_version: Any, if_absent: bool) -> dict[str, Any]:
     """Request fields of a conditional write (``conditions.py``): succeed only if the item's
     current version on the node is ``if_version`` (``"TS:ORIGIN"`` as ``get`` returns it in
     ``version``, or a ``(timestamp_ns, origin)`` pair), or with ``if_absent`` it has no value.
@@ -602,8 +602,10 @@ def _condition(if_version: str | tuple[int, int] | None, if_absent: bool) -> dic
     out: dict[str, Any] = {}
     if isinstance(if_version, tuple):
         out["if_version"] = f"{if_version[0]}:{if_version[1]:016x}"
-    elif if_version is not None:
+    elif isinstance(if_version, str):
         out["if_version"] = if_version
+    elif if_version is not None:  # a results.Version (AsyncClient's Item.version)
+        out["if_version"] = f"{if_version.timestamp_ns}:{if_version.origin}"
     if if_absent:
         out["if_absent"] = True
     return out

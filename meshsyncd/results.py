@@ -214,15 +214,22 @@ class Conflict:
     item_id: str
     winner: Version
     loser: Version
+    id: int | None = None
+    """The entry's id, for ``resolve_conflict``."""
+    resolved_by: Version | None = None
+    """The version that resolved it, once resolved."""
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Conflict:
+        resolved = obj.get("resolved_by")
         return cls(
             at_ns=int(obj["at_ns"]),
             tier=_tier(obj["tier"]),
             item_id=str(obj["item_id"]),
             winner=Version.of(obj["winner"]),
             loser=Version.of(obj["loser"]),
+            id=None if obj.get("id") is None else int(obj["id"]),
+            resolved_by=None if resolved is None else Version.of(resolved),
         )
 
 

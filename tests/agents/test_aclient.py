@@ -86,6 +86,43 @@ def test_typed_round_trip(backend: str, node: Node, ns: str) -> None:
     run(backend, body)
 
 
+def test_conditions_history_freezes_and_snapshots(backend: str, node: Node, ns: str) -> None:
+    async def body() -> None:
+        async with AsyncClient(node.socket) as c:
+            first = await c.put("v1", namespace=ns, key="doc", if_absent=True)
+            with pytest.raises(ClientError) as absent:
+                await c.put("again", namespace=ns, key="doc", if_absent=True)
+            assert absent.value.code == "precondition_failed"
+            item = await c.get(namespace=ns, key="doc")
+            second = await c.put("v2", namespace=ns, key="doc", if_version=item.version)
+            with pytest.raises(ClientError) as stale:
+                await c.delete(namespace=ns, key="doc", if_version=first.version)
+            assert stale.value.code == "precondition_failed"
+            versions = await c.history(namespace=ns, key="doc")
+            assert [v["current"] for v in versions] == [True, False]
+            assert versions[0]["timestamp_ns"] == second.version.timestamp_ns
+
+            snap = f"{ns}-snap"
+            made = await c.snapshot_create(snap, namespace=ns, ttl=60)
+            assert made["items"] == 1
+            await c.put("v3", namespace=ns, key="doc")
+            assert (await c.get(namespace=ns, key="doc", snapshot=snap)).value == "v2"
+            page = await c.list(namespace=ns, snapshot=snap)
+            assert [i.key for i in page.items] == ["doc"]
+            assert snap in [s["name"] for s in await c.snapshots()]
+            await c.snapshot_drop(snap)
+
+            await c.freeze(ns, 60)
+            with pytest.raises(ClientError) as frozen:
+                await c.delete(namespace=ns, key="doc")
+            assert frozen.value.code == "frozen"
+            await c.unfreeze(ns)
+            await c.delete(namespace=ns, key="doc")
+            assert await c.conflicts(namespace=ns, open_only=True) == []
+
+    run(backend, body)
+
+
 def test_a_missing_item_raises_not_found_a_key_error(backend: str, node: Node, ns: str) -> None:
     async def body() -> None:
         async with AsyncClient(node.socket) as c:
