@@ -123,9 +123,9 @@ def get(
         else:
             result = client.get(tier=tier_arg(tier), **target)
     except ClientError as exc:
-        if exc.code == "not_found":
+        if exc.code == "not_found" and snapshot is None:  # else the daemon's own words:
             raise Fail(_not_found(client, target, tier_arg(tier)), EXIT_FAILED) from None
-        raise
+        raise  # a missing snapshot is not a missing item
     if raw:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

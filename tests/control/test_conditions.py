@@ -37,14 +37,14 @@ def cli(node: BackgroundNode, *args: str) -> Result:
 
 def test_if_version_and_if_absent(node: BackgroundNode) -> None:
     with Client(node.path) as c:
-        first = c.put('"v1"', namespace=NS, key=KEY, if_absent=True)
+        first = c.put('{"v": 1}', namespace=NS, key=KEY, if_absent=True)
         with pytest.raises(ClientError, match="is not absent: it is at version") as info:
-            c.put('"again"', namespace=NS, key=KEY, if_absent=True)
+            c.put('{"v": "again"}', namespace=NS, key=KEY, if_absent=True)
         assert info.value.code == "precondition_failed"
         assert c.get(namespace=NS, key=KEY)["version"] == first["version"]
-        second = c.put('"v2"', namespace=NS, key=KEY, if_version=first["version"])
+        second = c.put("{}", namespace=NS, key=KEY, if_version=first["version"])
         with pytest.raises(ClientError, match=f"not at version {first['version']}") as info:
-            c.put('"stale"', namespace=NS, key=KEY, if_version=first["version"])
+            c.put('{"v": "stale"}', namespace=NS, key=KEY, if_version=first["version"])
         assert second["version"] in str(info.value)
         merged = c.merge({"step": 2}, namespace=NS, key=KEY, if_version=second["version"])
         current = c.get(namespace=NS, key=KEY)
@@ -113,7 +113,7 @@ def test_freeze_refuses_local_writes_but_replicated_ones_apply(node: BackgroundN
 
 def test_if_version_races_let_exactly_one_win(node: BackgroundNode) -> None:
     with Client(node.path) as c:
-        c.put('"start"', namespace=NS, key="race")
+        c.put('{"at": "start"}', namespace=NS, key="race")
 
     @settings(
         max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -133,7 +133,7 @@ def test_if_version_races_let_exactly_one_win(node: BackgroundNode) -> None:
                 gate.wait()
                 try:
                     if ops[i] == "put":
-                        client.put(f'"{i}"', namespace=NS, key="race", if_version=seen)
+                        client.put(f'{{"by": {i}}}', namespace=NS, key="race", if_version=seen)
                     else:
                         client.merge({"by": i}, namespace=NS, key="race", if_version=seen)
                     results.append(f"won {i}")
@@ -156,14 +156,14 @@ def test_if_version_races_let_exactly_one_win(node: BackgroundNode) -> None:
 
 def test_history_through_the_client_and_the_cli(node: BackgroundNode) -> None:
     with Client(node.path) as c:
-        for value in ('"one"', '"two"', '"three"'):
+        for value in ('{"v":"one"}', '{"v":"two"}', '{"v":"three"}'):
             c.put(value, namespace=NS, key="h")
         c.merge({"f": 1}, namespace=NS, key="h")
         rows = c.history(namespace=NS, key="h")
         assert [r["op"] for r in rows] == ["merge", "update", "update", "insert"]
-        assert [r.get("value") for r in rows[1:]] == ['"three"', '"two"', '"one"']
+        assert [r.get("value") for r in rows[1:]] == ['{"v":"three"}', '{"v":"two"}', '{"v":"one"}']
         assert [r["current"] for r in rows] == [False, True, False, False]
         with pytest.raises(ClientError, match="no item"):
             c.history(namespace=NS, key="never")
     table = cli(node, "history", "--namespace", NS, "--key", "h")
-    assert table.exit_code == 0 and '"two"' in table.output and " *" in table.output
+    assert table.exit_code == 0 and '{"v":"two"}' in table.output and " *" in table.output
