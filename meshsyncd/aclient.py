@@ -36,19 +36,10 @@ import anyio
 
 from protocol import MAX_PAYLOAD, Priority, Tier
 
+from . import calls
 from .aconn import Conn, connect, result_of
-from .client import (
-    Client,
-    ClientError,
-    ConnectionLost,
-    DaemonNotRunning,
-    Namespace,
-    _condition,
-    _id_hex,
-    _ns,
-    _prio_name,
-    _tier_name,
-)
+from .calls import ClientError, Namespace
+from .client import ConnectionLost, DaemonNotRunning
 from .results import Change, Conflict, Item, NamespaceInfo, Page, SyncResult, Version, Written
 
 IfVersion = Version | str | tuple[int, int] | None
@@ -173,9 +164,9 @@ class AsyncClient:
             ClientError: ``bad_request`` (not JSON-serialisable, a bad name), ``too_large``
                 (checked before sending), ``unknown_tier``, ``precondition_failed``, ``frozen``.
         """
-        params = Client._target(item_id, key, tier, namespace)
-        params.update(encode_value(value), priority=_prio_name(priority))
-        params.update(_condition(if_version, if_absent))
+        params = calls.write(
+            item_id, key, tier, namespace, priority, if_version, if_absent, **encode_value(value)
+        )
         return Written.of(await self.request("put", params))
 
     async def get(
@@ -193,7 +184,7 @@ class AsyncClient:
         Raises:
             NotFound: absent, or deleted (unless ``include_deleted``).
         """
-        params = Client._target(item_id, key, tier, namespace)
+        params = calls.target(item_id, key, tier, namespace)
         params.update(include_deleted=include_deleted or None, snapshot=snapshot)
         return Item.of(await self.request("get", params))
 
@@ -212,9 +203,7 @@ class AsyncClient:
         Raises:
             NotFound: there is no live item.
         """
-        params = Client._target(item_id, key, tier, namespace)
-        params["priority"] = _prio_name(priority)
-        params.update(_condition(if_version, False))
+        params = calls.write(item_id, key, tier, namespace, priority, if_version)
         return Written.of(await self.request("delete", params))
 
     async def merge(
@@ -238,9 +227,9 @@ class AsyncClient:
         if not isinstance(fields, dict):
             raise ClientError("bad_request", "merge fields must be a dict")
         encode_value(fields)  # JSON-serialisable and within the limit, before sending
-        params = Client._target(item_id, key, tier, namespace)
-        params.update(fields=fields, priority=_prio_name(priority))
-        params.update(_condition(if_version, if_absent))
+        params = calls.write(
+            item_id, key, tier, namespace, priority, if_version, if_absent, fields=fields
+        )
         return Written.of(await self.request("merge", params))
 
     async def list(
@@ -260,15 +249,7 @@ class AsyncClient:
         namespace prefix (``""`` or ``()``: all named items) in name order, stable while
         writes go on.
         """
-        params = {
-            "tier": _tier_name(tier),
-            "limit": limit,
-            "after": _id_hex(after) if namespace is None else after,
-            "include_deleted": include_deleted or None,
-            "values": values,
-            "namespace": _ns(namespace),
-            "snapshot": snapshot,
-        }
+        params = calls.list_page(tier, limit, after, include_deleted, values, namespace, snapshot)
         return Page.of(await self.request("list", params))
 
     async def namespaces(
@@ -280,11 +261,7 @@ class AsyncClient:
     ) -> builtins.list[NamespaceInfo]:
         """Namespaces under ``prefix`` with live item counts, in name order; ``max_depth``
         folds deeper ones into their ancestor."""
-        params = {
-            "prefix": _ns(prefix),
-            "max_depth": max_depth,
-            "tier": None if tier is None else _tier_name(tier),
-        }
+        params = calls.namespaces(prefix, max_depth, tier)
         rows = (await self.request("namespaces", params)).get("namespaces", [])
         return [NamespaceInfo.of(r) for r in rows]
 
@@ -312,9 +289,7 @@ class AsyncClient:
     ) -> builtins.list[Conflict]:
         """Logged conflicts, newest first (two writers that had not seen each other); with
         ``values`` both values, with ``open_only`` the unresolved ones only."""
-        tier_name = None if tier is None else _tier_name(tier)
-        params = {"limit": limit, "tier": tier_name, "namespace": namespace, "values": values}
-        params.update(since_ns=since_ns, open=open_only)
+        params = calls.conflicts(limit, tier, namespace, since_ns, values, open_only)
         rows = (await self.request("conflicts", params)).get("conflicts", [])
         return [Conflict.of(r) for r in rows]
 
@@ -336,7 +311,7 @@ class AsyncClient:
         namespace: Namespace = None,
     ) -> builtins.list[dict[str, Any]]:
         """The last versions seen here of an item (winners and losers), newest first."""
-        params = Client._target(item_id, key, tier, namespace)
+        params = calls.target(item_id, key, tier, namespace)
         rows = (await self.request("history", params)).get("versions", [])
         return rows if isinstance(rows, builtins.list) else []
 
@@ -368,9 +343,7 @@ class AsyncClient:
     ) -> SyncResult:
         """The mesh-wide barrier (default) or two-node syncs with ``peers``; see
         ``Client.sync``. ``result.ok`` is false when some node was not covered."""
-        body: dict[str, Any] = {"timeout": timeout}
-        if peers:
-            body["peers"] = builtins.list(peers)
+        body = calls.sync(peers, timeout)
         reply = await self.request("sync", body, deadline=max(self.timeout, timeout + 10.0))
         return SyncResult.of(reply)
 
@@ -400,13 +373,7 @@ class AsyncClient:
             ClientError: ``bad_request`` for a ``since`` the node cannot resume from
                 (re-list, then watch again).
         """
-        params: dict[str, Any] = {
-            "tier": None if tier is None else _tier_name(tier),
-            "since": "now" if since is None else since,
-            "namespace": _ns(namespace),
-            "values": values,
-        }
-        return Watch(self.path, params, reconnect_for)
+        return Watch(self.path, calls.watch(tier, since, namespace, values), reconnect_for)
 
 
 class Watch:

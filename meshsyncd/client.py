@@ -25,14 +25,15 @@ import contextlib
 import itertools
 import json
 import socket
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from protocol import MAX_PAYLOAD, Priority, Tier
 
-from .control.proto import ControlError, parse_priority, parse_tier
+from . import calls
+from .calls import ClientError, Namespace
 
 if TYPE_CHECKING:
     from .aclient import AsyncClient
@@ -49,16 +50,6 @@ __all__ = [
 ]
 
 MAX_RESPONSE = 64 << 20
-Namespace = str | Sequence[str] | None  # "agents/alden" or ("agents", "alden")
-
-
-class ClientError(Exception):
-    """A refused request or a broken connection; ``code`` says which (see docs/control.md)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Unreachable(ClientError):
@@ -181,33 +172,6 @@ def _check(reply: dict[str, Any]) -> dict[str, Any]:
     raise error_for(str(err.get("code", "internal")), str(err.get("message", "failed")))
 
 
-def _id_hex(item_id: bytes | str | None) -> str | None:
-    if item_id is None:
-        return None
-    if isinstance(item_id, bytes):
-        if len(item_id) != 16:
-            raise ClientError("bad_request", "an item id is 16 bytes")
-        return item_id.hex()
-    text = item_id.strip().lower()
-    if len(text) != 32 or any(ch not in "0123456789abcdef" for ch in text):
-        raise ClientError("bad_request", f"bad item id {item_id!r}: expected 32 hex digits")
-    return text
-
-
-def _tier_name(tier: Tier | int | str) -> str:
-    try:
-        return parse_tier(tier).name.lower()
-    except ControlError as exc:
-        raise ClientError(exc.code, exc.message) from None
-
-
-def _prio_name(priority: Priority | int | str) -> str:
-    try:
-        return parse_priority(priority).name.lower()
-    except ControlError as exc:
-        raise ClientError(exc.code, exc.message) from None
-
-
 class Client:
     """A connection to a node's control socket (connects on first use).
 
@@ -294,13 +258,13 @@ class Client:
             raise ClientError(
                 "too_large", f"value is {len(data)} bytes; the limit is {MAX_PAYLOAD} (1 MiB)"
             )
-        params = self._target(item_id, key, tier, namespace)
-        params["priority"] = _prio_name(priority)
         if isinstance(value, str):
-            params["value"] = value
+            field = {"value": value}
         else:
-            params["value_b64"] = base64.b64encode(data).decode("ascii")
-        params.update(_condition(if_version, if_absent))
+            field = {"value_b64": base64.b64encode(data).decode("ascii")}
+        params = calls.write(
+            item_id, key, tier, namespace, priority, if_version, if_absent, **field
+        )
         return self.request("put", params)
 
     def get(
@@ -321,10 +285,8 @@ class Client:
             NotFound: absent or deleted (a ``KeyError``, and a ``ClientError`` with code
                 ``not_found``).
         """
-        params = self._target(item_id, key, tier, namespace)
-        params["include_deleted"] = include_deleted or None
-        if snapshot is not None:
-            params["snapshot"] = snapshot
+        params = calls.target(item_id, key, tier, namespace)
+        params.update(include_deleted=include_deleted or None, snapshot=snapshot)
         return _parsed(self.request("get", params))
 
     def get_bytes(self, item_id: bytes | str | None = None, **kw: Any) -> bytes:
@@ -342,9 +304,7 @@ class Client:
         if_version: str | tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         """Write a tombstone. Raises :class:`NotFound` if there is no live item."""
-        params = self._target(item_id, key, tier, namespace)
-        params["priority"] = _prio_name(priority)
-        params.update(_condition(if_version, False))
+        params = calls.write(item_id, key, tier, namespace, priority, if_version)
         return self.request("delete", params)
 
     def merge(
@@ -362,9 +322,9 @@ class Client:
         """Per-field last-write-wins update of a JSON object item (created if needed)."""
         if not isinstance(fields, dict):
             raise ClientError("bad_request", "merge fields must be a dict")
-        params = self._target(item_id, key, tier, namespace)
-        params.update(fields=fields, priority=_prio_name(priority))
-        params.update(_condition(if_version, if_absent))
+        params = calls.write(
+            item_id, key, tier, namespace, priority, if_version, if_absent, fields=fields
+        )
         return self.request("merge", params)
 
     def list(
@@ -386,16 +346,7 @@ class Client:
         named items under that namespace prefix (``""``: all named items) in name order,
         ``after`` the ``next`` of the previous page (stable while writes go on).
         """
-        params = {
-            "tier": _tier_name(tier),
-            "limit": limit,
-            "after": _id_hex(after) if namespace is None else after,
-            "include_deleted": include_deleted or None,
-            "values": values,
-            "namespace": _ns(namespace),
-        }
-        if snapshot is not None:
-            params["snapshot"] = snapshot
+        params = calls.list_page(tier, limit, after, include_deleted, values, namespace, snapshot)
         page = self.request("list", params)
         page["items"] = [_parsed(item) for item in page.get("items", [])]
         return page
@@ -409,11 +360,7 @@ class Client:
     ) -> builtins.list[dict[str, Any]]:
         """Namespaces under ``prefix`` with live item counts: ``[{"namespace", "items",
         "tiers": {tier: n}}]``; ``max_depth`` folds deeper ones into their ancestor."""
-        params = {
-            "prefix": _ns(prefix),
-            "max_depth": max_depth,
-            "tier": None if tier is None else _tier_name(tier),
-        }
+        params = calls.namespaces(prefix, max_depth, tier)
         rows = self.request("namespaces", params).get("namespaces", [])
         return rows if isinstance(rows, builtins.list) else []
 
@@ -445,13 +392,7 @@ class Client:
     ) -> builtins.list[dict[str, Any]]:
         """Logged conflicts (SPEC.md section 2.2), newest first: name or id, both versions'
         keys and ops, with ``values`` their values, and ``resolved_by`` once resolved."""
-        params: dict[str, Any] = {"limit": limit, "values": values, "open": open_only}
-        if tier is not None:
-            params["tier"] = _tier_name(tier)
-        if namespace is not None:
-            params["namespace"] = namespace
-        if since_ns is not None:
-            params["since_ns"] = since_ns
+        params = calls.conflicts(limit, tier, namespace, since_ns, values, open_only)
         rows = self.request("conflicts", params).get("conflicts", [])
         return rows if isinstance(rows, builtins.list) else []
 
@@ -465,7 +406,7 @@ class Client:
     ) -> builtins.list[dict[str, Any]]:
         """The last versions this node has seen of an item (winners and losers), newest
         first: ``version``, ``timestamp_ns``, ``origin``, ``op``, ``current`` and the value."""
-        params = self._target(item_id, key, tier, namespace)
+        params = calls.target(item_id, key, tier, namespace)
         rows = self.request("history", params).get("versions", [])
         return rows if isinstance(rows, builtins.list) else []
 
@@ -520,9 +461,7 @@ class Client:
     def sync(self, peers: builtins.list[str] | None = None, timeout: float = 2.0) -> dict[str, Any]:
         """Block until a bidirectional sync with ``peers`` (default: all connected) is
         applied, or ``timeout`` seconds pass: ``{"synced": [...], "failed": [...]}``."""
-        body: dict[str, Any] = {"timeout": timeout}
-        if peers:
-            body["peers"] = builtins.list(peers)
+        body = calls.sync(peers, timeout)
         return self.request("sync", body, deadline=max(self.timeout, timeout + 10.0))
 
     def watch(
@@ -554,11 +493,12 @@ class Client:
         sock = _connect(self.path, self.timeout)
         try:
             lines = _Lines(sock)
-            body: dict[str, Any] = {"id": 1, "op": "watch"}
-            if tier is not None:
-                body["tier"] = _tier_name(tier)
+            # Without since, namespace or values: the plain live watch (no replay, no seq).
             if since is not None or namespace is not None or values:
-                body.update(since=since or "now", namespace=_ns(namespace), values=values)
+                params = calls.watch(tier, since or "now", namespace, values)
+            else:
+                params = {"tier": None if tier is None else calls.tier_name(tier)}
+            body = {"id": 1, "op": "watch"} | {k: v for k, v in params.items() if v is not None}
             sock.sendall(json.dumps(body).encode() + b"\n")
             first = _check(lines.read())
             if started is not None:
@@ -572,50 +512,6 @@ class Client:
                 yield _parsed(event)
         finally:
             sock.close()
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _target(
-        item_id: bytes | str | None,
-        key: str | None,
-        tier: Tier | int | str,
-        namespace: Namespace = None,
-    ) -> dict[str, Any]:
-        if item_id is not None and key is not None:
-            raise ClientError("bad_request", "give either item_id or key, not both")
-        if namespace is not None and key is None:
-            raise ClientError("bad_request", "a namespace needs a key")
-        return {
-            "tier": _tier_name(tier),
-            "item_id": _id_hex(item_id),
-            "key": key,
-            "namespace": _ns(namespace),
-        }
-
-
-def _condition(if_version: Any, if_absent: bool) -> dict[str, Any]:
-    """Request fields of a conditional write (``conditions.py``): succeed only if the item's
-    current version on the node is ``if_version`` (``"TS:ORIGIN"`` as ``get`` returns it in
-    ``version``, or a ``(timestamp_ns, origin)`` pair), or with ``if_absent`` it has no value.
-    A failed condition raises ``ClientError`` with code ``precondition_failed``."""
-    out: dict[str, Any] = {}
-    if isinstance(if_version, tuple):
-        out["if_version"] = f"{if_version[0]}:{if_version[1]:016x}"
-    elif isinstance(if_version, str):
-        out["if_version"] = if_version
-    elif if_version is not None:  # a results.Version (AsyncClient's Item.version)
-        out["if_version"] = f"{if_version.timestamp_ns}:{if_version.origin}"
-    if if_absent:
-        out["if_absent"] = True
-    return out
-
-
-def _ns(namespace: Namespace) -> str | builtins.list[str] | None:
-    """A namespace for the socket: text as given, a tuple of labels as a list."""
-    if namespace is None or isinstance(namespace, str):
-        return namespace
-    return builtins.list(namespace)
 
 
 def _parsed(item: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ LAYERS = {
     "client": 4,
     "aclient": 4,
     "aconn": 4,
+    "calls": 4,
     "results": 4,
     "langgraph": 5,
     "filters": 4,
@@ -47,7 +48,7 @@ LAYERS = {
 }
 # The control client speaks the socket's vocabulary (control.proto), which imports nothing
 # from the server side: that one edge goes "up" by name only.
-ALLOWED = {("client", "control.proto")}
+ALLOWED = {("client", "control.proto"), ("calls", "control.proto")}
 # Modules of the optional extras (meshsyncd[langgraph], meshsyncd[mcp]): a doc may name a
 # module that needs one when it is not installed.
 OPTIONAL_EXTRAS = {"langgraph", "mcp"}
