@@ -76,14 +76,14 @@ Where the file is: ``--config PATH``, else ``$MESHSYNCD_CONFIG``, else
     and dropped when no introducer vouches.
 
 Errors name the file and the key, peers counted from 0:
-``meshsyncd.toml: peers[1].address: "nohost" is not host:port``. The writers below
+``meshsyncd.toml: peers[1].address: "nohost" is not host:port``. The writers
 (:func:`write_new_config`, :func:`add_peer`, :func:`remove_peer`) edit the text in place, so
-the operator's comments survive; each write is validated first, then made atomic.
+the operator's comments survive; each write is validated first, then made atomic
+(``edit.py``). The ``[[peers]]`` tables are checked in ``peers.py``.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import tomllib
 import types
@@ -94,12 +94,11 @@ from typing import Any
 
 from protocol import Tier
 
-from ..identity import node_id_text, parse_node_id
-from . import text as config_text
+from .peers import PEER_KEYS as _PEER_KEYS  # noqa: F401 - the docs test reads every key here
+from .peers import max_peers_value, parse_peers
 from .values import (
     ALL_TIERS,
     HANDSHAKE_KEYS,
-    TIER_NAMES,
     ConfigError,
     HandshakeLimits,
     PeerConfig,
@@ -107,8 +106,8 @@ from .values import (
     parse_address,
     parse_duration,
     parse_handshakes,
-    parse_share,
     parse_tiers,
+    reject_unknown,
     show_value,
 )
 
@@ -121,13 +120,10 @@ __all__ = [
     "ConfigError",
     "HandshakeLimits",
     "PeerConfig",
-    "add_peer",
     "load_config",
     "parse_address",
     "parse_duration",
     "parse_tiers",
-    "remove_peer",
-    "write_new_config",
 ]
 
 CONFIG_FILE = "meshsyncd.toml"
@@ -158,8 +154,6 @@ _TABLES: dict[str, dict[str, Any]] = {
     "history": {"working": 8, "episodic": 8, "semantic": 8, "max_bytes": 64 << 20},
     "snapshots": {"max_bytes": 256 << 20},
 }
-_PEER_KEYS = ("id", "address", "tiers", "write_tiers", "share", "write_share", "introducer")
-MAX_PEERS_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -216,79 +210,6 @@ def load_config(path: Path | None = None) -> Config:
     return _parse(_read_text(path), path)
 
 
-def write_new_config(path: Path, *, listen: str, control_socket: str = "control.sock") -> None:
-    """Write a fresh, fully commented config listening on ``listen``; never overwrites.
-
-    ``control_socket`` as an absolute path (``/run/meshsyncd/control.sock``) lets every CLI
-    command that reads the config find the socket of a systemd service without flags.
-
-    Raises:
-        ConfigError: ``listen`` or ``control_socket`` is bad, the file exists, or it cannot
-            be written.
-    """
-    path = Path(path)
-    parse_address(listen, "listen", allow_port_zero=True)
-    text = config_text.new_config(listen, control_socket)
-    _parse(text, path)
-    _write(path, text, exclusive=True)
-
-
-def add_peer(path: Path, peer: PeerConfig) -> None:
-    """Append a ``[[peers]]`` table for ``peer`` to the config at ``path``.
-
-    Raises:
-        ConfigError: the current file is invalid, the id is already listed, or the write fails.
-    """
-    config = load_config(Path(path))
-    for index, known in enumerate(config.peers):
-        if known.node_id == peer.node_id:
-            raise ConfigError(
-                f"peer {peer.text} is already listed (address {known.address})",
-                key=f"peers[{index}].id",
-                path=Path(path),
-            )
-    table = config_text.peer_table(
-        peer.text,
-        peer.address,
-        _tier_names(peer.tiers),
-        _tier_names(peer.write_tiers),
-        peer.introducer,
-    )
-    text = config_text.append_table(_read_text(config.path), table)
-    _check_edit(text, config.path, peer.node_id, present=True)
-    _write(config.path, text, exclusive=False)
-
-
-def remove_peer(path: Path, node_id: bytes) -> None:
-    """Delete the ``[[peers]]`` table with this id from the config at ``path``.
-
-    Raises:
-        ConfigError: the current file is invalid, the id is not listed, its table cannot be
-            found in the text (an inline ``peers = [...]`` array), or the write fails.
-    """
-    config = load_config(Path(path))
-    if config.peer(node_id) is None:
-        raise ConfigError(
-            f"no peer {node_id_text(node_id)} is listed", key="peers", path=Path(path)
-        )
-
-    def matches(entry: dict[str, Any]) -> bool:
-        try:
-            return parse_node_id(str(entry.get("id", ""))) == node_id
-        except ValueError:
-            return False
-
-    text = config_text.remove_peer_table(_read_text(config.path), matches)
-    if text is None:
-        raise ConfigError(
-            f"cannot find a [[peers]] table for {node_id_text(node_id)}; edit the file by hand",
-            key="peers",
-            path=Path(path),
-        )
-    _check_edit(text, config.path, node_id, present=False)
-    _write(config.path, text, exclusive=False)
-
-
 def _locate(path: Path | None) -> Path:
     if path is not None:
         return Path(path)
@@ -312,10 +233,6 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"cannot read: {exc}", path=path) from None
 
 
-def _tier_names(tiers: frozenset[Tier]) -> list[str]:
-    return [tier.name.lower() for tier in sorted(tiers)]
-
-
 def _env_dir(name: str) -> Path | None:
     """First entry of a systemd ``*_DIRECTORY`` variable (it may list several, ``:``-joined)."""
     value = os.environ.get(name, "").split(":")[0]
@@ -334,14 +251,14 @@ def _parse(text: str, path: Path) -> Config:
 
 
 def _build(data: dict[str, Any], path: Path) -> Config:
-    _reject_unknown(data, [*_TOP_KEYS, *_TABLES, "peers"], "")
+    reject_unknown(data, [*_TOP_KEYS, *_TABLES, "peers"], "")
     top = {key: data.get(key, default) for key, default in _TOP_KEYS.items()}
     tables: dict[str, dict[str, Any]] = {}
     for name, defaults in _TABLES.items():
         table = data.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"expected a table [{name}], got {show_value(table)}", key=name)
-        _reject_unknown(table, list(defaults), f"{name}.")
+        reject_unknown(table, list(defaults), f"{name}.")
         tables[name] = {key: table.get(key, default) for key, default in defaults.items()}
 
     base = path.absolute().parent
@@ -442,93 +359,14 @@ def _build(data: dict[str, Any], path: Path) -> Config:
         retention_ns=types.MappingProxyType(retention),
         tombstone_grace_ns=_ns(parse_duration(tables["tombstones"]["grace"], "tombstones.grace")),
         metrics_listen=metrics,
-        peers=_peers(data.get("peers", [])),
+        peers=parse_peers(data.get("peers", [])),
         handshakes=parse_handshakes(tables["handshakes"]),
-        max_peers=_max_peers(top["max_peers"]),
+        max_peers=max_peers_value(top["max_peers"]),
         conflict_bytes=conflict_bytes,
         history_versions=types.MappingProxyType(history),
         history_bytes=tables["history"]["max_bytes"],
         snapshot_bytes=snapshot_bytes,
     )
-
-
-def _max_peers(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PEERS_LIMIT:
-        return value
-    raise ConfigError(
-        f"expected a whole number in 1..{MAX_PEERS_LIMIT}, got {show_value(value)}",
-        key="max_peers",
-    )
-
-
-def _peers(value: Any) -> tuple[PeerConfig, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(f"expected [[peers]] tables, got {show_value(value)}", key="peers")
-    peers: list[PeerConfig] = []
-    seen: dict[bytes, int] = {}
-    for index, entry in enumerate(value):
-        where = f"peers[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"expected a table, got {show_value(entry)}", key=where)
-        _reject_unknown(entry, list(_PEER_KEYS), f"{where}.")
-        for required in ("id", "address"):
-            if required not in entry:
-                raise ConfigError(
-                    "missing (every peer needs id and address)", key=f"{where}.{required}"
-                )
-        if not isinstance(entry["id"], str):
-            raise ConfigError(
-                f"expected a node id string, got {show_value(entry['id'])}", key=f"{where}.id"
-            )
-        try:
-            node_id = parse_node_id(entry["id"])
-        except ValueError as exc:
-            raise ConfigError(str(exc), key=f"{where}.id") from None
-        if node_id in seen:
-            raise ConfigError(
-                f"duplicate peer {node_id_text(node_id)} (also peers[{seen[node_id]}])",
-                key=f"{where}.id",
-            )
-        seen[node_id] = index
-        host, port = parse_address(entry["address"], f"{where}.address")
-        tiers, write = (_tier_list(entry, where, key) for key in ("tiers", "write_tiers"))
-        share, write_share = (_share_list(entry, where, key) for key in ("share", "write_share"))
-        introducer = entry.get("introducer", False)
-        if not isinstance(introducer, bool):
-            raise ConfigError(
-                f"expected true or false, got {show_value(introducer)}", key=f"{where}.introducer"
-            )
-        peers.append(PeerConfig(node_id, host, port, tiers, write, share, write_share, introducer))
-    return tuple(peers)
-
-
-def _tier_list(entry: dict[str, Any], where: str, key: str) -> frozenset[Tier]:
-    value = entry.get(key, list(TIER_NAMES))
-    if not isinstance(value, list):  # a comma string is for the command line only
-        raise ConfigError(
-            f'expected a list like ["working", "semantic"], got {show_value(value)}',
-            key=f"{where}.{key}",
-        )
-    return parse_tiers(value, f"{where}.{key}")
-
-
-def _share_list(entry: dict[str, Any], where: str, key: str) -> tuple[str, ...]:
-    value = entry.get(key, [])
-    if not isinstance(value, list):
-        raise ConfigError(
-            f'expected a list like ["semantic:prefs/"], got {show_value(value)}',
-            key=f"{where}.{key}",
-        )
-    parse_share(value, f"{where}.{key}")  # refuses a bad entry, naming it
-    return tuple(value)
-
-
-def _reject_unknown(table: dict[str, Any], known: list[str], prefix: str) -> None:
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f'did you mean "{close[0]}"?' if close else f"known keys: {', '.join(known)}"
-            raise ConfigError(f"unknown key ({hint})", key=f"{prefix}{key}")
 
 
 def _path_value(value: Any, key: str) -> Path:
@@ -545,25 +383,3 @@ def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
 
 def _ns(seconds: float) -> int:
     return round(seconds * 1_000_000_000)
-
-
-def _check_edit(text: str, path: Path, node_id: bytes, *, present: bool) -> None:
-    try:
-        config = _parse(text, path)
-    except ConfigError as exc:
-        raise ConfigError(
-            f"the edit would make the file invalid ({exc.detail}); edit it by hand",
-            key=exc.key,
-            path=path,
-        ) from None
-    if (config.peer(node_id) is not None) != present:
-        raise ConfigError("the edit did not take; edit the file by hand", key="peers", path=path)
-
-
-def _write(path: Path, text: str, *, exclusive: bool) -> None:
-    try:
-        config_text.atomic_write(path, text, exclusive=exclusive)
-    except FileExistsError:
-        raise ConfigError("already exists; refusing to overwrite", path=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write: {exc.strerror or exc}", path=path) from None

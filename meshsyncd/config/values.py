@@ -7,6 +7,7 @@ for a value read from the file and for the same value typed on the command line.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ __all__ = [
     "parse_handshakes",
     "parse_share",
     "parse_tiers",
+    "reject_unknown",
     "show_value",
 ]
 
@@ -272,3 +274,12 @@ def show_value(value: Any) -> str:
 
 def _join_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reject_unknown(table: dict[str, Any], known: list[str], prefix: str) -> None:
+    """A typo fails at start naming the key and its closest known spelling."""
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else f"known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown key ({hint})", key=f"{prefix}{key}")
