@@ -428,9 +428,20 @@ class Session(SessionLanes):
             )
         await handler(self, event)
 
-    def send_nowait(self, event: P.Frame) -> None:
-        """Queue a small control frame on the urgent lane (the mesh modules' way out)."""
-        self._queue_urgent(self._frame(event))
+    def send_nowait(self, event: P.Frame) -> bool:
+        """Queue a small control frame on the urgent lane (the mesh modules' way out).
+
+        Returns False, dropping the frame, once the session is ending (we said BYE or
+        ERROR). The services that send these (repair's digests, gossip, barriers) walk the
+        live sessions from their own tasks, and a session can close between that walk and
+        the send: raising there would end the service, and with it the daemon. Nothing is
+        lost: the peer could not have read the frame, and the session's own task reports how
+        it ended.
+        """
+        if self.conn.our_state is P.State.CLOSED:
+            return False
+        self._queue_urgent(self.conn.send(event))
+        return True
 
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
         if hello.version < P.MIN_PROTOCOL_VERSION:

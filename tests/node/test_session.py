@@ -125,6 +125,11 @@ async def test_malformed_frame_closes_only_that_session_with_an_error(tmp_path: 
         assert isinstance(seen[-1], P.Error) and seen[-1].code == P.ErrorCode.PROTOCOL
         assert "pull" in seen[-1].text
         assert a.digest(Tier.EPISODIC) == before
+        # A service that still holds the session (repair announcing its digests) and sends
+        # after the close: the frame is dropped, not raised into that service's task (it
+        # took the whole daemon down once, tests/faults/test_clock_skew.py).
+        assert not session.send_nowait(P.Digest(tier=Tier.EPISODIC, seq=1, digest=bytes(32)))
+        assert session.urgent_backlog == 0
     finally:
         a.store.close()
 
