@@ -18,7 +18,7 @@ from .errors import BadFieldError, LimitError
 from .memberframes import _HOST_CHARS, HOST_FIELD, MAX_MEMBERS, MAX_PRUNE, TIER_MASK, MemberKind
 from .memberframes import MemberState as _State
 from .meshschema import _body_short, _Ordered, _rest_is
-from .schema import Ctx, _Check, _rule, _values
+from .schemakit import Ctx, _Check, _rule, _values
 
 __all__ = ["BODIES"]
 

@@ -1,12 +1,12 @@
 """The mesh frames declared with construct (SPEC.md sections 4.1 and 4.2): the schema's twin
 of ``meshframes.py``.
 
-Theory of operation: the same building blocks as ``schema.py`` (``_rule``, ``_Check``,
-``_Items``), in the order ``meshframes.py`` checks, so both codecs name the same first fault
-at the same offset (``tests/protocol/test_schema_agreement.py``). What construct has no word
-for, that ranges are sorted and disjoint and that a range's ids are sorted and inside it,
-is ``_Ordered``: an array that checks each element against the one before it. ``schema.py``
-imports this module at its end and adds these bodies to its frame switch.
+Theory of operation: the same building blocks as ``schema.py`` (``schemakit.py``: ``_rule``,
+``_Check``, ``_Items``), in the order ``meshframes.py`` checks, so both codecs name the same
+first fault at the same offset (``tests/protocol/test_schema_agreement.py``). What construct
+has no word for, that ranges are sorted and disjoint and that a range's ids are sorted and
+inside it, is ``_Ordered``: an array that checks each element against the one before it.
+``schema.py`` imports this module at its end and adds these bodies to its frame switch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .meshframes import (
     BarrierStatus,
     NodeState,
 )
-from .schema import Ctx, _Check, _exact, _Items, _left, _rule, _tier, _values, _Violation
+from .schemakit import Ctx, _Check, _exact, _Items, _left, _rule, _tier, _values, _Violation
 
 __all__ = ["BODIES"]
 
