@@ -13,6 +13,7 @@ def bench() -> None:
 from . import apply as _apply  # noqa: E402,F401
 from . import codec as _codec  # noqa: E402,F401
 from . import flood as _flood  # noqa: E402,F401
+from . import latency as _latency  # noqa: E402,F401
 from . import mesh as _mesh  # noqa: E402,F401
 from . import names as _names  # noqa: E402,F401
 from . import repair as _repair  # noqa: E402,F401

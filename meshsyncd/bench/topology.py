@@ -33,8 +33,16 @@ import click
 
 from ..client import Client
 from .commands import bench
-from .mesh import WARMUP, _no_gc_pauses, _percentile, _print_targets, _progress, _quiet, _Watcher
 from .nodeproc import Node, NodeError
+from .observe import (
+    WARMUP,
+    Watcher,
+    no_gc_pauses,
+    percentile,
+    print_targets,
+    progress_printer,
+    quiet,
+)
 
 __all__ = ["run_mesh_bench"]
 
@@ -75,14 +83,14 @@ def _stats(values: list[float]) -> dict[str, Any]:
         return {"n": 0}
     return {
         "n": len(values),
-        "p50_ms": round(_percentile(values, 50), 3),
-        "p99_ms": round(_percentile(values, 99), 3),
+        "p50_ms": round(percentile(values, 50), 3),
+        "p99_ms": round(percentile(values, 99), 3),
         "max_ms": round(max(values), 3),
     }
 
 
 def _writes(
-    client: Client, watcher: _Watcher, count: int, tier: str, priority: str
+    client: Client, watcher: Watcher, count: int, tier: str, priority: str
 ) -> dict[str, Any]:
     """``count`` writes on the first node until each is readable on the watched node."""
     times: list[float] = []
@@ -112,9 +120,9 @@ def _barriers(client: Client, count: int) -> dict[str, Any]:
 
 
 def _scenario(nodes: list[Node], far: Node, samples: int, progress: Any) -> dict[str, Any]:
-    urgent_watch, low_watch = _Watcher(far, "working"), _Watcher(far, "semantic")
+    urgent_watch, low_watch = Watcher(far, "working"), Watcher(far, "semantic")
     try:
-        with nodes[0].client() as c, _no_gc_pauses():
+        with nodes[0].client() as c, no_gc_pauses():
             progress("  urgent writes")
             urgent = _writes(c, urgent_watch, samples, "working", "urgent")
             progress("  low writes")
@@ -129,7 +137,7 @@ def _scenario(nodes: list[Node], far: Node, samples: int, progress: Any) -> dict
 
 
 def run_mesh_bench(
-    n: int = N_NODES, samples: int = URGENT_SAMPLES, progress: Any = _quiet
+    n: int = N_NODES, samples: int = URGENT_SAMPLES, progress: Any = quiet
 ) -> dict[str, Any]:
     """Chain then ring of ``n`` daemons; figures per topology (module docstring)."""
     out: dict[str, Any] = {"nodes": n, "sync_interval": "30s (default)"}
@@ -183,7 +191,7 @@ def _repair_figures(items: int, progress: Any) -> dict[str, Any] | None:
 def mesh_cmd(as_json: bool, nodes: int, samples: int, repair_items: int) -> None:
     """N real daemons as a chain and a ring: urgent and LOW writes to the farthest node,
     the mesh-wide barrier, and the cost of repairing one item."""
-    progress = _progress()
+    progress = progress_printer()
     try:
         result = run_mesh_bench(nodes, samples, progress)
         if repair_items:
@@ -207,4 +215,4 @@ def mesh_cmd(as_json: bool, nodes: int, samples: int, repair_items: int) -> None
     if "repair" in result:
         click.echo(f"  repair: {result['repair']}")
     click.echo("targets:")
-    _print_targets(result["targets"])
+    print_targets(result["targets"])
