@@ -515,9 +515,17 @@ class Client:
 
 
 def _parsed(item: dict[str, Any]) -> dict[str, Any]:
-    """Add ``value_json``, the value parsed, when the value is JSON text."""
+    """Add ``value_json``, the value parsed, when the value is JSON text.
+
+    A page by namespace carries a UTF-8 value once, as ``value`` (the daemon saves the
+    bytes and the time on its writer thread); ``value_b64`` is added back here, so an item
+    of every page has the shape ``get`` returns.
+    """
     text = item.get("value")
     if isinstance(text, str):
+        if "value_b64" not in item:
+            raw = text.encode("utf-8", "surrogatepass")
+            item["value_b64"] = base64.b64encode(raw).decode("ascii")
         with contextlib.suppress(ValueError, RecursionError):
             item["value_json"] = json.loads(text)
     return item

@@ -70,15 +70,21 @@ class Version:
 
 
 def _value(obj: dict[str, Any]) -> tuple[bytes | None, Any, bool]:
-    """(raw bytes, value, is_json) of a result carrying ``value_b64``/``value``."""
-    b64 = obj.get("value_b64")
+    """(raw bytes, value, is_json) of a result carrying ``value_b64`` and/or ``value``.
+
+    ``get`` sends both (``value`` only for UTF-8); a ``list`` page sends the value once:
+    ``value`` when it is UTF-8 (its bytes are the text's UTF-8), else ``value_b64``.
+    """
+    b64, text = obj.get("value_b64"), obj.get("value")
     if b64 is None:
-        return None, None, False
-    try:
-        raw = base64.b64decode(str(b64))
-    except (binascii.Error, ValueError):
-        raw = b""
-    text = obj.get("value")
+        if not isinstance(text, str):
+            return None, None, False
+        raw = text.encode("utf-8", "surrogatepass")
+    else:
+        try:
+            raw = base64.b64decode(str(b64))
+        except (binascii.Error, ValueError):
+            raw = b""
     if not isinstance(text, str):
         return raw, raw, False
     with contextlib.suppress(ValueError, RecursionError):

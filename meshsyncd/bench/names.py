@@ -26,7 +26,7 @@ import click
 
 from protocol import NAMED, Item, Op, Tier, name_block, name_id
 
-from ..control.names import listed_item
+from ..control.names import encode_cursor, list_page
 from ..store import Store
 from .commands import bench
 
@@ -72,9 +72,10 @@ def _preload(store: Store, total: int, rnd: random.Random) -> None:
 
 def _page(store: Store) -> tuple[int, int]:
     """One page as the ``list`` operation builds it (``control/names.py``), JSON included."""
-    found, _more = store.list_names(TIER, TARGET, limit=1000)
-    out = [listed_item("semantic", seq, row, name, True) for seq, row, name in found]
-    answer = {"id": 1, "ok": True, "result": {"items": out}}
+    out, more = list_page(store, TIER, TARGET, None, 1000)
+    result: dict[str, Any] = {"tier": "semantic", "namespace": "/".join(TARGET), "items": out}
+    result["next"] = None if more is None else encode_cursor(more)
+    answer = {"id": 1, "ok": True, "result": result}
     # Encoded as the control server encodes its lines (server._line).
     return len(out), len(json.dumps(answer, separators=(",", ":"), ensure_ascii=False))
 

@@ -26,19 +26,29 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from protocol import NAMED, SEPARATOR, Item, Name, Op, Tier
+from protocol import NAMED, SEPARATOR, Item, Name, Op, Priority, Tier
 from protocol.names import index_key
 
 from .idfilter import IdFilter
 from .rows import Row, decode_fields, from_db
 
-__all__ = ["INSERT_NAMES", "NamesMixin", "index_key", "new_names", "ns_prefix", "ns_range"]
+__all__ = [
+    "INSERT_NAMES",
+    "Listed",
+    "NamesMixin",
+    "index_key",
+    "new_names",
+    "ns_prefix",
+    "ns_range",
+]
 
 SEQ_BITS = 56
 SEQ_MASK = (1 << SEQ_BITS) - 1
 INSERT_NAMES = "INSERT OR IGNORE INTO names (tier, ns, key, item_id)"  # + VALUES: bulk.py
-_ROW_SQL = "SELECT rowid, item_id, ts, origin, op, priority, flags, payload, fields FROM items"
-_DELETE = int(Op.DELETE)
+_LIVE_OPS = (int(Op.INSERT), int(Op.UPDATE))
+# (index namespace, key, item id, rowid, ts, origin (both as stored), op, flags, payload,
+# fields text): one listed item as SQLite returns it.
+Listed = tuple[Any, ...]
 _IN = 256  # rowids per IN list (padded to a power of two: few distinct statements cached)
 
 
@@ -71,13 +81,6 @@ def _padded(values: list[int]) -> list[int]:
     return values + values[: size - len(values)] if size > len(values) else values
 
 
-def _row(rec: tuple[Any, ...]) -> tuple[int, Row]:
-    rowid, iid, ts, origin, op, prio, flags, payload, ftext = rec
-    row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, payload)
-    row.fields = decode_fields(ftext)
-    return rowid & SEQ_MASK, row
-
-
 class NamesMixin:
     """Queries over the names index (a mixin of :class:`meshsyncd.store.core.Store`)."""
 
@@ -107,13 +110,76 @@ class NamesMixin:
         tail = self._tail[t]
         return [(ns, key, iid, tail.get(iid, rid)) for ns, key, iid, rid in recs]
 
-    def _rows_by_rid(self, rids: list[int]) -> dict[int, tuple[int, Row]]:
-        out: dict[int, tuple[int, Row]] = {}
+    def list_name_records(
+        self,
+        tier: Tier,
+        prefix: Sequence[str] = (),
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+        include_deleted: bool = False,
+    ) -> tuple[list[Listed], tuple[str, str] | None]:
+        """Named items of ``tier`` under the namespace ``prefix``, in name order, as records.
+
+        A :data:`Listed` record per item, straight from SQLite: no :class:`Row` is built,
+        because ``list`` answers 1,000 of them on the writer thread and the objects cost
+        more than the read (issue 13). ``after`` is the (index namespace, key) a previous
+        page ended at. Returns up to ``limit`` records and the position to continue after
+        (``None`` when the range is exhausted).
+        """
+        t = int(tier)
+        lo, hi = ns_range(ns_prefix(prefix))
+        where = "n.tier = ? AND n.ns >= ?" + ("" if hi is None else " AND n.ns < ?")
+        args: list[Any] = [t, lo] if hi is None else [t, lo, hi]
+        # One statement reads the entries and, through ``ids``, their rows; only entries
+        # whose row is in the tail map (changed since the last fold) need a second read.
+        sql = (
+            "SELECT n.ns, n.key, n.item_id, i.rowid, i.ts, i.origin, i.op, i.flags,"
+            " i.payload, i.fields FROM names AS n"
+            " LEFT JOIN ids ON ids.tier = n.tier AND ids.item_id = n.item_id"
+            " LEFT JOIN items AS i ON i.rowid = ids.rid"
+            f" WHERE {where} AND (n.ns, n.key) > (?, ?) ORDER BY n.ns, n.key LIMIT ?"
+        )
+        tail = self._tail[t]
+        out: list[Listed] = []
+        last = after if after is not None else ("", "")
+        while True:
+            want = limit - len(out)
+            # A little more than wanted, so that the tombstones in the range rarely cost
+            # a second statement.
+            fetch = want + (want >> 3) + 8
+            recs = self._conn.execute(sql, (*args, *last, fetch)).fetchall()
+            moved: dict[int, tuple[Any, ...]] = {}
+            if tail:
+                moved = self._records_by_rid([tail[r[2]] for r in recs if r[2] in tail])
+            for rec in recs:
+                last = (rec[0], rec[1])
+                if tail and rec[2] in tail:
+                    row = moved.get(tail[rec[2]])
+                    if row is None:
+                        continue
+                    rec = (*rec[:3], *row)
+                elif rec[3] is None:
+                    continue  # purged, or a MERGE that changed nothing
+                if not include_deleted and not rec[9] and rec[6] not in _LIVE_OPS:
+                    continue  # a tombstone (or a name-only base without fields)
+                out.append(rec)
+                if len(out) == limit:
+                    return out, last
+            if len(recs) < fetch:
+                return out, None
+
+    def _records_by_rid(self, rids: list[int]) -> dict[int, tuple[Any, ...]]:
+        """``rowid -> (rowid, ts, origin, op, flags, payload, fields)`` of rows by rowid."""
+        out: dict[int, tuple[Any, ...]] = {}
         for start in range(0, len(rids), _IN):
             chunk = _padded(rids[start : start + _IN])
-            sql = f"{_ROW_SQL} WHERE rowid IN ({','.join('?' * len(chunk))})"
+            sql = (
+                "SELECT rowid, ts, origin, op, flags, payload, fields FROM items"
+                f" WHERE rowid IN ({','.join('?' * len(chunk))})"
+            )
             for rec in self._conn.execute(sql, chunk):
-                out[rec[0]] = _row(rec)
+                out[rec[0]] = rec
         return out
 
     def list_names(
@@ -125,52 +191,17 @@ class NamesMixin:
         limit: int = 100,
         include_deleted: bool = False,
     ) -> tuple[list[tuple[int, Row, Name]], tuple[str, str] | None]:
-        """Named items of ``tier`` under the namespace ``prefix``, in name order.
-
-        ``after`` is the (index namespace, key) a previous page ended at. Returns the
-        ``(seq, row, name)`` of up to ``limit`` items and the position to continue after
-        (``None`` when the range is exhausted).
-        """
-        t = int(tier)
-        lo, hi = ns_range(ns_prefix(prefix))
-        where = "n.tier = ? AND n.ns >= ?" + ("" if hi is None else " AND n.ns < ?")
-        args: list[Any] = [t, lo] if hi is None else [t, lo, hi]
-        # One statement reads the entries and, through ``ids``, their rows; only entries
-        # whose row is in the tail map (changed since the last fold) need a second read.
-        sql = (
-            "SELECT n.ns, n.key, n.item_id, i.rowid, i.item_id, i.ts, i.origin, i.op,"
-            " i.priority, i.flags, i.payload, i.fields FROM names AS n"
-            " LEFT JOIN ids ON ids.tier = n.tier AND ids.item_id = n.item_id"
-            " LEFT JOIN items AS i ON i.rowid = ids.rid"
-            f" WHERE {where} AND (n.ns, n.key) > (?, ?) ORDER BY n.ns, n.key LIMIT ?"
+        """:meth:`list_name_records` as ``(seq, row, name)`` triples, for callers that want
+        :class:`Row` methods (the rows' priority is not read: NORMAL)."""
+        recs, more = self.list_name_records(
+            tier, prefix, after=after, limit=limit, include_deleted=include_deleted
         )
-        tail = self._tail[t]
-        out: list[tuple[int, Row, Name]] = []
-        last = after if after is not None else ("", "")
-        while len(out) < limit:
-            want = limit - len(out)
-            recs = self._conn.execute(sql, (*args, *last, want)).fetchall()
-            moved = self._rows_by_rid([tail[r[2]] for r in recs if r[2] in tail])
-            for rec in recs:
-                ns, key, iid = rec[0], rec[1], rec[2]
-                last = (ns, key)
-                rid = tail.get(iid)
-                if rid is not None:
-                    hit = moved.get(rid)
-                elif rec[3] is not None:
-                    if not include_deleted and rec[7] == _DELETE and rec[11] is None:
-                        continue  # a tombstone: skipped before any object is built
-                    hit = _row(rec[3:])
-                else:
-                    hit = None  # purged, or a MERGE that changed nothing
-                if hit is None or (hit[1].deleted and not include_deleted):
-                    continue
-                out.append((hit[0], hit[1], Name(tuple(ns.split(SEPARATOR)[:-1]), key)))
-                if len(out) == limit:
-                    break
-            if len(recs) < want:
-                return out, None
-        return out, last
+        out = []
+        for ns, key, iid, rowid, ts, origin, op, flags, payload, ftext in recs:
+            row = Row(iid, from_db(ts), from_db(origin), op, Priority.NORMAL, flags, payload)
+            row.fields = decode_fields(ftext)
+            out.append((rowid & SEQ_MASK, row, Name(tuple(ns.split(SEPARATOR)[:-1]), key)))
+        return out, more
 
     def count_names(
         self, tier: Tier, prefix: Sequence[str], after: tuple[str, str] | None, limit: int

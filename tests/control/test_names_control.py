@@ -152,3 +152,46 @@ def test_watch_signal_is_never_dropped(tmp_path: Path) -> None:
 
     trio.run(main)
     assert [e["key"] for e in seen] == [f"k{i}" for i in range(40)]
+
+
+async def test_a_page_by_namespace_carries_each_value_once(tmp_path: Path) -> None:
+    """Text as ``value`` only, bytes as ``value_b64`` only, a merged value as its JSON; the
+    Client gives every item ``value_b64`` back, and the items equal what ``get`` says."""
+    async with serving(tmp_path) as (_daemon, path, _server):
+
+        def scenario(c: Client) -> tuple[Any, ...]:
+            c.put("caf\u00e9", namespace="v", key="text")
+            c.put(b"\xff\x00\xfe", namespace="v", key="bytes")
+            c.put('{"a": 1}', namespace="v", key="merged")
+            c.merge({"b": 2}, namespace="v", key="merged")
+            raw = c.request("list", {"tier": "episodic", "namespace": "v"})
+            page = c.list(namespace="v")
+            gets = [c.get(namespace="v", key=k) for k in ("bytes", "merged", "text")]
+            return raw, page, gets
+
+        raw, page, gets = await in_thread(path, scenario)
+    by_key = {i["key"]: i for i in raw["items"]}
+    assert by_key["text"]["value"] == "caf\u00e9" and "value_b64" not in by_key["text"]
+    assert by_key["bytes"]["value_b64"] == "/wD+" and "value" not in by_key["bytes"]
+    assert by_key["merged"]["value"] == '{"a":1,"b":2}'
+    assert by_key["merged"]["size"] == len('{"a":1,"b":2}')
+    fields = ("value", "value_b64", "size", "op", "timestamp_ns", "origin", "item_id", "seq")
+    for item, got in zip(page["items"], gets, strict=True):
+        assert {f: item.get(f) for f in fields} == {f: got.get(f) for f in fields}
+
+
+async def test_a_page_by_namespace_stops_at_the_value_budget(tmp_path: Path) -> None:
+    """Five values of 900 KB: a page holds four (about 4 MiB), the next the fifth."""
+    async with serving(tmp_path) as (_daemon, path, _server):
+
+        def scenario(c: Client) -> tuple[Any, ...]:
+            for i in range(5):
+                c.put(str(i) * 900_000, namespace="big", key=f"k{i}")
+            first = c.list(namespace="big", limit=10)
+            second = c.list(namespace="big", limit=10, after=first["next"])
+            return first, second
+
+        first, second = await in_thread(path, scenario)
+    assert [i["key"] for i in first["items"]] == ["k0", "k1", "k2", "k3"]
+    assert first["next"] is not None
+    assert [i["key"] for i in second["items"]] == ["k4"] and second["next"] is None
