@@ -105,6 +105,22 @@ class HistoryMixin:
                 gone = execute("DELETE FROM history WHERE ts <= ? RETURNING size", (last,))
                 self._history_total -= sum(r[0] for r in gone)
 
+    def _forget_history(self, t: int, ids: list[bytes]) -> None:
+        """Drop every recorded version of items whose row a purge removes (inside its txn).
+
+        Why: once the row is gone nothing can list those versions, and an id that comes
+        back later starts a new history. The work is bounded by the purge's own: at most the
+        tier's N versions per removed row, each delete a range of the clustered key.
+        """
+        for start in range(0, len(ids), 256):
+            chunk = ids[start : start + 256]
+            gone = self._conn.execute(
+                f"DELETE FROM history WHERE tier = ? AND item_id IN ({','.join('?' * len(chunk))})"
+                " RETURNING size",
+                (t, *chunk),
+            )
+            self._history_total -= sum(r[0] for r in gone)
+
     def history(
         self, tier: Tier, item_id: bytes, current: tuple[Key, int, int, bytes] | None
     ) -> list[HistoryEntry]:

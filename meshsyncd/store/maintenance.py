@@ -52,6 +52,9 @@ class MaintenanceMixin(ReadMixin):
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
         raise NotImplementedError
 
+    def _forget_history(self, t: int, ids: list[bytes]) -> None:
+        raise NotImplementedError  # history.HistoryMixin
+
     # -- peers ------------------------------------------------------------------------------
 
     def record_ack(self, peer: int, tier: Tier, seq: int) -> None:
@@ -97,7 +100,8 @@ class MaintenanceMixin(ReadMixin):
     # -- purging ----------------------------------------------------------------------------
 
     def _remove_rows(self, t: int, rows: list[tuple[int, bytes, int]]) -> None:
-        """Delete rows (rowid, item_id, full hash) and take them out of the digests."""
+        """Delete rows (rowid, item_id, full hash), take them out of the digests, and drop
+        their history."""
         deltas: dict[int, int] = {}
         for _rid, iid, h in rows:
             deltas[iid[0]] = deltas.get(iid[0], 0) - h
@@ -109,6 +113,8 @@ class MaintenanceMixin(ReadMixin):
         tail = self._tail[t]
         for _rid, iid, _h in rows:
             tail.pop(iid, None)
+        # An item whose row is gone has no history either (history.py).
+        self._forget_history(t, [r[1] for r in rows])
         self._write_buckets(t, deltas)
         # A change feed resumed from below this would miss these deletions (names.py).
         self._conn.execute(

@@ -114,3 +114,41 @@ def test_local_writes_and_merges_are_history(tmp_path: Path) -> None:
         assert ops == [Op.UPDATE, Op.MERGE, Op.INSERT]
     finally:
         node.close()
+
+
+def test_purging_a_tombstone_drops_its_history_and_keeps_the_others(tmp_path: Path) -> None:
+    """The purge that removes a row removes its recorded versions (and their bytes), in
+    the same step; other items' history stays, and so does it across a restart."""
+    other_name = P.name_block(("kb",), "other")
+    other = P.name_id(other_name)
+    path = tmp_path / "p.db"
+    day = 86_400 * 10**9
+    with Store.open(path, history_versions={T: 4}) as store:
+        store.apply(T, [version(10, 1, b"a"), version(20, 2, b"b")])
+        store.apply(T, [version(30, 1, b"", Op.DELETE)])
+        for ts in (10, 20):
+            store.apply(
+                T,
+                [
+                    Item(
+                        item_id=other,
+                        timestamp_ns=ts,
+                        origin=1,
+                        tier=T,
+                        op=Op.UPDATE,
+                        flags=P.NAMED,
+                        payload=other_name + b"v%d" % ts,
+                    )
+                ],
+            )
+        before = store.history_stats()
+        assert before["entries"] == 3  # two replaced bases of IID, one of the other item
+        store.record_ack(7, T, store.tier_seq(T))
+        assert store.purge_tombstones([7], grace_ns=0, now_ns=31 + day) == 1
+        ids = store._conn.execute("SELECT DISTINCT item_id FROM history").fetchall()
+        assert ids == [(other,)]
+        after = store.history_stats()
+        assert after["entries"] == 1 and 0 < after["bytes"] < before["bytes"]
+        assert history(store) == []
+    with Store.open(path, history_versions={T: 4}) as store:
+        assert store.history_stats() == after  # the counted bytes match the table
