@@ -6,9 +6,9 @@ nothing else. Served over stdio (what MCP hosts spawn) or streamable HTTP on loo
 
 Tools: ``remember`` (put), ``recall`` (get), ``list_memories`` (one namespace prefix,
 paged), ``search`` (namespace prefix plus a filter on value fields, all tiers),
-``list_namespaces``, ``forget`` (delete), ``sync_now`` (the mesh barrier) and
-``conflicts`` (concurrent writes the node saw). There is no ``history`` tool: the node
-keeps only each item's current state and its conflict log, not past versions.
+``list_namespaces``, ``forget`` (delete), ``sync_now`` (the mesh barrier), ``conflicts``
+(concurrent writes the node saw) and ``history`` (the last versions this node has seen of
+one memory, newest first, with their values).
 
 Errors: arguments the schema refuses (missing, wrong type, an unknown tier) and every
 refusal of the node (a bad name, a value over 1 MiB, no such memory, the daemon not
@@ -18,7 +18,9 @@ never crashes the server, and a refused write stores nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,6 +70,26 @@ def _item(item: results.Item) -> dict[str, Any]:
         "value": item.value if item.is_json or isinstance(item.value, str) else None,
         "updated_at": item.updated_at.isoformat(),
         "origin": item.origin,
+    }
+
+
+def _version(v: dict[str, Any]) -> dict[str, Any]:
+    """One version of ``history``: its value parsed like ``recall``'s (JSON, else text;
+    ``None`` for a delete or a binary value)."""
+    value: Any = None
+    text = v.get("value")
+    if isinstance(text, str):
+        value = text
+        with contextlib.suppress(ValueError, RecursionError):
+            value = json.loads(text)
+    ts = int(v.get("timestamp_ns", 0))
+    return {
+        "op": v.get("op"),
+        "value": value,
+        "current": bool(v.get("current")),
+        "updated_at": results.Version(ts, str(v.get("origin"))).at.isoformat(),
+        "timestamp_ns": ts,
+        "origin": v.get("origin"),
     }
 
 
@@ -251,6 +273,22 @@ def build_server(socket: Path) -> MCPServer:
                 }
                 for c in rows
             ]
+        }
+
+    @server.tool()
+    async def history(
+        namespace: NamespaceArg, key: KeyArg, tier: TierArg = "episodic"
+    ) -> dict[str, Any]:
+        """The last versions this node has seen of one memory, newest first: each with its
+        op (insert, update, merge, delete), value, time and writing node; 'current' marks
+        the one stored now. Losing concurrent writes are included. Fails with 'no such
+        memory' when the node has none."""
+        rows = await call(client.history(namespace=namespace, key=key, tier=tier))
+        return {
+            "namespace": namespace.strip("/"),
+            "key": key,
+            "tier": tier,
+            "versions": [_version(v) for v in rows],
         }
 
     return server

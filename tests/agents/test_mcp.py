@@ -35,6 +35,7 @@ TOOLS = {
     "forget",
     "sync_now",
     "conflicts",
+    "history",
 }
 
 
@@ -68,7 +69,7 @@ async def error(s: ClientSession, tool: str, **args: Any) -> str:
 def test_tools_listed_and_called(node: Node, ns: str) -> None:
     async def body(s: ClientSession) -> None:
         tools = {t.name: t for t in (await s.list_tools()).tools}
-        assert set(tools) == TOOLS  # no history tool: the node keeps no past versions
+        assert set(tools) == TOOLS
         for tool in tools.values():
             assert tool.description and len(tool.description) > 40, tool.name
         assert "namespace" in tools["remember"].input_schema["required"]
@@ -104,8 +105,18 @@ def test_tools_listed_and_called(node: Node, ns: str) -> None:
             {"namespace": f"{ns}/alden", "items": 2, "tiers": {"episodic": 1, "semantic": 1}},
             {"namespace": f"{ns}/bob", "items": 1, "tiers": {"episodic": 1}},
         ]
+        await call(s, "remember", namespace=f"{ns}/bob", key="score", value="five")
         gone = await call(s, "forget", namespace=f"{ns}/bob", key="score")
         assert gone["op"] == "delete"
+        past = await call(s, "history", namespace=f"{ns}/bob", key="score")
+        assert (past["namespace"], past["key"], past["tier"]) == (f"{ns}/bob", "score", "episodic")
+        assert [(v["op"], v["value"], v["current"]) for v in past["versions"]] == [
+            ("delete", None, True),
+            ("update", "five", False),
+            ("insert", {"score": 4}, False),
+        ]
+        assert past["versions"][0]["timestamp_ns"] == gone["timestamp_ns"]
+        assert past["versions"][0]["origin"] == gone["origin"]
         assert "no such memory" in await error(s, "recall", namespace=f"{ns}/bob", key="score")
         synced = await call(s, "sync_now", timeout=2)
         assert synced["ok"] is True and synced["failed"] == []
@@ -137,6 +148,11 @@ def test_bad_arguments_are_tool_errors_and_store_nothing(node: Node, ns: str) ->
             ("sync_now", {"timeout": -1}, "timeout"),
             ("sync_now", {"timeout": "soon"}, "timeout"),
             ("conflicts", {"limit": "many"}, "limit"),
+            ("history", {"namespace": ns}, "key"),
+            ("history", {"namespace": ns, "key": ""}, "key"),
+            ("history", {"namespace": f"{ns}//x", "key": "k"}, "empty label"),
+            ("history", {"namespace": ns, "key": "k", "tier": "L7"}, "tier"),
+            ("history", {"namespace": ns, "key": "never"}, "no such memory"),
         ]
         for tool, args, words in cases:
             text = await error(s, tool, **args)
