@@ -31,6 +31,7 @@ __all__ = [
     "op_list_named",
     "op_namespaces",
     "parse_namespace",
+    "refuse_nameless_write",
     "request_name",
 ]
 
@@ -98,6 +99,27 @@ def name_fields(name: Name | None) -> dict[str, Any]:
     if name is None:
         return {}
     return {"namespace": SEPARATOR.join(name.namespace), "key": name.key}
+
+
+def refuse_nameless_write(p: dict[str, Any], item_id: bytes, name: Name | None) -> None:
+    """Refuse a write by ``item_id`` alone to an item that has a name.
+
+    Why (DESIGN.md "Named items"): the name travels with every version of a named item,
+    and the names index lists it by that name; a nameless version would leave the item
+    listed under a name its value no longer carries (and its tombstone unpurgeable from
+    the index). The caller writes it by name instead, which is what the message says.
+
+    Raises:
+        ControlError: ``bad_request``, naming the item and its name.
+    """
+    if name is None or p.get("item_id") is None:
+        return
+    ns = SEPARATOR.join(name.namespace)
+    raise ControlError(
+        "bad_request",
+        f"item {item_id.hex()} is named (namespace {ns!r}, key {name.key!r}): "
+        "write it by its namespace and key, not by item_id",
+    )
 
 
 def encode_cursor(position: tuple[str, str]) -> str:

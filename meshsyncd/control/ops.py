@@ -26,7 +26,13 @@ from ..store.rows import from_db
 from .feed import ChangeFeed, change_event
 from .guard import op_freeze, op_unfreeze, write_condition
 from .history import op_history
-from .names import name_fields, op_list_named, op_namespaces, request_name
+from .names import (
+    name_fields,
+    op_list_named,
+    op_namespaces,
+    refuse_nameless_write,
+    request_name,
+)
 from .proto import (
     ControlError,
     decode_value,
@@ -186,6 +192,7 @@ async def op_put(daemon: DaemonView, p: Params) -> dict[str, Any]:
 
     def work(engine: Engine) -> Item:
         found = engine.store.get_row(tier, item_id)
+        refuse_nameless_write(p, item_id, None if found is None else found[1].name)
         op = Op.INSERT if found is None or found[1].deleted else Op.UPDATE
         return engine.write(
             tier, item_id, op, value, priority=prio, name=name, expect=expect, absent=absent
@@ -211,10 +218,15 @@ async def op_delete(daemon: DaemonView, p: Params) -> dict[str, Any]:
     tier, prio = _tier(p), parse_priority(p.get("priority", "normal"))
     item_id, name = _target(p, allow_new=False)
     expect, _absent = write_condition(p, False, absent_ok=False)
-    item = await daemon.engine.run(
-        lambda: daemon.engine.engine.delete(tier, item_id, priority=prio, name=name, expect=expect),
-        urgent=prio >= Priority.HIGH,
-    )
+    engine = daemon.engine.engine
+
+    def work() -> Item:
+        if p.get("item_id") is not None:  # by id: the item may have a name
+            found = engine.store.get_row(tier, item_id)
+            refuse_nameless_write(p, item_id, None if found is None else found[1].name)
+        return engine.delete(tier, item_id, priority=prio, name=name, expect=expect)
+
+    item = await daemon.engine.run(work, urgent=prio >= Priority.HIGH)
     return _local_write(daemon, item)
 
 
@@ -228,7 +240,9 @@ async def op_merge(daemon: DaemonView, p: Params) -> dict[str, Any]:
     if size > MAX_PAYLOAD:
         raise ControlError("too_large", f"fields are {size} bytes; the limit is {MAX_PAYLOAD}")
     if p.get("item_id") is not None or p.get("key") is not None:
-        _check_mergeable(await daemon.engine.get(tier, item_id), p)
+        found = await daemon.engine.get(tier, item_id)
+        refuse_nameless_write(p, item_id, None if found is None else found.name)
+        _check_mergeable(found, p)
     expect, absent = write_condition(p, p.get("item_id") is None and p.get("key") is None)
     if expect is not None or absent:  # checked and written in one writer call
         item = await daemon.engine.run(

@@ -67,12 +67,20 @@ def ns_range(prefix: str) -> tuple[str, str | None]:
 def new_names(
     t: int, todo: Sequence[Item], old_of: Callable[[bytes], Any]
 ) -> list[tuple[int, str, str, bytes]]:
-    """Index entries for the NAMED versions in ``todo`` whose item has no row yet."""
+    """Index entries for the NAMED versions in ``todo`` whose item has no named row yet.
+
+    A stored row without a name whose id is a name's (written by id before the named
+    version came, here or on a node that allowed it) gets its entry from the first NAMED
+    version too: the id is derived from the name, so the entry is right whichever
+    version wins, and ``INSERT OR IGNORE`` makes a repeat free.
+    """
     out = []
     for item in todo:
-        if item[6] & NAMED and old_of(item[0]) is None:
-            ns, key = index_key(item[7])
-            out.append((t, ns, key, item[0]))
+        if item[6] & NAMED:
+            old = old_of(item[0])
+            if old is None or not old.row.flags & NAMED:
+                ns, key = index_key(item[7])
+                out.append((t, ns, key, item[0]))
     return out
 
 

@@ -195,3 +195,32 @@ async def test_a_page_by_namespace_stops_at_the_value_budget(tmp_path: Path) -> 
     assert [i["key"] for i in first["items"]] == ["k0", "k1", "k2", "k3"]
     assert first["next"] is not None
     assert [i["key"] for i in second["items"]] == ["k4"] and second["next"] is None
+
+
+async def test_a_write_by_id_to_a_named_item_is_refused_naming_it(tmp_path: Path) -> None:
+    """put/merge/delete by item_id of a named item: one-line bad_request naming the item,
+    nothing stored; the item keeps its name and value, listed as before."""
+    async with serving(tmp_path) as (_daemon, path, _server):
+
+        def scenario(c: Client) -> tuple[Any, ...]:
+            put = c.put('{"a": 1}', namespace="agents/alden", key="prefs")
+            iid = put["item_id"]
+            errors = []
+            for op, params in (
+                ("put", {"item_id": iid, "value": "by id"}),
+                ("merge", {"item_id": iid, "fields": {"b": 2}}),
+                ("delete", {"item_id": iid}),
+            ):
+                with pytest.raises(ClientError) as caught:
+                    c.request(op, {"tier": "episodic", **params})
+                errors.append((caught.value.code, caught.value.message))
+            got = c.get(item_id=iid)
+            page = c.list(namespace="agents")
+            return iid, errors, got, page
+
+        iid, errors, got, page = await in_thread(path, scenario)
+    for code, message in errors:
+        assert code == "bad_request" and "\n" not in message
+        assert iid in message and "'agents/alden'" in message and "'prefs'" in message
+    assert (got["namespace"], got["key"], got["value"]) == ("agents/alden", "prefs", '{"a": 1}')
+    assert [(i["key"], i["value"]) for i in page["items"]] == [("prefs", '{"a": 1}')]

@@ -161,3 +161,35 @@ def test_named_versions_converge_in_any_order(
     finally:
         one.close()
         two.close()
+
+
+def _nameless(item: Item, ts: int, value: bytes, op: Op = Op.UPDATE) -> Item:
+    """A version of ``item``'s id that carries no name (a write by id alone)."""
+    return Item(
+        item_id=item.item_id,
+        timestamp_ns=ts,
+        origin=2,
+        tier=T,
+        op=op,
+        payload=b"" if op == Op.DELETE else value,
+    )
+
+
+def test_a_named_version_over_a_nameless_row_is_indexed(store: Store) -> None:
+    """The reverse mismatch: the id was written by id first, then by its name."""
+    named = nv(("m",), "late", 20, value=b"named")
+    store.apply(T, [_nameless(named, 10, b"by-id", Op.INSERT)])
+    assert names(store, ("m",)) == []
+    store.apply(T, [named])
+    found, _ = store.list_names(T, ("m",))
+    assert [(n.key, r.value()) for _s, r, n in found] == [("late", b"named")]
+
+
+def test_a_nameless_version_winning_over_a_named_row_stays_listed(store: Store) -> None:
+    """A peer's nameless version of a named item's id wins by the conflict order: the item
+    is still listed under its name (its id is the name's), with the winning value."""
+    named = nv(("m",), "k", 10, value=b"named")
+    store.apply(T, [named])
+    store.apply(T, [_nameless(named, 20, b"by-id")])
+    found, _ = store.list_names(T, ("m",))
+    assert [(n.key, r.value()) for _s, r, n in found] == [("k", b"by-id")]
