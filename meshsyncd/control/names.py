@@ -16,10 +16,22 @@ import binascii
 import json
 from typing import Any
 
-from protocol import SEPARATOR, LocalProtocolError, Name, Op, Tier, name_block, name_id
+from protocol import (
+    BASE_SIZE,
+    BASED,
+    NAMED,
+    PAYLOAD_ZSTD,
+    SEPARATOR,
+    LocalProtocolError,
+    Name,
+    Op,
+    Tier,
+    name_block,
+    name_id,
+)
 
 from ..store.names import SEQ_MASK, Listed
-from ..store.rows import Row, decode_fields, from_db, plain_value
+from ..store.rows import BIAS, Row, decode_fields, plain_value
 from .proto import ControlError, parse_tier
 
 __all__ = [
@@ -156,14 +168,22 @@ def listed_items(tier: str, recs: list[Listed], with_values: bool) -> list[dict[
     out: list[dict[str, Any]] = []
     budget = PAGE_VALUE_BUDGET
     for ns, key, iid, rowid, ts, origin, op, flags, payload, ftext in recs:
-        ts, origin = from_db(ts), from_db(origin)
+        ts, origin = ts + BIAS, origin + BIAS  # rows.from_db, inline
         if ftext:  # MERGE fields: the row folds them into the value; the newest key shows
             row = Row(iid, ts, origin, op, 0, flags, payload)
             row.fields = decode_fields(ftext)
             ts, origin = max([row.key, *((fv[0], fv[1]) for fv in row.fields.values())])
             value = row.value()
+        elif op not in _PLAIN:
+            value = None
+        elif flags & PAYLOAD_ZSTD:
+            value = plain_value(payload, flags)
         else:
-            value = plain_value(payload, flags) if op in _PLAIN else None
+            # The value follows the name block and the base. The block of the name the
+            # index gave (the row's own: the id is the name's) is 3 bytes longer than the
+            # UTF-8 of the index form and the key (SPEC.md 2.1); cheaper than parsing it.
+            start = 3 + len(ns.encode()) + len(key.encode()) if flags & NAMED else 0
+            value = payload[start + BASE_SIZE if flags & BASED else start :]
         item = {
             "namespace": ns[:-1],
             "key": key,
