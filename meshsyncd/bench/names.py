@@ -1,10 +1,12 @@
 """``meshsyncd bench names``: listing named items by prefix in a tier of a million items.
 
-What is timed is what the ``list`` operation does on the node's writer thread for
-``list --namespace P --limit 1000``: the names-index range scan, resolving each id to its
-row (tail map, then ``ids``), reading the rows, skipping tombstones, building the
-per-item results and encoding the answer as JSON; not the socket round trip (a fraction of
-a millisecond on loopback, measured by ``bench latency``'s floor). The store holds
+What is timed is what the ``list`` operation costs the daemon for
+``list --namespace P --limit 1000``: ``control.names.list_page``, the operation's own
+function, on the writer thread (the names-index range scan, resolving each id to its row
+through ``ids`` and the tail map, reading the rows, skipping tombstones, building the
+per-item results), then encoding the answer as JSON as the control server does (on the
+trio thread); not the socket round trip (a fraction of a millisecond on loopback,
+measured by ``bench latency``'s floor). The store holds
 ``--items`` NAMED items in one tier, spread over 64 namespaces of three labels with
 16-character keys, and 1,100 more (every eleventh a tombstone, so 1,000 live) under the
 listed prefix, written in the middle of the preload so they sit anywhere in the table, not at its
