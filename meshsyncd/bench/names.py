@@ -1,7 +1,7 @@
 """``meshsyncd bench names``: listing named items by prefix in a tier of a million items.
 
 What is timed is what the ``list`` operation costs the daemon for
-``list --namespace P --limit 1000``: ``control.names.list_page``, the operation's own
+``list --namespace P --limit 1000``: ``control.listing.list_page``, the operation's own
 function, on the writer thread (the names-index range scan, resolving each id to its row
 through ``ids`` and the tail map, reading the rows, skipping tombstones, building the
 per-item results), then encoding the answer as JSON as the control server does (on the
@@ -28,7 +28,8 @@ import click
 
 from protocol import NAMED, Item, Op, Tier, name_block, name_id
 
-from ..control.names import encode_cursor, list_page
+from ..control.listing import list_page
+from ..control.names import encode_cursor
 from ..store import Store
 from .commands import bench
 
@@ -73,7 +74,7 @@ def _preload(store: Store, total: int, rnd: random.Random) -> None:
 
 
 def _page(store: Store) -> tuple[int, int]:
-    """One page as the ``list`` operation builds it (``control/names.py``), JSON included."""
+    """One page as the ``list`` operation builds it (``control/listing.py``), JSON included."""
     out, more = list_page(store, TIER, TARGET, None, 1000)
     result: dict[str, Any] = {"tier": "semantic", "namespace": "/".join(TARGET), "items": out}
     result["next"] = None if more is None else encode_cursor(more)

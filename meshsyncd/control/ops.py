@@ -26,13 +26,8 @@ from ..store.rows import from_db
 from .feed import ChangeFeed, change_event
 from .guard import op_freeze, op_unfreeze, write_condition
 from .history import op_history
-from .names import (
-    name_fields,
-    op_list_named,
-    op_namespaces,
-    refuse_nameless_write,
-    request_name,
-)
+from .listing import op_list_named
+from .names import name_fields, op_namespaces, refuse_nameless_write, request_name
 from .proto import (
     ControlError,
     decode_value,

@@ -51,9 +51,10 @@ def test_put_get_merge_delete_list_as_json(node: BackgroundNode) -> None:
     assert put["item_id"] == key_item_id("greeting").hex() and put["op"] == "insert"
     got = ok_json(node, "get", "--key", "greeting", "--tier", "L3")
     assert got["value"] == "hello world"
-    again = ok_json(
-        node, "put", "hi", "--id", put["item_id"], "--tier", "2", "--priority", "urgent"
-    )
+    # A named item is written by its name; by its id alone it is refused, naming it.
+    by_id = cli(node, "put", "hi", "--id", put["item_id"], "--tier", "2")
+    assert by_id.exit_code == 2 and "is named (namespace '', key 'greeting')" in by_id.output
+    again = ok_json(node, "put", "hi", "--key", "greeting", "--tier", "2", "--priority", "urgent")
     assert again["op"] == "update" and again["priority"] == "urgent"
     merged = ok_json(node, "merge", '{"status": "done"}', "--key", "task")
     assert merged["op"] == "merge"

@@ -197,12 +197,12 @@ def test_a_nameless_version_winning_over_a_named_row_stays_listed(store: Store) 
 
 
 def test_a_page_shows_the_value_get_shows_for_every_payload_form(tmp_path: Path) -> None:
-    """``list``'s page builder (``control/names.py``) slices values out of wire payloads
+    """``list``'s page builder (``control/listing.py``) slices values out of wire payloads
     without parsing the name: plain, based (local writes), compressed, merged, binary,
     non-ASCII names; each must equal what ``get`` reads."""
     from enginekit import Node
 
-    from meshsyncd.control.names import list_page
+    from meshsyncd.control.listing import list_page
 
     node = Node(tmp_path / "n.db", origin=5)
     e = node.engine
