@@ -61,7 +61,9 @@ def test_put_get_merge_delete_list_as_json(node: BackgroundNode) -> None:
     assert json.loads(ok_json(node, "get", "--key", "task")["value"]) == {"status": "done"}
     listed = ok_json(node, "list", "--tier", "semantic")
     assert [i["value"] for i in listed["items"]] == ["hi"]
-    deleted = ok_json(node, "delete", put["item_id"], "--tier", "semantic")
+    refused = cli(node, "delete", put["item_id"], "--tier", "semantic")
+    assert refused.exit_code == 2 and put["item_id"] in refused.output
+    deleted = ok_json(node, "delete", "--key", "greeting", "--tier", "semantic")
     assert deleted["op"] == "delete"
     missing = cli(node, "get", put["item_id"], "--tier", "semantic")
     assert missing.exit_code == 1
