@@ -44,6 +44,7 @@ from protocol import (
     Error,
     Frame,
     Hello,
+    HopPush,
     Item,
     Members,
     NeedData,
@@ -283,8 +284,10 @@ def _frame_valid(frame: Frame, wire: bytes) -> None:
         raise _fail(f"decoded frame is refused by its own constructor: {exc!r}", wire) from None
     if rebuilt != frame:
         raise _fail(f"constructor turned {frame!r} into {rebuilt!r}", wire)
-    if isinstance(frame, BatchFrame | Push):
-        prefix = "push.batch" if isinstance(frame, Push) else "batch_frame.batch"
+    if isinstance(frame, BatchFrame | Push | HopPush):
+        prefix = {Push: "push.batch", HopPush: "hop_push.batch"}.get(
+            type(frame), "batch_frame.batch"
+        )
         if frame.header != peek_batch(frame.batch, prefix=prefix):
             raise _fail("vetted batch header differs from peek_batch", wire)
         try:
@@ -309,6 +312,7 @@ _DATA_FRAMES = (
     *(Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest),
     *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol 2
     *(Members, Prune),  # protocol 2, MEMBERSHIP
+    HopPush,  # protocol 5
 )
 # SPEC.md section 5, restated: state -> frames allowed in it.
 _ALLOWED: dict[State, tuple[type[Frame], ...]] = {

@@ -61,6 +61,7 @@ from .frames import (
     encode_frame,
     parse_frame,
 )
+from .hopframes import MAX_HOPS, HopPush
 from .item import Item, inflate, pack_item, pack_items, unpack_item, unpack_items
 from .memberframes import (
     MAX_MEMBERS,
@@ -100,6 +101,7 @@ __all__ = [
     "MAX_BATCH_RAW",
     "MAX_DEPTH",
     "MAX_FRAME",
+    "MAX_HOPS",
     "MAX_KEY",
     "MAX_LABEL",
     "MAX_MEMBERS",
@@ -136,6 +138,7 @@ __all__ = [
     "ErrorCode",
     "Frame",
     "Hello",
+    "HopPush",
     "Item",
     "LimitError",
     "LocalProtocolError",

@@ -40,6 +40,7 @@ from .frames import (
     encode_frame,
     read_frame_header,
 )
+from .hopframes import HopPush
 from .memberframes import Members, Prune
 from .meshframes import Barrier, BarrierDone, RangeIds, Ranges
 
@@ -73,6 +74,7 @@ _DATA_FRAMES: tuple[type[Frame], ...] = (
     *(Pull, BatchFrame, Ack, Push, Replicate, Ping, Pong, Digest),
     *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol version 2, by capability
     *(Members, Prune),  # protocol version 2, capability MEMBERSHIP
+    HopPush,  # protocol version 5
 )
 
 # The whole session state machine: (state, frame class) -> next state. Absent = not allowed.

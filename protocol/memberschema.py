@@ -18,6 +18,7 @@ from .errors import BadFieldError, LimitError
 from .memberframes import _HOST_CHARS, HOST_FIELD, MAX_MEMBERS, MAX_PRUNE, TIER_MASK, MemberKind
 from .memberframes import MemberState as _State
 from .meshschema import _body_short, _Ordered, _rest_is
+from .schema import BATCH, _batch_rest
 from .schemakit import Ctx, _Check, _rule, _values
 
 __all__ = ["BODIES"]
@@ -92,5 +93,14 @@ _PRUNE = "prune" / c.Struct(
     "origins" / _Ordered(c.this.count, c.Int64ub, _origin_order),
 )
 
-BODIES: dict[int, Any] = {0x10: _MEMBERS, 0x11: _PRUNE}
-"""Frame type -> body schema for the membership frames."""
+# HOP_PUSH (protocol 5, SPEC.md 4.4, ``hopframes.py``): a hop count, then a PUSH's batch.
+_HOP_PUSH = "hop_push" / c.Struct(
+    "_start" / c.Tell,
+    _body_short(1),
+    "hops" / c.Int8ub,
+    "batch" / BATCH,
+    _Check("batch", BadFieldError, _batch_rest),
+)
+
+BODIES: dict[int, Any] = {0x10: _MEMBERS, 0x11: _PRUNE, 0x12: _HOP_PUSH}
+"""Frame type -> body schema for the membership frames and HOP_PUSH."""

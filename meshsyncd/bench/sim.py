@@ -162,6 +162,7 @@ class Run:
     async def _spread(self, item: Any, live: list[SimNode]) -> dict[str, Any]:
         key = self.net.track(item)
         t0 = trio.current_time()
+        tree_frames = self.net.tree_frames
         indexes = {n.index for n in live}
         first = self.net.first[key]
         await _until(lambda: indexes <= set(first), WRITE_TIMEOUT, 0.01)
@@ -172,7 +173,10 @@ class Run:
         return {
             "hops": hops,
             "all_s": max(first[i][0] for i in got) - t0 if len(got) == len(indexes) else -1.0,
-            "messages": float(sum(copies.values())),
+            # every frame the write caused: pushes, the pulls that delivered it, and the
+            # PRUNE/GRAFT frames sent meanwhile (this window has no other write in flight)
+            "messages": float(sum(copies.values()) + self.net.tree_frames - tree_frames),
+            "tree_frames": self.net.tree_frames - tree_frames,
             "dups": statistics.mean(max(0, copies[i] - 1) for i in got if i != live[0].index),
             "reached": len(got) / len(indexes),
         }
@@ -258,6 +262,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
         "hops_p99": _pct(hops, 0.99),
         "all_nodes_s": round(max(r["all_s"] for r in runs), 3),
         "messages_per_write": round(statistics.mean(r["messages"] for r in runs), 1),
+        "max_messages_per_write": max(r["messages"] for r in runs),
+        "prunes_grafts_per_write": round(statistics.mean(r["tree_frames"] for r in runs), 1),
         "duplicates_per_node": round(statistics.mean(r["dups"] for r in runs), 2),
         "reached": round(min(r["reached"] for r in runs), 4),
     }

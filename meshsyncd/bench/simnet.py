@@ -25,7 +25,7 @@ import collections
 import contextlib
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -258,22 +258,29 @@ class SimNode(MemberLinks):
     def _on_remote(self, batch: P.Batch, peer: PeerConfig) -> None:
         return None
 
-    def _on_applied(self, session: Session, batch: P.Batch, changed: list[P.Item] | None) -> None:
+    def _on_applied(
+        self, session: Session, batch: P.Batch, changed: list[P.Item] | None, hops: int | None
+    ) -> None:
         if session.peer_hello is None:
             return
         source = session.peer_hello.node_id
         if changed is None or changed:
-            self.relay.applied(self.sessions, batch.tier, source, changed)
+            self.relay.applied(self.sessions, batch.tier, source, changed, hops or 0)
         if changed is not None:
             self.relay.settled(batch.items)
-        self._tree_applied(session, batch, changed)
-        self.net.observe_applied(self, source, batch, changed)
+        self._tree_applied(session, batch, changed, hops)
+        self.net.observe_applied(self, source, batch, changed, hops)
 
-    def _on_received(self, session: Session, batch: P.Batch) -> None:
+    def _on_received(self, session: Session, batch: P.Batch, hops: int) -> None:
         if session.peer_hello is not None:
             source = session.peer_hello.node_id
-            self.relay.received(self.sessions, batch.tier, source, batch.items)
+            self.relay.received(self.sessions, batch.tier, source, batch.items, hops)
             self.net.observe_received(self, batch)
+
+    def _send_prunes(self, frames: Iterable[tuple[bytes, P.Prune]]) -> None:
+        frames = list(frames)
+        self.net.tree_frames += len(frames)  # a write's prunes and grafts count as its messages
+        super()._send_prunes(frames)
 
     async def write(self, key: bytes, priority: P.Priority) -> P.Item:
         """A local write, fanned out like the daemon's ``on_local_write``."""
@@ -299,6 +306,7 @@ class SimNet:
         # tracked versions: (item_id, ts, origin) -> node index -> (first time, hops)
         self.first: dict[tuple[bytes, int, int], dict[int, tuple[float, int]]] = {}
         self.copies: dict[tuple[bytes, int, int], collections.Counter[int]] = {}
+        self.tree_frames = 0  # PRUNE and GRAFT frames sent, all nodes
 
     def latency(self, a: bytes, b: bytes) -> float:
         """2 ms plus up to ~80 ms across the plane (a continent of data centres)."""
@@ -350,8 +358,15 @@ class SimNet:
                 copies[node.index] += 1
 
     def observe_applied(
-        self, node: SimNode, source: bytes, batch: P.Batch, changed: list[P.Item] | None
+        self,
+        node: SimNode,
+        source: bytes,
+        batch: P.Batch,
+        changed: list[P.Item] | None,
+        hops: int | None,
     ) -> None:
+        """First arrivals: the hop count a push carried on the wire (plus ours), or for a
+        pull (which carries none) one more than the puller's source had."""
         items = batch.items if changed is None else changed
         for item in items:
             key = (item.item_id, item.timestamp_ns, item.origin)
@@ -360,8 +375,11 @@ class SimNet:
                 continue
             if changed is None:  # a pull: count the copy here (a push counted on receipt)
                 self.copies[key][node.index] += 1
-            hops = first.get(self.nodes[source].index, (0.0, 0))[1] + 1
-            first[node.index] = (trio.current_time(), hops)
+            if hops is None:
+                here = first.get(self.nodes[source].index, (0.0, 0))[1] + 1
+            else:
+                here = hops + 1
+            first[node.index] = (trio.current_time(), here)
 
 
 def host_of(index: int) -> str:

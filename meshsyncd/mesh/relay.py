@@ -15,6 +15,9 @@ node sends it over each of its links at most once, and never back to the peer it
   exception: a late URGENT version of an item whose newer version left ``recent`` long ago
   goes on once, then loses everywhere it arrives (counted as ``early_stale``).
 * NORMAL versions wait ``linger`` seconds so that a burst leaves as one PUSH per tier.
+* Every push carries its hop count (HOP_PUSH, SPEC.md 4.4): 0 from the writer, one more
+  at each relay, so the receiving broadcast tree can prefer shorter parents (``tree.py``).
+  A linger burst from one source goes with the highest count among its versions.
 * Everything else moves by pull. A pulled batch that changed our state, and a LOW or
   BACKGROUND local write, mark the tier *dirty* for the other peers; a dirty (peer, tier) gets a
   DIGEST announcement, which makes that peer pull at once (SPEC.md section 4, DIGEST). Marks
@@ -49,7 +52,7 @@ class Link(Protocol):
 
     send_tiers: frozenset[Tier]
 
-    def push_items_nowait(self, tier: Tier, items: list[Item]) -> bool: ...
+    def push_items_nowait(self, tier: Tier, items: list[Item], hops: int = 0) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -66,6 +69,7 @@ class _Pending:
     tier: Tier
     items: list[Item]
     source: bytes | None
+    hops: int
 
 
 @dataclass
@@ -98,12 +102,18 @@ class Relay:
     def local_write(self, links: Mapping[bytes, Link], item: Item) -> None:
         """A fresh local write: pushed, lingered or announced according to its priority."""
         self._remember(item)
-        self._route(links, item.tier, [item], None)
+        self._route(links, item.tier, [item], None, 0)
 
     def received(
-        self, links: Mapping[bytes, Link], tier: Tier, source: bytes, items: tuple[Item, ...]
+        self,
+        links: Mapping[bytes, Link],
+        tier: Tier,
+        source: bytes,
+        items: tuple[Item, ...],
+        hops: int = 0,
     ) -> None:
-        """A PUSH arrived, not yet applied: send on at once what cannot lose here."""
+        """A push that crossed ``hops`` sessions before ours arrived, not yet applied: send
+        on at once (one hop further) what cannot lose here."""
         fresh = [i for i in items if i.priority >= Priority.HIGH and self._newer(i)]
         for item in fresh:
             self._remember(item)
@@ -111,12 +121,18 @@ class Relay:
             if len(self._early) > RECENT_ITEMS:
                 self._early.popitem(last=False)
         if fresh:
-            self._push(links, tier, fresh, source)
+            self._push(links, tier, fresh, source, hops + 1)
 
     def applied(
-        self, links: Mapping[bytes, Link], tier: Tier, source: bytes, changed: list[Item] | None
+        self,
+        links: Mapping[bytes, Link],
+        tier: Tier,
+        source: bytes,
+        changed: list[Item] | None,
+        hops: int = 0,
     ) -> None:
-        """A batch from ``source`` changed our state: ``changed`` for a push, None for a pull."""
+        """A batch from ``source`` changed our state: ``changed`` for a push (that crossed
+        ``hops`` sessions before ours), None for a pull."""
         if changed is None:
             self.mark_dirty(self.targets(links, tier, source), tier)
             return
@@ -127,7 +143,7 @@ class Relay:
                 continue  # went on before the apply
             later.append(item)
         if later:
-            self._route(links, tier, later, source)
+            self._route(links, tier, later, source, hops + 1)
 
     def settled(self, items: tuple[Item, ...]) -> None:
         """A PUSH's apply finished: early sends that changed nothing here were stale."""
@@ -166,27 +182,37 @@ class Relay:
             del self._dirty[key]
 
     def _route(
-        self, links: Mapping[bytes, Link], tier: Tier, items: list[Item], source: bytes | None
+        self,
+        links: Mapping[bytes, Link],
+        tier: Tier,
+        items: list[Item],
+        source: bytes | None,
+        hops: int,
     ) -> None:
         now = [i for i in items if i.priority >= Priority.HIGH]
         later = [i for i in items if i.priority == Priority.NORMAL]
         if now:
-            self._push(links, tier, now, source)
+            self._push(links, tier, now, source, hops)
         if later:
-            self._lingering.append(_Pending(tier, later, source))
+            self._lingering.append(_Pending(tier, later, source, hops))
             self._linger_wake.set()
         if len(now) + len(later) < len(items):  # LOW and BACKGROUND ride the pull
             self.mark_dirty(self.targets(links, tier, source), tier)
 
     def _push(
-        self, links: Mapping[bytes, Link], tier: Tier, items: list[Item], source: bytes | None
+        self,
+        links: Mapping[bytes, Link],
+        tier: Tier,
+        items: list[Item],
+        source: bytes | None,
+        hops: int,
     ) -> None:
         for pid in self.targets(links, tier, source):
             link = links[pid]
             mine = items if self.skip is None else [i for i in items if not self.skip(pid, i)]
             for start in range(0, len(mine), PUSH_CHUNK):
                 chunk = mine[start : start + PUSH_CHUNK]
-                sent = link.push_items_nowait(tier, chunk)
+                sent = link.push_items_nowait(tier, chunk, hops)
                 if source is not None:
                     stats = self.stats[pid]
                     if sent:
@@ -219,10 +245,12 @@ class Relay:
             pending, self._lingering = self._lingering, []
             current = links()
             by_key: dict[tuple[Tier, bytes | None], list[Item]] = defaultdict(list)
+            hops: dict[tuple[Tier, bytes | None], int] = defaultdict(int)
             for p in pending:
                 by_key[(p.tier, p.source)].extend(p.items)
+                hops[(p.tier, p.source)] = max(hops[(p.tier, p.source)], p.hops)
             for (tier, source), items in by_key.items():
-                self._push(current, tier, items, source)
+                self._push(current, tier, items, source, hops[(tier, source)])
 
     async def run_announcer(self, announce: Callable[[bytes, Tier], Awaitable[bool]]) -> None:
         """Send the DIGEST of each due (peer, tier), at most one per ``announce_every``."""

@@ -1,4 +1,4 @@
-"""Broadcast trees for URGENT/HIGH pushes: flood once, then follow the first-arrival paths.
+"""Broadcast trees for URGENT/HIGH pushes: flood once, then follow the shortest paths seen.
 
 Theory of operation (SPEC.md 4.3, PRUNE; Plumtree's eager/lazy idea, simplified). Relay
 floods a fresh URGENT/HIGH version to every other peer, so every link carries it once in
@@ -6,7 +6,12 @@ some direction: about N x (degree - 1) pushes per write. Most are duplicates. A 
 receives a push of origin O that changed nothing (it had the version from another peer
 first) sends that peer ``PRUNE(O)``; the peer stops pushing O's versions to it eagerly
 (``skip``). What remains of the flood is the tree of first arrivals from O: N - 1 pushes
-per write and the fastest paths. The tree heals itself: a node that gets one of O's urgent
+per write and the fastest paths. Fastest is not shortest: a path of many short links
+beats one long link, so first-arrival trees grow deep. Every push carries its hop count
+(HOP_PUSH, SPEC.md 4.4), and a duplicate whose count is below the current parent's (by
+more than ``SHORTER_BY``) makes its sender the parent and prunes the old one instead
+(Plumtree's optimisation): the tree moves towards each node's BFS depth from O. The
+tree heals itself: a node that gets one of O's urgent
 versions only by pull asks the peer it pulled from for ``GRAFT(O)``; a node whose session
 ends re-grafts everything it pruned with its other peers (its parent may have been the one
 that left), and prunes expire after ``PRUNE_FOR``, so a stale tree costs one flood, never
@@ -25,9 +30,10 @@ from dataclasses import dataclass, field
 import protocol as P
 from protocol import Item, Priority
 
-__all__ = ["PRUNE_FOR", "Trees"]
+__all__ = ["PRUNE_FOR", "SHORTER_BY", "Trees"]
 
 PRUNE_FOR = 60.0
+SHORTER_BY = 0  # a duplicate this many hops (or more) shorter than the parent's + 1 wins
 
 
 @dataclass
@@ -40,8 +46,13 @@ class Trees:
     pruned: dict[bytes, dict[int, float]] = field(default_factory=dict)
     # peer -> origins we asked it to stop pushing to us
     asked: dict[bytes, set[int]] = field(default_factory=dict)
+    # origin -> (the peer its urgent versions last came from first, their hop count then)
+    parent: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+    live: set[bytes] = field(default_factory=set)  # peers with an open session
+    threshold: int = SHORTER_BY
     prunes_sent: int = 0
     grafts_sent: int = 0
+    shortcuts: int = 0  # parents replaced by a peer on a shorter path
 
     def skip(self, peer: bytes, item: Item) -> bool:
         """The relay's filter: is ``item`` not to be pushed to ``peer`` eagerly?"""
@@ -68,22 +79,50 @@ class Trees:
             for origin in frame.origins:
                 origins[origin] = now
 
-    def duplicates(self, peer: bytes, pushed: Iterable[Item], changed: Iterable[Item]) -> P.Prune:
-        """A push from ``peer`` was applied: PRUNE the origins of its urgent duplicates."""
+    def pushed(
+        self, peer: bytes, pushed: Iterable[Item], changed: Iterable[Item], hops: int
+    ) -> list[tuple[bytes, P.Prune]]:
+        """A push from ``peer`` that crossed ``hops`` sessions before ours was applied.
+
+        Fresh urgent versions make ``peer`` their origin's parent (at ``hops``). A duplicate
+        normally prunes ``peer``; but one that came by a path shorter than the parent's by
+        more than ``threshold`` hops makes ``peer`` the parent instead, and the old parent
+        is pruned (Plumtree's optimisation), so trees move towards BFS depth. Returns the
+        PRUNE/GRAFT frames to send, with their peers.
+        """
         fresh = {(i.item_id, i.timestamp_ns, i.origin) for i in changed}
-        asked = self.asked.setdefault(peer, set())
-        origins = {
-            i.origin
-            for i in pushed
-            if i.priority >= Priority.HIGH
-            and (i.item_id, i.timestamp_ns, i.origin) not in fresh
-            and i.origin not in asked
-        }
-        if not origins:
-            return P.Prune(graft=False, origins=())
-        asked |= origins
-        self.prunes_sent += 1
-        return P.Prune(graft=False, origins=tuple(sorted(origins))[: P.MAX_PRUNE])
+        prune: dict[bytes, set[int]] = {}
+        graft: set[int] = set()
+        for item in pushed:
+            if item.priority < Priority.HIGH:
+                continue
+            origin = item.origin
+            if (item.item_id, item.timestamp_ns, origin) in fresh:
+                self.parent[origin] = (peer, hops)
+                continue
+            old = self.parent.get(origin)
+            if old is not None and old[0] != peer and hops + self.threshold < old[1]:
+                self.parent[origin] = (peer, hops)  # a shorter path: it becomes the parent
+                self.shortcuts += 1
+                if origin in self.asked.get(peer, ()):
+                    self.asked[peer].discard(origin)
+                    graft.add(origin)
+                if old[0] in self.live and origin not in self.asked.get(old[0], ()):
+                    prune.setdefault(old[0], set()).add(origin)
+                continue
+            if origin not in self.asked.get(peer, ()):
+                prune.setdefault(peer, set()).add(origin)
+        out = []
+        for target, origins in prune.items():
+            self.asked.setdefault(target, set()).update(origins)
+            out.append(
+                (target, P.Prune(graft=False, origins=tuple(sorted(origins))[: P.MAX_PRUNE]))
+            )
+            self.prunes_sent += 1
+        if graft:
+            out.append((peer, P.Prune(graft=True, origins=tuple(sorted(graft))[: P.MAX_PRUNE])))
+            self.grafts_sent += 1
+        return out
 
     def pulled(self, peer: bytes, items: Iterable[Item]) -> dict[bytes, P.Prune]:
         """Urgent versions reached us by pull: GRAFT their origins from everyone we pruned."""
@@ -104,11 +143,15 @@ class Trees:
         """A new session starts with eager pushes both ways."""
         self.pruned.pop(peer, None)
         self.asked.pop(peer, None)
+        self.live.add(peer)
 
     def closed(self, peer: bytes) -> dict[bytes, P.Prune]:
         """A session ended: it may have been our tree parent; re-graft what we pruned."""
         self.pruned.pop(peer, None)
         self.asked.pop(peer, None)
+        self.live.discard(peer)
+        for origin in [o for o, (p, _) in self.parent.items() if p == peer]:
+            del self.parent[origin]
         everything: set[int] = set()
         for asked in self.asked.values():
             everything |= asked

@@ -285,18 +285,22 @@ class Daemon(MemberLinks):
         """Fan a fresh local write out by priority (``mesh/relay.py``)."""
         self.relay.local_write(self.sessions, item)
 
-    def _on_applied(self, session: Session, batch: P.Batch, changed: list[Item] | None) -> None:
+    def _on_applied(
+        self, session: Session, batch: P.Batch, changed: list[Item] | None, hops: int | None
+    ) -> None:
         """A peer's batch was applied: relay what changed, or announce it (pulls)."""
         if session.peer_hello is not None:
+            source = session.peer_hello.node_id
             if changed is None or changed:
-                self.relay.applied(self.sessions, batch.tier, session.peer_hello.node_id, changed)
+                self.relay.applied(self.sessions, batch.tier, source, changed, hops or 0)
             if changed is not None:
                 self.relay.settled(batch.items)
-            self._tree_applied(session, batch, changed)
+            self._tree_applied(session, batch, changed, hops)
 
-    def _on_received(self, session: Session, batch: P.Batch) -> None:
+    def _on_received(self, session: Session, batch: P.Batch, hops: int) -> None:
         if session.peer_hello is not None:
-            self.relay.received(self.sessions, batch.tier, session.peer_hello.node_id, batch.items)
+            source = session.peer_hello.node_id
+            self.relay.received(self.sessions, batch.tier, source, batch.items, hops)
 
     async def _on_barrier(self, session: Session, frame: P.Frame) -> None:
         assert isinstance(frame, P.Barrier) and session.peer_hello is not None

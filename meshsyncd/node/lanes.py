@@ -37,7 +37,7 @@ DEAD_AFTER_PINGS = 3
 INLINE_DECODE_BYTES = 16 * 1024
 
 
-async def _decode(frame: P.BatchFrame | P.Push) -> P.Batch:
+async def _decode(frame: P.BatchFrame | P.Push | P.HopPush) -> P.Batch:
     """Parse a batch: small ones (a live push) inline, large ones on a worker thread.
 
     A thread hop costs more than decoding a few dozen items; a 1000-item chunk would hold
@@ -261,11 +261,18 @@ class SessionLanes:
         self._count_in(batch, result)
         return int(result[0])
 
-    def _count_in(self, batch: P.Batch, result: Any, changed: list[P.Item] | None = None) -> None:
+    def _count_in(
+        self,
+        batch: P.Batch,
+        result: Any,
+        changed: list[P.Item] | None = None,
+        hops: int | None = None,
+    ) -> None:
         """Count a batch in; if it changed our state, tell the daemon (feed and relay).
 
         ``changed``: for a push, the versions that changed a row (relayed as they are);
         None for a pull, whose changes the daemon announces to the other peers instead.
+        ``hops``: a push's hop count (the broadcast tree compares them); None for a pull.
         """
         self.stats.batches_in += 1
         self.stats.items_in += len(batch.items)
@@ -274,19 +281,20 @@ class SessionLanes:
         if applied and self.on_change is not None:
             self.on_change(batch)
         if self.on_applied is not None and (applied or changed is not None):
-            self.on_applied(self, batch, changed)  # a push always: its early relays settle
+            self.on_applied(self, batch, changed, hops)  # a push always: early relays settle
 
-    async def _apply_push(self, push: P.Push) -> None:
+    async def _apply_push(self, push: P.Push | P.HopPush) -> None:
         if push.tier not in self.accept_tiers:
             self.stats.rejected += 1
             self.log.warning("push rejected: tier not writable by peer", tier=push.tier.name)
             return
         batch = self._screen(await _decode(push))
+        hops = push.hops if isinstance(push, P.HopPush) else 0
         if self.on_received is not None:
-            self.on_received(self, batch)  # the relay may send it on before our apply
+            self.on_received(self, batch, hops)  # the relay may send it on before our apply
         changed: list[P.Item] = []
         result = await self.engine.apply_sync_batch(batch, peer=self.peer_short, changed=changed)
-        self._count_in(batch, result, changed)
+        self._count_in(batch, result, changed, hops)
 
     def _screen(self, batch: P.Batch) -> P.Batch:
         """``batch`` without the versions the peer may not write (``write_share``).

@@ -89,10 +89,12 @@ class Links:
     def _on_remote(self, batch: P.Batch, peer: PeerConfig) -> None:
         raise NotImplementedError
 
-    def _on_applied(self, session: Session, batch: P.Batch, changed: list[P.Item] | None) -> None:
+    def _on_applied(
+        self, session: Session, batch: P.Batch, changed: list[P.Item] | None, hops: int | None
+    ) -> None:
         raise NotImplementedError
 
-    def _on_received(self, session: Session, batch: P.Batch) -> None:
+    def _on_received(self, session: Session, batch: P.Batch, hops: int) -> None:
         raise NotImplementedError
 
     def _peer_config(self, node_id: bytes) -> PeerConfig | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -113,7 +114,7 @@ class MemberLinks(Links):
         session = await super()._run_session(stream, peer, initiator=initiator)
         if peer.node_id not in self.sessions and session.peer_hello is not None:
             self.membership.session_closed(peer.node_id)
-            self._send_prunes(self.trees.closed(peer.node_id))
+            self._send_prunes(self.trees.closed(peer.node_id).items())
         return session
 
     # -- frames -----------------------------------------------------------------------------
@@ -136,20 +137,21 @@ class MemberLinks(Links):
         assert isinstance(frame, P.Prune) and session.peer_hello is not None
         self.trees.on_prune(session.peer_hello.node_id, frame)
 
-    def _tree_applied(self, session: Session, batch: P.Batch, changed: list[P.Item] | None) -> None:
-        """A batch was applied: prune the sender for urgent duplicates, graft after a pull."""
+    def _tree_applied(
+        self, session: Session, batch: P.Batch, changed: list[P.Item] | None, hops: int | None
+    ) -> None:
+        """A batch was applied: prune for urgent duplicates (or re-parent on a shorter
+        path), graft after a pull."""
         if session.peer_hello is None or not session.peer_speaks(P.Capability.MEMBERSHIP):
             return
         pid = session.peer_hello.node_id
         if changed is None:
-            self._send_prunes(self.trees.pulled(pid, batch.items))
+            self._send_prunes(self.trees.pulled(pid, batch.items).items())
             return
-        prune = self.trees.duplicates(pid, batch.items, changed)
-        if prune.origins:
-            self._send_prunes({pid: prune})
+        self._send_prunes(self.trees.pushed(pid, batch.items, changed, hops or 0))
 
-    def _send_prunes(self, frames: dict[bytes, P.Prune]) -> None:
-        for pid, frame in frames.items():
+    def _send_prunes(self, frames: Iterable[tuple[bytes, P.Prune]]) -> None:
+        for pid, frame in frames:
             session = self.sessions.get(pid)
             if session is not None and session.peer_speaks(P.Capability.MEMBERSHIP):
                 with contextlib.suppress(P.LocalProtocolError):

@@ -134,8 +134,9 @@ class Session(SessionLanes):
         push_queue: int = 256,
         on_change: Callable[[P.Batch], None] | None = None,
         on_open: Callable[[Session], None] | None = None,
-        on_applied: Callable[[Session, P.Batch, list[P.Item] | None], None] | None = None,
-        on_received: Callable[[Session, P.Batch], None] | None = None,
+        on_applied: Callable[[Session, P.Batch, list[P.Item] | None, int | None], None]
+        | None = None,
+        on_received: Callable[[Session, P.Batch, int], None] | None = None,
         initiator: bool = False,
         extensions: Mapping[type[P.Frame], FrameHandler] | None = None,
         capabilities: int = 0,
@@ -204,10 +205,13 @@ class Session(SessionLanes):
         """Queue a live push of one fresh local write; False (and counted) if dropped."""
         return self.push_items_nowait(item.tier, [item])
 
-    def push_items_nowait(self, tier: Tier, items: list[P.Item]) -> bool:
-        """Queue one PUSH of fresh writes of one tier; False (and counted) if dropped.
+    def push_items_nowait(self, tier: Tier, items: list[P.Item], hops: int = 0) -> bool:
+        """Queue one push of fresh writes of one tier; False (and counted) if dropped.
 
-        A dropped push loses nothing: the items are in the store and ride the next pull.
+        ``hops``: sessions the versions crossed before this one (0: written here); it goes
+        on the wire (HOP_PUSH, SPEC.md 4.4) so the receiver's broadcast tree can prefer
+        shorter paths. A dropped push loses nothing: the items are in the store and ride
+        the next pull.
         """
         if tier not in self.send_tiers or not self._hello_seen.is_set() or not items:
             return False
@@ -225,7 +229,8 @@ class Session(SessionLanes):
             self.stats.pushes_dropped += 1
             return False
         try:
-            data = self.conn.send(P.Push(batch=P.pack_batch(batch)))
+            push = P.HopPush(hops=min(hops, P.MAX_HOPS), batch=P.pack_batch(batch))
+            data = self.conn.send(push)
         except P.LocalProtocolError:
             return False
         self._queue_urgent(data)
@@ -382,7 +387,7 @@ class Session(SessionLanes):
                         f"BATCH for unknown request {event.request_id}", field="batch_frame"
                     )
                 await waiter.send(event)
-            elif isinstance(event, P.Push):
+            elif isinstance(event, P.Push | P.HopPush):
                 await self._apply_push(event)
             elif isinstance(event, P.Ack):
                 await self.engine.run(
@@ -445,11 +450,11 @@ class Session(SessionLanes):
 
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
         if hello.version < P.MIN_PROTOCOL_VERSION:
-            # It could not decode a NAMED or BASED item (SPEC.md section 6): refuse it by
-            # name rather than let its first pull fail on one.
+            # It could not decode a HOP_PUSH, nor perhaps a NAMED or BASED item (SPEC.md
+            # section 6): refuse it by name rather than let its first push or pull fail.
             raise P.VersionError(
                 f"peer speaks protocol {hello.version}, this node needs at least "
-                f"{P.MIN_PROTOCOL_VERSION} (named items with bases): upgrade it",
+                f"{P.MIN_PROTOCOL_VERSION} (pushes with hop counts): upgrade it",
                 field="hello.version",
             )
         if self.expected_peer is not None and hello.node_id != self.expected_peer:

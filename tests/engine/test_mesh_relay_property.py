@@ -39,7 +39,7 @@ class _Link:
         self.src, self.dst, self.queue, self.came_from = src, dst, queue, came_from
         self.send_tiers = frozenset(Tier)
 
-    def push_items_nowait(self, tier: Tier, items: list[Item]) -> bool:
+    def push_items_nowait(self, tier: Tier, items: list[Item], hops: int = 0) -> bool:
         for item in items:  # never back to the node a version came from
             assert self.came_from.get((self.src, item)) != self.dst, "relayed back to sender"
         self.queue.append((self.src, self.dst, list(items)))
@@ -59,7 +59,7 @@ def _relay_flush(relay: Relay, links: dict[int, dict[bytes, Any]], node: int) ->
     """NORMAL versions wait for the linger; here the linger ends when the queue drains."""
     pending, relay._lingering = relay._lingering, []
     for p in pending:
-        relay._push(links[node], p.tier, p.items, p.source)
+        relay._push(links[node], p.tier, p.items, p.source, p.hops)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

@@ -153,10 +153,41 @@ def test_trees_prune_duplicates_and_regraft_on_loss() -> None:
         item_id=b"i" * 16, timestamp_ns=1, origin=7, tier=Tier.WORKING, op=P.Op.INSERT,
         priority=Priority.URGENT, payload=b"{}",
     )  # fmt: skip
-    prune = trees.duplicates(B, [item], changed=[])
-    assert prune == P.Prune(graft=False, origins=(7,))
-    assert trees.duplicates(B, [item], changed=[]).origins == ()  # asked once
+    [(to, prune)] = trees.pushed(B, [item], changed=[], hops=0)
+    assert (to, prune) == (B, P.Prune(graft=False, origins=(7,)))
+    assert trees.pushed(B, [item], changed=[], hops=0) == []  # asked once
     trees.on_prune(C, prune)
     assert trees.skip(C, item) and not trees.skip(B, item)
     # our session with another peer ends: what we pruned at B is grafted back
     assert trees.closed(X) == {B: P.Prune(graft=True, origins=(7,))}
+
+
+def test_trees_prefer_a_parent_on_a_shorter_path() -> None:
+    """Plumtree's optimisation: a duplicate with fewer hops than the parent's takes its place."""
+    trees = Trees(clock=Clock())
+    for peer in (B, C, X):
+        trees.opened(peer)
+
+    def urgent(ts: int) -> P.Item:
+        return P.Item(
+            item_id=b"i" * 16, timestamp_ns=ts, origin=7, tier=Tier.WORKING, op=P.Op.INSERT,
+            priority=Priority.URGENT, payload=b"{}",
+        )  # fmt: skip
+
+    item = urgent(1)
+    assert trees.pushed(B, [item], changed=[item], hops=5) == []  # first: B is the parent
+    assert trees.parent[7] == (B, 5)
+    # a duplicate as long as the parent's path: its sender is pruned, as before
+    assert trees.pushed(X, [item], changed=[], hops=5) == [(X, P.Prune(graft=False, origins=(7,)))]
+    # a duplicate on a shorter path: C becomes the parent, the old parent B is pruned
+    assert trees.pushed(C, [item], changed=[], hops=2) == [(B, P.Prune(graft=False, origins=(7,)))]
+    assert trees.parent[7] == (C, 2) and trees.shortcuts == 1
+    # the next version comes from C only; a late copy from B changes nothing more
+    later = urgent(2)
+    assert trees.pushed(C, [later], changed=[later], hops=2) == []
+    assert trees.pushed(B, [later], changed=[], hops=4) == []
+    # a peer we had pruned that turns out to be shorter is grafted back
+    assert trees.pushed(X, [later], changed=[], hops=0) == [
+        (C, P.Prune(graft=False, origins=(7,))),
+        (X, P.Prune(graft=True, origins=(7,))),
+    ]

@@ -238,22 +238,22 @@ async def test_peer_of_protocol_2_is_refused_at_hello_by_name(tmp_path: Path) ->
         a.store.close()
 
 
-async def test_peer_of_protocol_3_is_refused_at_hello_by_name(tmp_path: Path) -> None:
-    """A protocol-3 peer cannot decode BASED items (SPEC.md section 2.2): refused by name."""
+async def test_peer_of_protocol_4_is_refused_at_hello_by_name(tmp_path: Path) -> None:
+    """A protocol-4 peer cannot decode HOP_PUSH (SPEC.md section 4.4): refused by name."""
     a = _engine(tmp_path / "a.db", 1)
     try:
         left, right = trio.testing.memory_stream_pair()
         session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
         peer = P.Connection()
         hello = P.Hello(
-            version=3,
+            version=4,
             node_id=bytes([2]) * 32,
             incarnation=bytes(16),
             capabilities=0x3F,
             timestamp_ns=1,
         )
         await right.send_all(peer.send(hello))
-        with pytest.raises(SessionClosed, match="protocol 3, this node needs at least 4"):
+        with pytest.raises(SessionClosed, match="protocol 4, this node needs at least 5"):
             await session.run()
         peer.receive_data(await right.receive_some(65536))
         events = []

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import based_vectors
+import hop_vectors
 import named_vectors
 import zstandard
 from vectorlib import (
@@ -543,13 +544,16 @@ def main() -> int:
             "frames": [frame_to_json(frames()[n][0]) for n in order],
         },
     )
-    for name, (frame, text) in (named_vectors.frames() | based_vectors.frames()).items():
+    for name, (frame, text) in (
+        named_vectors.frames() | based_vectors.frames() | hop_vectors.frames()
+    ).items():
         added += _write(
             name,
             P.encode_frame(frame),
             {"kind": "frame", "description": text, "frame": frame_to_json(frame)},
         )
     bad = bad_vectors() | named_vectors.bad_vectors() | based_vectors.bad_vectors()
+    bad |= hop_vectors.bad_vectors()
     for name, (kind, data, error, text) in bad.items():
         added += _write(name, data, {"kind": kind, "description": text, "expect_error": error})
     print(f"{added} vectors added to {VECTORS}")

@@ -121,6 +121,8 @@ def frames(draw: st.DrawFn) -> protocol.Frame:
         return protocol.Ack(request_id=draw(U32), tier=draw(TIERS), seq=draw(U64))
     if cls is protocol.Push:
         return protocol.Push(batch=draw(batches()))
+    if cls is protocol.HopPush:
+        return protocol.HopPush(hops=draw(st.integers(0, protocol.MAX_HOPS)), batch=draw(batches()))
     if cls is protocol.Replicate:
         return protocol.Replicate(request_id=draw(U32), tier=draw(TIERS), item_id=draw(b16))
     if cls is protocol.Ping:
@@ -358,7 +360,7 @@ def _member_fields(ftype: int, fields: dict[str, Any]) -> None:
 def _frame_struct_full(data: bytes) -> tuple[Any, ...]:
     """struct side of a BATCH/PUSH frame, batch body included (``Frame.decode``)."""
     frame, _ = protocol.parse_frame(data)
-    if not isinstance(frame, protocol.BatchFrame | protocol.Push):
+    if not isinstance(frame, protocol.BatchFrame | protocol.Push | protocol.HopPush):
         return ()
     return tuple(_item_struct(item) for item in frame.decode().items)
 
@@ -366,9 +368,9 @@ def _frame_struct_full(data: bytes) -> tuple[Any, ...]:
 def _frame_schema_full(data: bytes) -> tuple[Any, ...]:
     frame, _ = schema.parse_frame(data)
     name = schema.FRAME_BODY_NAMES[frame.type]
-    if name not in ("batch_frame", "push"):
+    if name not in ("batch_frame", "push", "hop_push"):
         return ()
-    start = 5 + (21 if name == "batch_frame" else 0)
+    start = 5 + {"batch_frame": 21, "hop_push": 1}.get(name, 0)
     inner = data[start : start + 56 + frame.body.batch.body_len]
     found = schema.finish_batch(frame.body.batch, inner, prefix=f"{name}.batch")
     return tuple(_item_schema(item) for item in found)

@@ -108,6 +108,8 @@ def frame_to_json(frame: P.Frame) -> dict[str, Any]:
         out |= {"request_id": frame.request_id, "tier": frame.tier.name, "seq": frame.seq}
     elif isinstance(frame, P.Push):
         out |= {"batch_hex": frame.batch.hex()}
+    elif isinstance(frame, P.HopPush):
+        out |= {"hops": frame.hops, "batch_hex": frame.batch.hex()}
     elif isinstance(frame, P.Replicate):
         out |= {
             "request_id": frame.request_id,
