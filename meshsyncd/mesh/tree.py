@@ -107,8 +107,12 @@ class Trees:
                 if origin in self.asked.get(peer, ()):
                     self.asked[peer].discard(origin)
                     graft.add(origin)
-                if old[0] in self.live and origin not in self.asked.get(old[0], ()):
-                    prune.setdefault(old[0], set()).add(origin)
+                if old[0] in self.live:
+                    if origin not in self.asked.get(old[0], ()):
+                        prune.setdefault(old[0], set()).add(origin)
+                    # and we stop pushing to it: it is upstream, it has the versions before
+                    # us (it never saw a duplicate from us, so it never pruned us itself)
+                    self.pruned.setdefault(old[0], {})[origin] = self.clock()
                 continue
             if origin not in self.asked.get(peer, ()):
                 prune.setdefault(peer, set()).add(origin)

@@ -182,6 +182,8 @@ def test_trees_prefer_a_parent_on_a_shorter_path() -> None:
     # a duplicate on a shorter path: C becomes the parent, the old parent B is pruned
     assert trees.pushed(C, [item], changed=[], hops=2) == [(B, P.Prune(graft=False, origins=(7,)))]
     assert trees.parent[7] == (C, 2) and trees.shortcuts == 1
+    # B is upstream of us now: we stop pushing 7's versions to it without being asked
+    assert trees.skip(B, item) and not trees.skip(C, item)
     # the next version comes from C only; a late copy from B changes nothing more
     later = urgent(2)
     assert trees.pushed(C, [later], changed=[later], hops=2) == []
