@@ -307,6 +307,7 @@ class SimNet:
         self.first: dict[tuple[bytes, int, int], dict[int, tuple[float, int]]] = {}
         self.copies: dict[tuple[bytes, int, int], collections.Counter[int]] = {}
         self.tree_frames = 0  # PRUNE and GRAFT frames sent, all nodes
+        self.links: list[tuple[bytes, bytes, _Pipe, _Pipe]] = []  # dialer, target, pipes
 
     def latency(self, a: bytes, b: bytes) -> float:
         """2 ms plus up to ~80 ms across the plane (a continent of data centres)."""
@@ -325,12 +326,19 @@ class SimNet:
             raise OSError("handshake refused (not trusted there)")
         lat = self.latency(dialer.node_id, target)
         ab, ba = _Pipe(), _Pipe()
+        self.links = [link for link in self.links if not link[2].closed]
+        self.links.append((dialer.node_id, target, ab, ba))
         node._nursery.start_soon(node.accept, SimStream(ba, ab, lat, self), peer)
         return SimStream(ab, ba, lat, self)
 
     def cut(self, sides: dict[bytes, int]) -> None:
         """Partition: links across the cut close now, dials across it fail."""
         self.side = dict(sides)
+        for a, b, ab, ba in self.links:  # sessions still in their handshake too
+            if sides[a] != sides[b]:
+                for pipe in (ab, ba):
+                    pipe.closed = True
+                    pipe.wake.set()
         for node in self.nodes.values():
             for pid, session in list(node.sessions.items()):
                 if sides[pid] != sides[node.node_id] and node._nursery is not None:

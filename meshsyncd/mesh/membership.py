@@ -23,9 +23,12 @@ Theory of operation (DESIGN.md "The mesh", Membership; SPEC.md section 4.3).
   heartbeat (SWIM's refutation), and a restarted node's heartbeat is higher anyway, so it
   rejoins. DEAD records are forgotten after ``forget_after``. Gossip never adds trust.
 * **Fan-out** is bounded: configured peers always have their sessions and count first;
-  introduced ones fill up to ``max_peers``: ``NEAR`` successors on the ring of node ids (so
-  the graph stays connected) and ``LONG`` random far links (so it stays shallow), chosen from
-  a seeded ``random.Random``; relay, pull and repair carry data the rest of the way.
+  introduced ones fill up to ``max_peers``, dialled and accepted alike: ``NEAR`` successors
+  and predecessors on the ring of node ids (so the graph stays connected) and random far
+  links (so it stays shallow), chosen from a seeded ``random.Random``. A far link is
+  refused by a node that is full and replaced by another pick; a node above ``max_peers``
+  (a ring neighbour arrived) sheds far links, never ring ones. Relay, pull and repair carry
+  data the rest of the way.
 
 ``Membership`` holds this state and makes these decisions; it never touches a socket. Its
 callers (the daemon, the simulation) hand it frames and session events and send what it
@@ -58,7 +61,7 @@ DEAD_AFTER = 3.0  # no session back with a member for this long: DEAD
 FORGET_AFTER = 60.0  # a DEAD record is kept (so it cannot flap back) this long, then dropped
 NEAR = 2  # ring successors dialled
 LONG = 2  # random far members dialled
-MAX_INBOUND_FACTOR = 2  # introduced sessions accepted: up to this many times max_peers
+LONG_PATIENCE = 5.0  # a long link with no session this long after it was picked is replaced
 RETRY_DEAD_EVERY = 5.0  # how often one DEAD member is dialled anyway (a healed partition)
 LOGGED_IDS = 16  # ids named in one log line (the counts say how many there were)
 
@@ -135,6 +138,8 @@ class Membership:
         self.pending: dict[bytes, bytes | None] = {}  # changed member -> peer it came from
         self.suspects: dict[bytes, float] = {}  # member -> when its session ended
         self.long_links: list[bytes] = []
+        self.long_since: dict[bytes, float] = {}  # long link -> when picked or last connected
+        self.parted: set[bytes] = set()  # sessions we shed: their end is no sign of death
         self.retry: tuple[bytes, float] | None = None  # a DEAD member being tried, since
         self.dead: dict[bytes, float] = {}  # DEAD members -> since (to forget them in time)
         self._live: list[bytes] | None = None  # sorted live introduced ids (cache)
@@ -378,9 +383,14 @@ class Membership:
         out.append(self._gossip(notable[: P.MAX_MEMBERS]))
         return out
 
-    def session_closed(self, peer: bytes) -> None:
+    def session_closed(self, peer: bytes, *, parted: bool = False) -> None:
+        """A session ended: suspect the peer, unless either side ended it on purpose
+        (``parted``: it said BYE NORMAL; or we shed it), which says nothing of its health."""
         self.asked.discard(peer)
         self.askers.discard(peer)
+        if parted or peer in self.parted:
+            self.parted.discard(peer)
+            return
         self.suspects[peer] = self.clock()
 
     def tick(self, connected: Collection[bytes]) -> dict[bytes, P.Members]:
@@ -426,26 +436,67 @@ class Membership:
 
     # -- fan-out ----------------------------------------------------------------------------
 
+    def _live_ids(self) -> list[bytes]:
+        if self._live is None:
+            self._live = sorted(p for p in self.introduced if p not in self.dead)
+        return self._live
+
+    def ring(self) -> tuple[list[bytes], list[bytes]]:
+        """Our ``NEAR`` successors and ``NEAR`` predecessors on the ring of live member ids.
+
+        Every node dials its successors, so the ring's links (each node's successors and
+        predecessors) keep the graph connected whatever the long links do.
+        """
+        live = self._live_ids()
+        if not live:
+            return [], []
+        at = bisect.bisect_right(live, self.node_id)
+        k = min(NEAR, len(live))
+        after = [live[(at + i) % len(live)] for i in range(k)]
+        before = [live[(at - 1 - i) % len(live)] for i in range(k)]
+        return after, before
+
+    def _ring_set(self) -> set[bytes]:
+        after, before = self.ring()
+        return set(after) | set(before)
+
     def wanted(self, connected: Collection[bytes]) -> list[bytes]:
         """Introduced members to keep a session with: ring neighbours, then random far ones.
 
-        Configured peers are dialled anyway and take their slots first.
+        Configured peers are dialled anyway and take their slots first; the ring links come
+        next (slots are kept for the predecessors that dial us); long links take what is
+        left of ``max_peers``. A long link that got no session within ``LONG_PATIENCE``
+        (refused there: that node is full) is replaced by another random member.
         """
         slots = max(0, self.max_peers - sum(1 for p in connected if p in self.configured))
-        if self._live is None:
-            self._live = sorted(p for p in self.introduced if p not in self.dead)
-        live = self._live
+        live = self._live_ids()
         if not live or not slots:
             return self._retry_dead() if slots else []
-        at = bisect.bisect_right(live, self.node_id)
-        near = [live[(at + i) % len(live)] for i in range(min(NEAR, len(live)))]
+        near, before = self.ring()
+        now = self.clock()
+        for p in self.long_links:
+            if p in connected:
+                self.long_since[p] = now
         self.long_links = [
-            p for p in self.long_links if p in self.introduced and p not in self.dead
+            p
+            for p in self.long_links
+            if p in self.introduced
+            and p not in self.dead
+            and now - self.long_since.get(p, now) < LONG_PATIENCE
         ]
-        while len(self.long_links) < LONG and len(live) > len(near) + len(self.long_links):
+        self.long_since = {p: self.long_since[p] for p in self.long_links}
+        ring = set(near) | set(before)
+        used = len(set(connected) | ring | set(self.long_links))
+        while (
+            len(self.long_links) < LONG
+            and used < self.max_peers
+            and len(live) > len(ring) + len(self.long_links)
+        ):
             pick = live[self.rng.randrange(len(live))]
-            if pick not in near and pick not in self.long_links:
+            if pick not in ring and pick not in self.long_links and pick not in connected:
                 self.long_links.append(pick)
+                self.long_since[pick] = now
+                used += 1
         out = list(dict.fromkeys(near + self.long_links))[: min(slots, NEAR + LONG)]
         return out + self._retry_dead()
 
@@ -460,11 +511,33 @@ class Membership:
         return [self.retry[0]] if self.retry else []
 
     def accepts(self, peer: bytes, connected: Collection[bytes]) -> bool:
-        """May an introduced peer have a session now (bounded inbound fan-out)?"""
+        """May an introduced peer have a session now? ``max_peers`` bounds them all.
+
+        Configured peers always may (they count first). A ring neighbour may while the
+        configured ones leave room (a long link is shed to make it: ``shed``); anyone else
+        only while our sessions and the ring slots not yet filled stay below ``max_peers``.
+        """
         if peer in self.configured:
             return True
-        introduced = sum(1 for p in connected if p in self.introduced and p != peer)
-        return introduced < MAX_INBOUND_FACTOR * self.max_peers
+        others = [p for p in connected if p != peer]
+        ring = self._ring_set()
+        if peer in ring:
+            return sum(1 for p in others if p in self.configured) < self.max_peers
+        free_ring = len(ring - set(others))
+        return len(others) + free_ring < self.max_peers
+
+    def shed(self, connected: Collection[bytes], dialled: Collection[bytes]) -> list[bytes]:
+        """Sessions to close to get back to ``max_peers``: long links, those we did not
+        dial first (never a configured peer or a ring neighbour), in a stable order."""
+        excess = len(connected) - self.max_peers
+        if excess <= 0:
+            return []
+        keep = set(self.configured) | self._ring_set()
+        spare = sorted((p in dialled, p) for p in connected if p not in keep)
+        out = [p for _, p in spare[:excess]]
+        self.long_links = [p for p in self.long_links if p not in out]
+        self.parted.update(out)
+        return out
 
     def introduced_by(self, node_id: bytes) -> list[bytes]:
         peer = self.introduced.get(node_id)

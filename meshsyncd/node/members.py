@@ -113,7 +113,9 @@ class MemberLinks(Links):
     ) -> Session:
         session = await super()._run_session(stream, peer, initiator=initiator)
         if peer.node_id not in self.sessions and session.peer_hello is not None:
-            self.membership.session_closed(peer.node_id)
+            # a peer that said BYE NORMAL (e.g. it shed the link: enough sessions) is alive
+            parted = session.bye is not None and session.bye.code == P.ByeCode.NORMAL
+            self.membership.session_closed(peer.node_id, parted=parted)
             self._send_prunes(self.trees.closed(peer.node_id).items())
         return session
 
@@ -197,6 +199,13 @@ class MemberLinks(Links):
                     continue
                 with contextlib.suppress(P.LocalProtocolError):
                     session.send_nowait(frame)
+            for pid in self.membership.shed(self.sessions, self._dialled()):
+                log.info("session shed: enough sessions", peer=_short(pid))
+                self._stop_peer(
+                    pid,
+                    P.ByeCode.NORMAL,
+                    f"enough sessions here (max_peers {self.config.max_peers})",
+                )
             order = self.membership.wanted(self.sessions)  # a list: dial order is reproducible
             wanted = set(order)
             for pid in order:
@@ -209,6 +218,10 @@ class MemberLinks(Links):
                 if state.scope is not None:
                     state.scope.cancel()
             await trio.sleep(TICK)
+
+    def _dialled(self) -> set[bytes]:
+        """Peers whose current session we initiated."""
+        return {pid for pid, session in self.sessions.items() if session.initiator}
 
     def _introduced_by(self, pid: bytes) -> list[str]:
         return [node_id_text(v) for v in self.membership.introduced_by(pid)]

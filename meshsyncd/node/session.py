@@ -158,6 +158,7 @@ class Session(SessionLanes):
         self.on_change = on_change
         self.on_open = on_open
         self.on_applied = on_applied
+        self.bye: P.Bye | None = None  # the peer's BYE, when it ended the session so
         self.on_received = on_received
         # Handlers of the protocol-2 frames (meshsyncd/mesh/), by frame class; a frame the
         # peer's HELLO did not announce, or that this node has no handler for, is refused.
@@ -408,6 +409,7 @@ class Session(SessionLanes):
             elif isinstance(event, P.Error):
                 raise SessionClosed(f"peer error {event.code}: {event.text}")
             elif isinstance(event, P.Bye):
+                self.bye = event
                 raise SessionClosed(f"peer said bye ({event.code}) {event.text}".strip())
             else:
                 await self._on_extension(event)

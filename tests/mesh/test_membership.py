@@ -144,7 +144,27 @@ def test_fan_out_is_bounded_and_configured_peers_count_first() -> None:
     assert len(wanted) == 2  # 3 slots, one taken by the configured introducer
     assert len(m.wanted([HUB, X])) == 1
     assert m.wanted([HUB]) == wanted  # stable: the random long link is kept
-    assert m.accepts(X, members) and not m.accepts(members[0], members[1:])
+    assert m.accepts(X, members) and not m.accepts(members[10], members[11:])
+
+
+def test_accepted_sessions_count_towards_max_peers_and_ring_links_come_first() -> None:
+    """max_peers bounds every live session; a full node refuses far links, never the ring."""
+    m, _ = _node()
+    m.max_peers = 6
+    m.session_opened(HUB)
+    members = [bytes([n]) * 32 for n in range(20, 60)]
+    m.on_vouch(HUB, _vouch(*(Member(n) for n in members)))
+    after, before = m.ring()  # ME is 0x01..: successors 20, 21; predecessors 59, 58
+    assert after == members[:2] and before == members[:-3:-1]
+    connected = [HUB, members[5], members[6], members[7]]
+    # 4 sessions and 4 ring slots kept for the neighbours: no room for a far link
+    assert not m.accepts(members[10], connected)
+    assert m.accepts(members[10], [HUB])  # 1 session + 4 ring slots: room for one
+    assert m.accepts(members[0], connected)  # a ring neighbour always gets in
+    # one over the cap: a far link goes, the one we did not dial first; never the ring
+    over = [*connected, members[0], members[1], members[-1]]
+    assert m.shed(over, dialled={members[5], members[6]}) == [members[7]]
+    assert m.shed(connected, dialled=set()) == []
 
 
 def test_trees_prune_duplicates_and_regraft_on_loss() -> None:
