@@ -169,7 +169,7 @@ class SimNode(MemberLinks):
         self.listen_port = config.listen_port
         self.relay = Relay()
         self.trees = Trees(clock=trio.current_time)
-        self.relay.skip = self.trees.skip
+        self.relay.skip, self.relay.sent = self.trees.skip, self.trees.sent
         self.membership = Membership(
             node_id,
             host=config.listen_host,

@@ -91,6 +91,8 @@ class Relay:
     early_stale: int = 0
     # (peer, item) -> True: not pushed to that peer (pruned broadcast trees, ``mesh/tree.py``)
     skip: Callable[[bytes, Item], bool] | None = None
+    # (peer, items) pushed to that peer (the broadcast trees note who has what)
+    sent: Callable[[bytes, list[Item]], None] | None = None
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ class Relay:
             for start in range(0, len(mine), PUSH_CHUNK):
                 chunk = mine[start : start + PUSH_CHUNK]
                 sent = link.push_items_nowait(tier, chunk, hops)
+                if sent and self.sent is not None:
+                    self.sent(pid, chunk)
                 if source is not None:
                     stats = self.stats[pid]
                     if sent:

@@ -6,19 +6,26 @@ some direction: about N x (degree - 1) pushes per write. Most are duplicates. A 
 receives a push of origin O that changed nothing (it had the version from another peer
 first) sends that peer ``PRUNE(O)``; the peer stops pushing O's versions to it eagerly
 (``skip``). What remains of the flood is the tree of first arrivals from O: N - 1 pushes
-per write and the fastest paths. Fastest is not shortest: a path of many short links
-beats one long link, so first-arrival trees grow deep. Every push carries its hop count
-(HOP_PUSH, SPEC.md 4.4), and a duplicate whose count is below the current parent's (by
-more than ``SHORTER_BY``) makes its sender the parent and prunes the old one instead
-(Plumtree's optimisation): the tree moves towards each node's BFS depth from O. The
-tree heals itself: a node that gets one of O's urgent
-versions only by pull asks the peer it pulled from for ``GRAFT(O)``; a node whose session
-ends re-grafts everything it pruned with its other peers (its parent may have been the one
-that left), and prunes expire after ``PRUNE_FOR``, so a stale tree costs one flood, never
-a lost write: pulls and DIGEST announcements still reach every node.
+per write and the fastest paths. Most prunes need no frame: a node that received a
+version from a peer never pushes that origin to it again (the peer has it first), so on
+a link both ends pushed over, both ends learn it from each other's copy; PRUNE goes only
+where that does not happen (a peer we did not push to, an old parent).
+
+Fastest is not shortest: a path of many short links beats one long link, so first-arrival
+trees grow deep. Every push carries its hop count (HOP_PUSH, SPEC.md 4.4), and a duplicate
+whose count is below the current parent's (by more than ``SHORTER_BY``) makes its sender
+the parent and prunes the old one instead (Plumtree's optimisation): the tree moves
+towards each node's BFS depth from O.
+
+The tree heals itself: a node that gets one of O's urgent versions only by pull asks the
+peer it pulled from for ``GRAFT(O)``; a node whose session ends re-grafts everything it
+pruned with its other peers (its parent may have been the one that left), and prunes
+expire after ``PRUNE_FOR`` (a link both ends pushed over re-learns it from the next
+copies), so a stale tree costs one flood, never a lost write: pulls and DIGEST
+announcements still reach every node.
 
 ``Trees`` is the state and the decisions; the daemon (or the simulation) sends the frames
-it returns and gives ``skip`` to the relay.
+it returns and gives ``skip`` and ``sent`` to the relay.
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ class Trees:
 
     clock: Callable[[], float] = time.monotonic
     prune_for: float = PRUNE_FOR
-    # peer -> origin -> when it asked us to stop pushing that origin's versions to it
+    # peer -> origin -> since when we do not push that origin's versions to it (it asked us
+    # to stop, or it has them before us: it pushed them to us)
     pruned: dict[bytes, dict[int, float]] = field(default_factory=dict)
-    # peer -> origins we asked it to stop pushing to us
+    # peer -> origins it does not push to us any more (we asked, or we pushed them to it)
     asked: dict[bytes, set[int]] = field(default_factory=dict)
     # origin -> (the peer its urgent versions last came from first, their hop count then)
     parent: dict[int, tuple[bytes, int]] = field(default_factory=dict)
@@ -68,6 +76,13 @@ class Trees:
             del origins[item.origin]
             return False
         return True
+
+    def sent(self, peer: bytes, items: Iterable[Item]) -> None:
+        """We pushed ``items`` to ``peer``: it will not push their origins back to us (it
+        sees our copy), so a duplicate from it needs no PRUNE (see ``pushed``)."""
+        origins = {i.origin for i in items if i.priority >= Priority.HIGH}
+        if origins:
+            self.asked.setdefault(peer, set()).update(origins)
 
     def on_prune(self, peer: bytes, frame: P.Prune) -> None:
         origins = self.pruned.setdefault(peer, {})
@@ -93,10 +108,13 @@ class Trees:
         fresh = {(i.item_id, i.timestamp_ns, i.origin) for i in changed}
         prune: dict[bytes, set[int]] = {}
         graft: set[int] = set()
+        now = self.clock()
         for item in pushed:
             if item.priority < Priority.HIGH:
                 continue
             origin = item.origin
+            # ``peer`` has this origin's versions before us: never push them to it
+            self.pruned.setdefault(peer, {})[origin] = now
             if (item.item_id, item.timestamp_ns, origin) in fresh:
                 self.parent[origin] = (peer, hops)
                 continue
@@ -107,12 +125,8 @@ class Trees:
                 if origin in self.asked.get(peer, ()):
                     self.asked[peer].discard(origin)
                     graft.add(origin)
-                if old[0] in self.live:
-                    if origin not in self.asked.get(old[0], ()):
-                        prune.setdefault(old[0], set()).add(origin)
-                    # and we stop pushing to it: it is upstream, it has the versions before
-                    # us (it never saw a duplicate from us, so it never pruned us itself)
-                    self.pruned.setdefault(old[0], {})[origin] = self.clock()
+                if old[0] in self.live and origin not in self.asked.get(old[0], ()):
+                    prune.setdefault(old[0], set()).add(origin)
                 continue
             if origin not in self.asked.get(peer, ()):
                 prune.setdefault(peer, set()).add(origin)

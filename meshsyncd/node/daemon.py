@@ -93,7 +93,7 @@ class Daemon(MemberLinks):
         self.membership = load_membership(config, self.node_id)  # members.py
         self.trust.reload(allowed=self.membership.trusted())
         self.trees = Trees()
-        self.relay.skip = self.trees.skip
+        self.relay.skip, self.relay.sent = self.trees.skip, self.trees.sent
         self.extensions: dict[type[P.Frame], FrameHandler] = {
             P.Barrier: self._on_barrier,
             P.BarrierDone: self._on_barrier_done,

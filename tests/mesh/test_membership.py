@@ -177,7 +177,8 @@ def test_trees_prune_duplicates_and_regraft_on_loss() -> None:
     assert (to, prune) == (B, P.Prune(graft=False, origins=(7,)))
     assert trees.pushed(B, [item], changed=[], hops=0) == []  # asked once
     trees.on_prune(C, prune)
-    assert trees.skip(C, item) and not trees.skip(B, item)
+    assert trees.skip(C, item)  # C asked us
+    assert trees.skip(B, item)  # B pushed it to us: it has 7's versions before us
     # our session with another peer ends: what we pruned at B is grafted back
     assert trees.closed(X) == {B: P.Prune(graft=True, origins=(7,))}
 
@@ -202,8 +203,8 @@ def test_trees_prefer_a_parent_on_a_shorter_path() -> None:
     # a duplicate on a shorter path: C becomes the parent, the old parent B is pruned
     assert trees.pushed(C, [item], changed=[], hops=2) == [(B, P.Prune(graft=False, origins=(7,)))]
     assert trees.parent[7] == (C, 2) and trees.shortcuts == 1
-    # B is upstream of us now: we stop pushing 7's versions to it without being asked
-    assert trees.skip(B, item) and not trees.skip(C, item)
+    # we never push 7's versions to a peer that pushed them to us (it has them first)
+    assert all(trees.skip(p, item) for p in (B, C, X))
     # the next version comes from C only; a late copy from B changes nothing more
     later = urgent(2)
     assert trees.pushed(C, [later], changed=[later], hops=2) == []
@@ -213,3 +214,19 @@ def test_trees_prefer_a_parent_on_a_shorter_path() -> None:
         (C, P.Prune(graft=False, origins=(7,))),
         (X, P.Prune(graft=True, origins=(7,))),
     ]
+
+
+def test_trees_need_no_prune_where_both_ends_pushed() -> None:
+    """A duplicate from a peer we pushed the same version to: each end sees the other's
+    copy and stops pushing that origin to it; no PRUNE frame either way."""
+    trees = Trees(clock=Clock())
+    item = P.Item(
+        item_id=b"i" * 16, timestamp_ns=1, origin=7, tier=Tier.WORKING, op=P.Op.INSERT,
+        priority=Priority.URGENT, payload=b"{}",
+    )  # fmt: skip
+    trees.opened(B)
+    trees.opened(C)
+    assert trees.pushed(B, [item], changed=[item], hops=1) == []  # B is the parent
+    trees.sent(C, [item])  # the relay sent it on to C ...
+    assert trees.pushed(C, [item], changed=[], hops=1) == []  # ... which had it already
+    assert trees.skip(C, item) and trees.prunes_sent == 0
