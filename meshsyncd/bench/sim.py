@@ -163,6 +163,7 @@ class Run:
         key = self.net.track(item)
         t0 = trio.current_time()
         tree_frames = self.net.tree_frames
+        bfs = _bfs(live, item.origin)
         indexes = {n.index for n in live}
         first = self.net.first[key]
         await _until(lambda: indexes <= set(first), WRITE_TIMEOUT, 0.01)
@@ -179,6 +180,8 @@ class Run:
             "tree_frames": self.net.tree_frames - tree_frames,
             "dups": statistics.mean(max(0, copies[i] - 1) for i in got if i != live[0].index),
             "reached": len(got) / len(indexes),
+            # the session graph's own distances from the origin, for comparison
+            "bfs": [float(d) for i, d in bfs.items() if d > 0],
         }
 
     async def partition(self, items: int) -> None:
@@ -255,11 +258,32 @@ class Run:
             nursery.cancel_scope.cancel()
 
 
+def _bfs(live: list[SimNode], origin: int) -> dict[int, int]:
+    """Hops from the writer to every live node over the sessions open now (shortest paths)."""
+    by_id = {n.node_id: n for n in live}
+    start = next(n for n in live if n.engine.engine.origin == origin)
+    dist = {start.index: 0}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for pid in node.sessions:
+                peer = by_id.get(pid)
+                if peer is not None and peer.index not in dist:
+                    dist[peer.index] = dist[node.index] + 1
+                    nxt.append(peer)
+        frontier = nxt
+    return dist
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
     hops = [h for r in runs for h in r["hops"]]
+    bfs = [h for r in runs for h in r["bfs"]]
     return {
         "hops_p50": _pct(hops, 0.5),
         "hops_p99": _pct(hops, 0.99),
+        "bfs_hops_p99": _pct(bfs, 0.99),
+        "bfs_eccentricity": max(max(r["bfs"], default=0.0) for r in runs),
         "all_nodes_s": round(max(r["all_s"] for r in runs), 3),
         "messages_per_write": round(statistics.mean(r["messages"] for r in runs), 1),
         "max_messages_per_write": max(r["messages"] for r in runs),

@@ -513,15 +513,18 @@ class Membership:
     def accepts(self, peer: bytes, connected: Collection[bytes]) -> bool:
         """May an introduced peer have a session now? ``max_peers`` bounds them all.
 
-        Configured peers always may (they count first). A ring neighbour may while the
-        configured ones leave room (a long link is shed to make it: ``shed``); anyone else
+        Configured peers always may (they count first). A ring neighbour, or a member we
+        think dead, may while the configured ones leave room (a far link is shed to make
+        it: ``shed``); anyone else
         only while our sessions and the ring slots not yet filled stay below ``max_peers``.
         """
         if peer in self.configured:
             return True
         others = [p for p in connected if p != peer]
         ring = self._ring_set()
-        if peer in ring:
+        if peer in ring or peer in self.dead:
+            # a member we think dead knocking (``_retry_dead``): a healed partition comes
+            # back through such links, so it gets in like a ring neighbour
             return sum(1 for p in others if p in self.configured) < self.max_peers
         free_ring = len(ring - set(others))
         return len(others) + free_ring < self.max_peers
