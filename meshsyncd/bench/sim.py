@@ -5,13 +5,16 @@ model time (trio's ``MockClock`` with autojump: a 30 s sync interval costs nothi
 
 1. **Join.** Node 0 is the introducer: its config lists every other node, and each of them
    lists only node 0, ``introducer = true``, exactly what ``peers add`` writes. Every node
-   learns all the others from node 0's VOUCH and dials ``max_peers`` of them.
+   learns all the others from node 0's VOUCH and keeps at most ``max_peers`` sessions.
 2. **The introducer leaves** (crashes): the mesh keeps running on introduced links, at most
-   ``max_peers`` dialled per node. Its death spreads (MEMBERS GOSSIP).
+   ``max_peers`` sessions per node. Its death spreads (MEMBERS GOSSIP).
 3. **Urgent writes** from random origins, each written twice: the first floods and builds
-   that origin's broadcast tree (PRUNE), the second follows it. For each: hops p50/p99 of
-   first arrivals, time until every live node has it, messages (pushes, plus the pulls that
-   delivered it) and duplicates received per node.
+   that origin's broadcast tree (PRUNE, shorter parents by hop count), the second follows
+   it. For each: hops p50/p99 of first arrivals (the hop count the HOP_PUSH carried, plus
+   one; for a pull, one more than the source's), the session graph's BFS distances from
+   the writer for comparison, time until every live node has it, messages (pushes, the
+   pulls that delivered it, and every PRUNE/GRAFT frame sent meanwhile) and duplicates
+   received per node.
 4. **Partition and heal**: a random half is cut off; each side writes LOW items; after the
    heal, the time until every node holds every item. With ``--churn``, a tenth of the
    nodes crash, writes go on, they restart (same store, same introduced peers): all
@@ -366,6 +369,8 @@ def sim_cmd(n: int, seed: int, max_peers: int, writes: int, churn: bool, as_json
     ]
     for label, key in rows:
         click.echo(f"{label:<28}{ours[key]:>14}{gossip['urgent'][key]:>14}")
+    click.echo(f"(session graph BFS from the writer: hops p99 {ours['bfs_hops_p99']}, "
+               f"eccentricity {ours['bfs_eccentricity']})")  # fmt: skip
     first = figures["urgent_first_write"]
     click.echo(f"(an origin's first write, building its tree: {first})")
     heal = figures["partition_heal"]["converged_s"]
