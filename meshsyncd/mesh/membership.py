@@ -487,13 +487,11 @@ class Membership:
         self.long_since = {p: self.long_since[p] for p in self.long_links}
         ring = set(near) | set(before)
         used = len(set(connected) | ring | set(self.long_links))
-        while (
-            len(self.long_links) < LONG
-            and used < self.max_peers
-            and len(live) > len(ring) + len(self.long_links)
-        ):
-            pick = live[self.rng.randrange(len(live))]
-            if pick not in ring and pick not in self.long_links and pick not in connected:
+        if len(self.long_links) < LONG and used < self.max_peers:
+            taken = ring | set(self.long_links) | set(connected)
+            free = [p for p in live if p not in taken]
+            while free and len(self.long_links) < LONG and used < self.max_peers:
+                pick = free.pop(self.rng.randrange(len(free)))
                 self.long_links.append(pick)
                 self.long_since[pick] = now
                 used += 1
