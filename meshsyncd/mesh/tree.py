@@ -20,8 +20,8 @@ towards each node's BFS depth from O.
 The tree heals itself: a node that gets one of O's urgent versions only by pull asks the
 peer it pulled from for ``GRAFT(O)``; a node whose session ends re-grafts everything it
 pruned with its other peers (its parent may have been the one that left), and prunes
-expire after ``PRUNE_FOR`` (a link both ends pushed over re-learns it from the next
-copies), so a stale tree costs one flood, never a lost write: pulls and DIGEST
+expire after ``PRUNE_FOR`` on both ends at once (the next duplicate over that link is
+pruned again), so a stale tree costs one flood, never a lost write: pulls and DIGEST
 announcements still reach every node.
 
 ``Trees`` is the state and the decisions; the daemon (or the simulation) sends the frames
@@ -52,8 +52,11 @@ class Trees:
     # peer -> origin -> since when we do not push that origin's versions to it (it asked us
     # to stop, or it has them before us: it pushed them to us)
     pruned: dict[bytes, dict[int, float]] = field(default_factory=dict)
-    # peer -> origins it does not push to us any more (we asked, or we pushed them to it)
-    asked: dict[bytes, set[int]] = field(default_factory=dict)
+    # peer -> origin -> since when it does not push that origin to us (we asked, or we
+    # pushed the origin's versions to it). Its side forgets after ``prune_for`` (``skip``),
+    # so ours does too (``_asked``): a duplicate after that is pruned again, not ignored
+    # forever.
+    asked: dict[bytes, dict[int, float]] = field(default_factory=dict)
     # origin -> (the peer its urgent versions last came from first, their hop count then)
     parent: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     live: set[bytes] = field(default_factory=set)  # peers with an open session
@@ -82,7 +85,20 @@ class Trees:
         sees our copy), so a duplicate from it needs no PRUNE (see ``pushed``)."""
         origins = {i.origin for i in items if i.priority >= Priority.HIGH}
         if origins:
-            self.asked.setdefault(peer, set()).update(origins)
+            now = self.clock()
+            self.asked.setdefault(peer, {}).update(dict.fromkeys(origins, now))
+
+    def _asked(self, peer: bytes, origin: int) -> bool:
+        """Does ``peer`` still hold back ``origin``'s versions from us? (An entry older than
+        ``prune_for`` has expired on its side: it pushes them again.)"""
+        asked = self.asked.get(peer, {})
+        at = asked.get(origin)
+        if at is None:
+            return False
+        if self.clock() - at >= self.prune_for:
+            del asked[origin]
+            return False
+        return True
 
     def on_prune(self, peer: bytes, frame: P.Prune) -> None:
         origins = self.pruned.setdefault(peer, {})
@@ -122,17 +138,17 @@ class Trees:
             if old is not None and old[0] != peer and hops + self.threshold < old[1]:
                 self.parent[origin] = (peer, hops)  # a shorter path: it becomes the parent
                 self.shortcuts += 1
-                if origin in self.asked.get(peer, ()):
-                    self.asked[peer].discard(origin)
+                if self._asked(peer, origin):
+                    del self.asked[peer][origin]
                     graft.add(origin)
-                if old[0] in self.live and origin not in self.asked.get(old[0], ()):
+                if old[0] in self.live and not self._asked(old[0], origin):
                     prune.setdefault(old[0], set()).add(origin)
                 continue
-            if origin not in self.asked.get(peer, ()):
+            if not self._asked(peer, origin):
                 prune.setdefault(peer, set()).add(origin)
         out = []
         for target, origins in prune.items():
-            self.asked.setdefault(target, set()).update(origins)
+            self.asked.setdefault(target, {}).update(dict.fromkeys(origins, now))
             out.append(
                 (target, P.Prune(graft=False, origins=tuple(sorted(origins))[: P.MAX_PRUNE]))
             )
@@ -150,9 +166,10 @@ class Trees:
     def _graft(self, origins: set[int]) -> dict[bytes, P.Prune]:
         out = {}
         for peer, asked in self.asked.items():
-            back = asked & origins
+            back = {o for o in asked.keys() & origins if self._asked(peer, o)}
+            for origin in asked.keys() & origins:
+                del asked[origin]  # grafted now, or expired: the peer pushes it again
             if back:
-                asked -= back
                 out[peer] = P.Prune(graft=True, origins=tuple(sorted(back))[: P.MAX_PRUNE])
                 self.grafts_sent += 1
         return out
@@ -172,5 +189,5 @@ class Trees:
             del self.parent[origin]
         everything: set[int] = set()
         for asked in self.asked.values():
-            everything |= asked
+            everything |= asked.keys()
         return self._graft(everything)

@@ -183,6 +183,29 @@ def test_trees_prune_duplicates_and_regraft_on_loss() -> None:
     assert trees.closed(X) == {B: P.Prune(graft=True, origins=(7,))}
 
 
+def test_trees_prune_again_once_a_prune_expired() -> None:
+    """A prune lasts ``prune_for`` on the pruned side (``skip``); after it the peer pushes
+    that origin again, and its next duplicate must be pruned again (it was ignored forever:
+    we still believed the peer held back)."""
+    clock = Clock()
+    trees = Trees(clock=clock)
+    trees.opened(B)
+    item = P.Item(
+        item_id=b"i" * 16, timestamp_ns=1, origin=7, tier=Tier.WORKING, op=P.Op.INSERT,
+        priority=Priority.URGENT, payload=b"{}",
+    )  # fmt: skip
+    prune = P.Prune(graft=False, origins=(7,))
+    assert trees.pushed(B, [item], changed=[], hops=1) == [(B, prune)]
+    clock.now = trees.prune_for - 1
+    assert trees.pushed(B, [item], changed=[], hops=1) == []  # B's copy crossed our PRUNE
+    clock.now = trees.prune_for + 1  # B's prune expired: it pushes 7 again
+    assert trees.pushed(B, [item], changed=[], hops=1) == [(B, prune)]
+    assert trees.prunes_sent == 2
+    # an expired ask is not grafted back either (B pushes already)
+    clock.now = 3 * trees.prune_for
+    assert trees.closed(X) == {}
+
+
 def test_trees_prefer_a_parent_on_a_shorter_path() -> None:
     """Plumtree's optimisation: a duplicate with fewer hops than the parent's takes its place."""
     trees = Trees(clock=Clock())
