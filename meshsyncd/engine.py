@@ -5,18 +5,9 @@ Theory of operation (DESIGN.md "Delta sync", SPEC.md section 4 PULL/BATCH/REPLIC
 * A local write is stamped by the hybrid logical clock, folded into the store in its own
   ``synchronous=FULL`` transaction together with the clock's high-water mark, and only then
   returned (acknowledged). The returned :class:`protocol.Item` is what the daemon pushes.
-* Early push (:meth:`AsyncEngine.write_early`): an URGENT/HIGH write may go to peers while
-  its own transaction is still committing, so a peer one hop away reads it about one fsync
-  sooner. What makes that safe is the *clock lease*: every local write commits
-  ``clock_lease = timestamp + LEASE_NS`` along with its row (URGENT and HIGH writes, the
-  only ones that can go early, do), and a write is sent early
-  only if its timestamp is below the lease already on disk. A node that crashes between
-  the send and the commit therefore finds a lease above every timestamp it may have sent,
-  and its clock starts above it (the daemon first waits, at most ``LEASE_NS``, for the wall
-  clock to pass it), so a timestamp that left the node is never handed out again. The
-  first urgent write after ``LEASE_NS`` without urgent writes renews the lease the slow way
-  (commit, then push). A write that fails to commit after it was sent may still exist on
-  peers: the writer got an error, not a promise that nothing happened.
+* Early push (:meth:`AsyncEngine.write_early`, ``aengine.py``): an URGENT/HIGH write may
+  reach peers while its own transaction is still committing, under the *clock lease*
+  (``stamp.py``: local-write stamping, the lease and why it is safe).
 * :meth:`Engine.create_delta_batch` answers a PULL: the tier's rows with local sequence above
   the peer's cursor, in sequence order, each row expanded into the versions that reproduce it
   exactly on the receiver (its base write plus one MERGE per surviving field key, see
@@ -29,8 +20,8 @@ Theory of operation (DESIGN.md "Delta sync", SPEC.md section 4 PULL/BATCH/REPLIC
   join, a node forwards whatever it learned, however old, with a fresh local sequence: an
   item that reaches B late from C still flows on to A.
 
-The engine is synchronous and single-threaded like the store; :class:`AsyncEngine` is the
-trio face that runs each call on the store's serial worker thread.
+The engine is synchronous and single-threaded like the store; :class:`AsyncEngine`
+(``aengine.py``) is the trio face that runs each call on the store's serial worker thread.
 """
 
 from __future__ import annotations
@@ -41,39 +32,26 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import trio
-import zstandard
-
 from protocol import (
     ITEM_HEADER_SIZE,
     MAX_BATCH_ITEMS,
     MAX_BATCH_RAW,
-    NAMED,
-    PAYLOAD_ZSTD,
     Batch,
     Item,
-    LocalProtocolError,
     Op,
     Priority,
     Tier,
 )
-from protocol.bases import with_base
-from protocol.names import SEPARATOR, read_name
 
 from .clock import HybridClock
-from .conditions import Freezes, check_condition
+from .conditions import Freezes
+from .stamp import LEASE_NS, LocalWrites
 from .store import ApplyResult, Row, Store, StoredItem
-from .store.aio import SerialWorker
 
-__all__ = ["AsyncEngine", "DeltaBatch", "Engine", "ItemNotFoundError", "TierView"]
+__all__ = ["LEASE_NS", "DeltaBatch", "Engine", "ItemNotFoundError", "TierView"]
 
 T = TypeVar("T")
 ALL_ITEMS = bytes(16)
-# How far ahead of a committed local write its clock lease reaches (see the module doc):
-# longer keeps more urgent writes on the early path, shorter bounds the wait after a crash.
-LEASE_NS = 1_000_000_000
-# Payloads above this are stamped on the worker: building them is not free on the loop.
-EARLY_MAX_PAYLOAD = 16 * 1024
 
 
 def merge_payload(fields: Mapping[str, Any]) -> bytes:
@@ -97,16 +75,6 @@ class DeltaBatch:
     from_seq: int
     to_seq: int
     more: bool
-
-
-def _describe(tier: Tier, item_id: bytes, name: bytes) -> str:
-    """An item as errors name it: ``agents/alden/units`` or its id, and the tier."""
-    if name:
-        found = read_name(name)[0]
-        text = SEPARATOR.join((*found.namespace, found.key))
-    else:
-        text = item_id.hex()
-    return f"item {text} in tier {Tier(tier).name.lower()}"
 
 
 def short_id(node_id: bytes | int) -> int:
@@ -133,7 +101,7 @@ def stored_item(tier: Tier, seq: int, row: Row) -> StoredItem:
     )
 
 
-class Engine:
+class Engine(LocalWrites):
     """One node's state machine for local writes and sync; see the module docstring.
 
     ``node_id`` is the full 32-byte node id or the short u64 id. The clock is seeded from
@@ -161,139 +129,6 @@ class Engine:
     def tier(self, tier: Tier) -> TierView:
         """The MEMSHADOW per-tier interface."""
         return TierView(self, Tier(tier))
-
-    # -- local writes -----------------------------------------------------------------------
-
-    def write(
-        self,
-        tier: Tier,
-        item_id: bytes,
-        op: Op,
-        payload: bytes = b"",
-        *,
-        priority: Priority = Priority.NORMAL,
-        compress: bool = False,
-        name: bytes = b"",
-        resolves: bool = False,
-        expect: tuple[int, int] | None = None,
-        absent: bool = False,
-    ) -> Item:
-        """Stamp, store durably and return one local version (INSERT/UPDATE/DELETE/MERGE).
-
-        ``name`` is the item's name block (``protocol.name_block``) for a NAMED version;
-        ``item_id`` must then be its id. The version carries the item's current version
-        here as its base (SPEC.md section 2.2); ``resolves`` marks it as the resolution of
-        the conflicts that base covers. ``expect``/``absent`` make it conditional
-        (``conditions.py``): it is written only if the item's current version here is
-        ``expect``, or it has no value; the check and the write are one writer call.
-
-        Raises:
-            PreconditionFailed: the condition does not hold; nothing was written.
-            FrozenError: the item's namespace is frozen here; nothing was written.
-
-        Raises:
-            LocalProtocolError: the version is invalid (payload too large, MERGE not an
-                object, DELETE with a payload, REPLICATE).
-            sqlite3.Error: the disk failed; the write did not happen.
-        """
-        current, live = self.store.current_state(tier, item_id)
-        if expect is not None or absent:
-            what = _describe(tier, item_id, name)
-            check_condition(current, live, expect=expect, absent=absent, what=what)
-        item = self.stamp(
-            tier,
-            item_id,
-            op,
-            payload,
-            priority=priority,
-            compress=compress,
-            name=name,
-            base=current,
-            resolves=resolves,
-        )
-        self.commit(item)
-        return item
-
-    def stamp(
-        self,
-        tier: Tier,
-        item_id: bytes,
-        op: Op,
-        payload: bytes = b"",
-        *,
-        priority: Priority = Priority.NORMAL,
-        compress: bool = False,
-        name: bytes = b"",
-        base: tuple[int, int] | None = None,
-        resolves: bool = False,
-    ) -> Item:
-        """A new local version, stamped but not stored (thread-safe; see :meth:`write`).
-
-        ``base`` is the version it replaces here ((0, 0): none; ``None``: unknown, only
-        for tests of versions from older nodes).
-
-        Raises:
-            LocalProtocolError: the version is invalid.
-        """
-        if op == Op.REPLICATE:
-            raise LocalProtocolError("REPLICATE is a request, not a write", field="item.op")
-        if self.freezes.any:
-            self.freezes.check(read_name(name)[0].namespace if name else None, self.clock.wall())
-        flags = 0
-        if compress and payload:
-            packed = zstandard.ZstdCompressor(write_content_size=True).compress(payload)
-            if len(packed) < len(payload):
-                payload, flags = packed, PAYLOAD_ZSTD
-        if name:  # SPEC.md section 2.1: the name goes first, never compressed
-            payload, flags = name + payload, flags | NAMED
-        if base is not None:  # SPEC.md section 2.2: then the base, never compressed
-            flags, payload = with_base(flags, payload, base, resolves=resolves)
-        return Item(
-            item_id=item_id,
-            timestamp_ns=self.clock.now(),
-            origin=self.origin,
-            tier=tier,
-            op=op,
-            priority=priority,
-            flags=flags,
-            payload=payload,
-        )
-
-    def commit(self, item: Item) -> None:
-        """Store a stamped local version durably; an URGENT/HIGH one renews the clock lease.
-
-        Only urgent writes can be sent early, so only they keep the lease ahead: a node
-        whose last urgent write is older than ``LEASE_NS`` restarts without waiting.
-
-        Raises:
-            sqlite3.Error: the disk failed; the write did not happen here.
-        """
-        lease = item.timestamp_ns + LEASE_NS if item.priority >= Priority.HIGH else 0
-        self.store.apply(
-            Tier(item.tier),
-            [item],
-            local=True,
-            clock_hwm=self.clock.last,
-            clock_lease=lease,
-            now_ns=self.clock.wall(),
-        )
-        self.lease = max(self.lease, lease)
-
-    def may_send_early(self, item: Item) -> bool:
-        """Whether ``item`` may reach peers before its commit: the lease on disk covers it."""
-        return item.timestamp_ns < self.lease
-
-    def lease_wait_s(self) -> float:
-        """Seconds until the wall clock passes the lease (0 when it has, or is far off).
-
-        A restart within ``LEASE_NS`` of the last local write waits this long before
-        stamping anything, rather than starting its clock ahead of the wall clock (which
-        peers would see as skew). A lease further ahead than twice that means the wall
-        clock stepped back a long way; then the clock simply starts at the lease, as after
-        any step back, instead of stalling the daemon.
-        """
-        ahead = self._floor - self.clock.wall()
-        return ahead / 1e9 if 0 < ahead <= 2 * LEASE_NS else 0.0
 
     def _require_live(self, tier: Tier, item_id: bytes) -> None:
         found = self.store.get_row(tier, item_id)
@@ -568,149 +403,3 @@ class TierView:
             self.tier, limit=limit, after_id=after_id, include_deleted=include_deleted
         )
         return [stored_item(self.tier, s, r) for s, r in rows]
-
-
-class AsyncEngine:
-    """Trio face of an :class:`Engine`: each call runs on one serial worker thread."""
-
-    def __init__(self, engine: Engine, worker: SerialWorker | None = None) -> None:
-        self.engine = engine
-        self.worker = worker or SerialWorker()
-
-    async def run(self, fn: Any, *args: Any, urgent: bool = False) -> Any:
-        """Run any callable that touches the engine, serialised with every other call.
-
-        ``urgent`` calls (URGENT/HIGH writes) go ahead of queued normal ones.
-        """
-        return await self.worker.run(fn, *args, urgent=urgent)
-
-    async def maintain(self) -> None:
-        """Run due store upkeep (fold steps), each step its own normal-priority worker call.
-
-        Why separate calls: a step costs about one apply slice, and a call already running
-        always finishes first; between two calls a queued urgent write goes ahead
-        (DESIGN.md "Priorities"). Steps run until the tail is back under its limit, so the
-        upkeep keeps pace with the applies that called it. The check reads the store's
-        state from the trio thread without the worker: a stale answer only shifts a step
-        to the next call.
-        """
-        store = self.engine.store
-        while store.needs_maintenance:
-            if not await self.worker.run(store.maintenance_step):
-                break
-
-    async def write(
-        self, tier: Tier, item_id: bytes, op: Op, payload: bytes = b"", **kw: Any
-    ) -> Item:
-        urgent = kw.get("priority", Priority.NORMAL) >= Priority.HIGH
-        item = await self.worker.run(
-            lambda: self.engine.write(tier, item_id, op, payload, **kw), urgent=urgent
-        )
-        if not urgent:  # an urgent write is acknowledged (and pushed) without waiting
-            await self.maintain()
-        return item
-
-    async def write_early(
-        self,
-        tier: Tier,
-        item_id: bytes,
-        op: Op,
-        payload: bytes = b"",
-        *,
-        priority: Priority = Priority.NORMAL,
-        announce: Callable[[Item], None],
-        name: bytes = b"",
-        base: tuple[int, int] | None = None,
-    ) -> Item:
-        """A local write whose ``announce`` (the daemon's push) runs as soon as is safe.
-
-        ``announce`` runs exactly once: before the commit for an URGENT/HIGH write with a
-        small payload whose timestamp the clock lease covers (see the module doc), else
-        after the commit. ``op`` must not depend on the stored state (INSERT of a new id,
-        MERGE): the version is stamped before the store is consulted. ``base`` is the
-        version it replaces ((0, 0) for a new random id); ``None`` asks the store first.
-
-        Raises:
-            LocalProtocolError: the version is invalid; nothing was announced.
-            sqlite3.Error: the disk failed; an early announcement may have gone out.
-        """
-        engine = self.engine
-        urgent = priority >= Priority.HIGH
-        if urgent and len(payload) <= EARLY_MAX_PAYLOAD:
-            if base is None:  # one short urgent call: the base must be read before the stamp
-                base = await self.worker.run(engine.store.current_key, tier, item_id, urgent=True)
-            item = engine.stamp(tier, item_id, op, payload, priority=priority, name=name, base=base)
-            early = engine.may_send_early(item)
-            if not early:
-                await self.worker.run(engine.commit, item, urgent=True)
-                announce(item)
-                return item
-            announce(item)
-            # Once the version has left, it is committed here too, cancelled or not.
-            with trio.CancelScope(shield=True):
-                # Let the session writers put the push on the wire before the commit's
-                # thread starts competing with them for the GIL.
-                await trio.lowlevel.checkpoint()
-                await self.worker.run(engine.commit, item, urgent=True)
-            return item
-        # Acknowledged and announced without waiting for store upkeep (pulls pay for it).
-        item = await self.worker.run(
-            lambda: engine.write(tier, item_id, op, payload, priority=priority, name=name),
-            urgent=urgent,
-        )
-        announce(item)
-        return item
-
-    async def create_delta_batch(
-        self, tier: Tier, peer: int, after_seq: int, max_items: int = 1000, max_bytes: int = 1 << 20
-    ) -> DeltaBatch:
-        return await self.worker.run(
-            self.engine.create_delta_batch, tier, peer, after_seq, max_items, max_bytes
-        )
-
-    async def apply_sync_batch(
-        self,
-        batch: Batch,
-        *,
-        to_seq: int | None = None,
-        peer: int | None = None,
-        changed: list[Item] | None = None,
-    ) -> ApplyResult:
-        """Apply a pulled (``to_seq``) or pushed batch on the writer; see :class:`Engine`.
-
-        ``changed`` is filled for a push only: a pull's changes are announced, not relayed.
-        """
-        if to_seq is None:
-            # A live push carrying URGENT/HIGH items jumps the queue of bulk applies.
-            urgent = any(i.priority >= Priority.HIGH for i in batch.items)
-            return await self.worker.run(
-                lambda: self.engine.apply_sync_batch(batch, peer=peer, changed=changed),
-                urgent=urgent,
-            )
-        # A pull's batch gives way to queued urgent calls between slices (each gap commits
-        # what is folded so far, without the cursor), so an urgent push waits for one slice
-        # of a chunk, not the whole of it.
-        applied = conflicts = done = 0
-        total = len(batch.items)
-        yield_to = self.worker.urgent_waiting
-        while True:
-            part, done = await self.worker.run(
-                lambda s=done: self.engine.apply_sync_part(
-                    batch, to_seq=to_seq, peer=peer, start=s, yield_to=yield_to
-                )
-            )
-            applied += part.applied
-            conflicts += part.conflicts
-            if done >= total:
-                break
-        await self.maintain()  # bulk (a pull) pays for the upkeep; live pushes never wait
-        return ApplyResult(applied, conflicts)
-
-    async def observe_peer(self, peer: int, incarnation: bytes) -> bool:
-        return await self.worker.run(self.engine.observe_peer, peer, incarnation)
-
-    async def get(self, tier: Tier, item_id: bytes) -> StoredItem | None:
-        return await self.worker.run(self.engine.get, tier, item_id)
-
-    async def digest(self, tier: Tier) -> bytes:
-        return await self.worker.run(self.engine.digest, tier)

@@ -43,7 +43,8 @@ from prometheus_client.registry import Collector
 import protocol as P
 from protocol import Tier
 
-from .engine import AsyncEngine, DeltaBatch, Engine
+from .aengine import AsyncEngine
+from .engine import DeltaBatch, Engine
 from .store import ApplyResult, Store
 
 __all__ = [

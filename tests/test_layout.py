@@ -35,6 +35,8 @@ LAYERS = {
     "filters": 4,
     "mcpserver": 5,
     "engine": 3,
+    "aengine": 3,
+    "stamp": 3,
     "conditions": 3,
     "resolve": 3,
     "store": 2,

@@ -33,7 +33,8 @@ import trio.testing
 import protocol as P
 from protocol import Item, Op, Priority, Tier
 
-from ..engine import AsyncEngine, Engine
+from ..aengine import AsyncEngine
+from ..engine import Engine
 from ..mesh.repair import Repair
 from ..node.session import Session, SessionClosed
 from ..store import SCHEMA_VERSION, Store

@@ -34,10 +34,11 @@ import trio
 import protocol as P
 from protocol import Tier
 
+from ..aengine import AsyncEngine
 from ..clock import HybridClock
 from ..config import Config, PeerConfig
 from ..config.introduced import IntroducedPeer
-from ..engine import AsyncEngine, Engine
+from ..engine import Engine
 from ..mesh.membership import Membership
 from ..mesh.relay import Relay
 from ..mesh.tree import Trees

@@ -19,8 +19,9 @@ import trio
 
 from protocol import MAX_PAYLOAD, Item, Op, Priority, Tier
 
+from ..aengine import AsyncEngine
 from ..conditions import format_version
-from ..engine import AsyncEngine, Engine, merge_payload
+from ..engine import Engine, merge_payload
 from ..store import StoredItem
 from ..store.rows import from_db
 from .feed import ChangeFeed, change_event

@@ -29,7 +29,7 @@ from typing import Any
 
 from protocol import SEPARATOR, Op, Tier
 
-from ..engine import AsyncEngine
+from ..aengine import AsyncEngine
 from ..store.rows import NO_BASE, Row
 from .feed import ChangeFeed
 from .names import name_fields, parse_namespace

@@ -40,7 +40,7 @@ import trio
 import protocol as P
 from protocol import Tier
 
-from ..engine import AsyncEngine
+from ..aengine import AsyncEngine
 from ..identity import node_id_text
 from ..store.verify import verify_bucket
 from .repairlink import RepairLink, RepairStats, SessionLike

@@ -37,7 +37,7 @@ import trio
 import protocol as P
 from protocol import Tier
 
-from ..engine import AsyncEngine
+from ..aengine import AsyncEngine
 from ..store.ranges import (
     bucket_ranges,
     digest16,

@@ -34,10 +34,11 @@ import protocol as P
 from protocol import Item, Priority, Tier
 
 from .. import __version__
+from ..aengine import AsyncEngine
 from ..clock import HybridClock
 from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
 from ..control.server import ChangeFeed, ControlServer, ControlSocketError
-from ..engine import AsyncEngine, Engine
+from ..engine import Engine
 from ..identity import Identity, node_id_text
 from ..ids import short_text
 from ..mesh.barrier import Barriers

@@ -26,7 +26,7 @@ import trio
 import protocol as P
 from protocol import Tier
 
-from ..engine import AsyncEngine
+from ..aengine import AsyncEngine
 from ..mesh.share import ShareRule, namespace_of
 from .endings import SessionClosed
 

@@ -29,8 +29,8 @@ import trio
 
 import protocol as P
 
+from ..aengine import AsyncEngine
 from ..config import Config, PeerConfig
-from ..engine import AsyncEngine
 from ..identity import node_id_text
 from ..ids import short_text
 from ..mesh.relay import Relay

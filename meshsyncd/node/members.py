@@ -25,9 +25,9 @@ import trio
 import protocol as P
 from protocol import MemberKind
 
+from ..aengine import AsyncEngine
 from ..config import Config, ConfigError, PeerConfig
 from ..config.introduced import INTRODUCED_FILE, load_introduced
-from ..engine import AsyncEngine
 from ..identity import node_id_text, parse_node_id
 from ..ids import short_text
 from ..mesh.membership import Membership

@@ -36,8 +36,9 @@ import trio
 import protocol as P
 from protocol import Tier
 
+from ..aengine import AsyncEngine
 from ..clock import ClockSkewError
-from ..engine import AsyncEngine, short_id
+from ..engine import short_id
 from ..identity import node_id_text
 from ..ids import short_text
 from ..mesh.share import ShareRule

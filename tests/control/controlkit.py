@@ -20,8 +20,9 @@ from typing import Any
 
 import trio
 
+from meshsyncd.aengine import AsyncEngine
 from meshsyncd.control.server import ChangeFeed, ControlServer
-from meshsyncd.engine import AsyncEngine, Engine
+from meshsyncd.engine import Engine
 from meshsyncd.mesh.repair import Repair
 from meshsyncd.store import Store
 from protocol import Item

@@ -183,7 +183,7 @@ def test_tier_view_is_the_memshadow_interface(make_node: MakeNode) -> None:
 async def test_async_engine_serialises_calls_off_the_trio_thread(make_node: MakeNode) -> None:
     import trio
 
-    from meshsyncd.engine import AsyncEngine
+    from meshsyncd.aengine import AsyncEngine
 
     a, b = make_node(1), make_node(2)
     aa, ab = AsyncEngine(a.engine), AsyncEngine(b.engine)
@@ -206,7 +206,7 @@ async def test_an_urgent_push_goes_between_slices_of_a_pulled_batch(make_node: M
     import trio
     import trio.testing
 
-    from meshsyncd.engine import AsyncEngine
+    from meshsyncd.aengine import AsyncEngine
     from meshsyncd.store.core import APPLY_SLICE
     from protocol import Batch, Item, Priority
 
@@ -277,7 +277,7 @@ def test_a_prefix_committed_without_its_cursor_is_pulled_again(make_node: MakeNo
 async def test_write_early_announces_before_the_commit_only_under_the_lease(
     make_node: MakeNode,
 ) -> None:
-    from meshsyncd.engine import AsyncEngine
+    from meshsyncd.aengine import AsyncEngine
     from protocol import Priority
 
     node = make_node(1)
@@ -358,7 +358,7 @@ async def test_an_early_pushed_write_commits_even_if_its_caller_is_cancelled(
 ) -> None:
     import trio
 
-    from meshsyncd.engine import AsyncEngine
+    from meshsyncd.aengine import AsyncEngine
     from protocol import Priority
 
     node = make_node(1)

@@ -19,7 +19,8 @@ import trio
 import trio.testing
 
 import protocol as P
-from meshsyncd.engine import AsyncEngine, Engine
+from meshsyncd.aengine import AsyncEngine
+from meshsyncd.engine import Engine
 from meshsyncd.mesh.reconcile import Reconciliation, Verdict, judge
 from meshsyncd.mesh.repair import Repair
 from meshsyncd.node.session import Session, SessionClosed

@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 import protocol as P
-from meshsyncd.engine import AsyncEngine, Engine
+from meshsyncd.aengine import AsyncEngine
+from meshsyncd.engine import Engine
 from meshsyncd.node.session import Session, SessionClosed
 from meshsyncd.store import Store
 from protocol import Op, Priority, Tier
