@@ -54,7 +54,8 @@ from .conflicts import Conflict, ConflictMixin
 from .fold import FoldMixin
 from .history import DEFAULT_HISTORY, HistoryMixin
 from .maintenance import DAY_NS, MaintenanceMixin
-from .names import INSERT_NAMES, NamesMixin, new_names
+from .names import NamesMixin, new_names
+from .nametail import NameTailMixin
 from .rows import (
     BASE_HEAD,
     BIAS,
@@ -157,7 +158,7 @@ class StoredItem:
     name: Name | None = None
 
 
-class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin):
+class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
@@ -184,6 +185,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         cache_kib: int = 8_192,
         tail_limit: int = TAIL_LIMIT,
         fold_entries: int | None = None,
+        names_limit: int | None = None,
         checkpointer: bool = True,
         fault: Callable[[str], None] | None = None,
     ) -> None:
@@ -202,6 +204,8 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         # of a batch apply, the same as one apply slice; AsyncEngine.maintain runs as many
         # steps as it takes, each its own worker call.
         self.fold_entries = max(1, tail_limit // 128) if fold_entries is None else fold_entries
+        # New names pending in the names tail before a fold cycle (nametail.py).
+        self.names_limit = max(1, tail_limit) if names_limit is None else names_limit
         self.stats = {"applied": 0, "stale": 0, "expired": 0, "conflicts": 0}
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -222,6 +226,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
             self._buckets: dict[int, list[int]] = {}
             self._load_buckets()
             self._load_tail()
+            self._load_name_tail()
             self._load_conflicts()
             self._load_history()
             self._checkpointer: Checkpointer | None = None
@@ -283,6 +288,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         self._seq = dict(self._conn.execute("SELECT tier, seq FROM tiers").fetchall())
         self._load_buckets()
         self._load_tail()
+        self._load_name_tail()
         self._load_history()
 
     def _existing(self, tier: int, ids: Iterable[bytes]) -> dict[bytes, Existing]:
@@ -576,7 +582,7 @@ class Store(FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin
         if insert:
             insert_rows(self._conn, _INSERT, 11, insert)
         if names:
-            insert_rows(self._conn, INSERT_NAMES, 4, names)
+            self._append_names(names)  # nametail.py: listed at once, indexed in name order
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq

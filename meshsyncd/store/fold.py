@@ -148,11 +148,20 @@ class FoldMixin:
 
     @property
     def needs_maintenance(self) -> bool:
-        """True when the tails of all tiers hold more than ``tail_limit`` entries."""
-        return self.tail_size() > self.tail_limit
+        """True when the tails of all tiers hold more than ``tail_limit`` entries, or the
+        names tail is due for (or in) a fold cycle (``nametail.py``)."""
+        return self.tail_size() > self.tail_limit or self.names_due
+
+    @property
+    def names_due(self) -> bool:
+        raise NotImplementedError  # nametail.NameTailMixin
+
+    def _name_fold_step(self, force: bool = False) -> bool:
+        raise NotImplementedError  # nametail.NameTailMixin
 
     def maintenance_step(self) -> bool:
-        """Fold one run of buckets of the fullest tier if the tails are above ``tail_limit``.
+        """Fold one run of buckets of the fullest tier if the tails are above ``tail_limit``,
+        else one run of the names tail's fold cycle if it is due.
 
         Its own short transaction; returns whether it did anything. Cheap to call when
         nothing is due.
@@ -160,12 +169,15 @@ class FoldMixin:
         Raises:
             sqlite3.Error: the disk failed; nothing was folded.
         """
-        if not self.needs_maintenance:
+        ids_due = self.tail_size() > self.tail_limit
+        if not ids_due and not self.names_due:
             return False
-        t = max(self._tail, key=lambda tier: len(self._tail[tier]))
         self._begin(self.replicated_synchronous)
         try:
-            self._fold_step(t)
+            if ids_due:
+                self._fold_step(max(self._tail, key=lambda tier: len(self._tail[tier])))
+            else:
+                self._name_fold_step()
             self._commit()
         except BaseException:
             self._rollback()

@@ -8,8 +8,10 @@ a prefix are exactly the range ``[prefix, prefix with its last "/" replaced by "
 follows "/" in every encoding), and deeper namespaces sort right after their parent.
 
 An entry is written once per item, in the transaction that creates the item's row (an
-item's name never changes: its id is derived from it), with ``INSERT OR IGNORE``, so a
-version that arrives twice or a concurrent creation costs nothing more. It is removed with
+item's name never changes: its id is derived from it), first into the names tail
+(``nametail.py``: an append-only table, and memory), from which maintenance steps fold it
+into ``names`` in name order with ``INSERT OR IGNORE``; every query here merges the pending
+entries in, so a name is listed as soon as its apply returns. It is removed with
 the row when a purge removes the row. Entries point at ids, not rows: a row moves on every
 change (its rowid is its sequence), and keeping the index on rowids would rewrite a random
 index page per change. A listing resolves ids to rows the way every read does (the tail map,
@@ -104,6 +106,16 @@ def _range(
     return where + " AND n.ns < ? ORDER BY n.ns, n.key LIMIT ?", start, (hi,)
 
 
+def _name(rec: tuple[Any, ...]) -> tuple[str, str]:
+    return rec[0], rec[1]
+
+
+def _pending_recs(pending: list[tuple[str, str, bytes]], width: int) -> list[tuple[Any, ...]]:
+    """Pending entries (``nametail.py``) shaped like a statement's records, row unknown."""
+    empty = (None,) * (width - 3)
+    return [(ns, key, iid, *empty) for ns, key, iid in pending]
+
+
 def _padded(values: list[int]) -> list[int]:
     size = 1 << (len(values) - 1).bit_length()
     return values + values[: size - len(values)] if size > len(values) else values
@@ -115,6 +127,17 @@ class NamesMixin:
     _conn: sqlite3.Connection
     _tail: dict[int, dict[bytes, int]]
     _filters: dict[int, IdFilter]
+
+    def _pending_names(
+        self, t: int, lo: str, hi: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str, bytes]]:
+        raise NotImplementedError  # nametail.NameTailMixin
+
+    def _rids_of(self, t: int, iids: Sequence[bytes]) -> dict[bytes, int]:
+        raise NotImplementedError  # nametail.NameTailMixin
+
+    def _unpend_names(self, gone: Sequence[tuple[int, str, str]]) -> None:
+        raise NotImplementedError  # nametail.NameTailMixin
 
     def list_name_records(
         self,
@@ -135,6 +158,7 @@ class NamesMixin:
         """
         t = int(tier)
         where, last, hi = _range(t, prefix, after)
+        lo, top = ns_range(ns_prefix(prefix))
         # One statement reads the entries and, through ``ids``, their rows; only entries
         # whose row is in the tail map (changed since the last fold) need a second read.
         sql = (
@@ -151,13 +175,24 @@ class NamesMixin:
             # a second statement.
             fetch = want + (want >> 3) + 8
             recs = self._conn.execute(sql, (t, *last, *hi, fetch)).fetchall()
+            exhausted = len(recs) < fetch
+            # Names not folded into the index yet (nametail.py), merged in name order.
+            pending = self._pending_names(t, lo, top, last, fetch)
+            found: dict[bytes, int] = {}
+            if pending:
+                found = self._rids_of(t, [iid for *_, iid in pending])
+                exhausted = exhausted and len(pending) < fetch and len(recs) + len(pending) <= fetch
+                recs = sorted(recs + _pending_recs(pending, 10), key=_name)[:fetch]
             moved: dict[int, tuple[Any, ...]] = {}
-            if tail:
-                moved = self._records_by_rid([tail[r[2]] for r in recs if r[2] in tail])
+            if tail or found:
+                moved = self._records_by_rid(
+                    [tail.get(r[2]) or found[r[2]] for r in recs if r[2] in tail or r[2] in found]
+                )
             for rec in recs:
                 last = (rec[0], rec[1])
-                if tail and rec[2] in tail:
-                    row = moved.get(tail[rec[2]])
+                rid = tail.get(rec[2]) or found.get(rec[2])
+                if rid is not None:
+                    row = moved.get(rid)
                     if row is None:
                         continue
                     rec = (*rec[:3], *row)
@@ -168,7 +203,7 @@ class NamesMixin:
                 out.append(rec)
                 if len(out) == limit:
                     return out, last
-            if len(recs) < fetch:
+            if exhausted:
                 return out, None
 
     def _records_by_rid(self, rids: list[int]) -> dict[int, tuple[Any, ...]]:
@@ -228,21 +263,27 @@ class NamesMixin:
             f" LEFT JOIN items AS i ON i.rowid = ids.rid {where}",
             (t, *last, *hi, limit),
         ).fetchall()
+        lo, top = ns_range(ns_prefix(prefix))
+        pending = self._pending_names(t, lo, top, last, limit)  # nametail.py
+        if pending:
+            recs = sorted(recs + _pending_recs(pending, 4), key=_name)
+        more = (recs[limit - 1][0], recs[limit - 1][1]) if len(recs) >= limit else None
+        del recs[limit:]
         live: dict[str, int] = {}
         tail = self._tail[t]
+        found = self._rids_of(t, [r[2] for r in recs if r[3] is None]) if pending else {}
         moved: list[tuple[str, int]] = []
         for ns, _key, iid, alive in recs:
             if alive:
                 live[ns] = live.get(ns, 0) + 1
-            elif alive is None and iid in tail:
-                moved.append((ns, tail[iid]))
+            elif alive is None and (iid in tail or iid in found):
+                moved.append((ns, tail.get(iid) or found[iid]))
         if moved:
             rows = self._records_by_rid([rid for _ns, rid in moved])
             for ns, rid in moved:
                 rec = rows.get(rid)
                 if rec is not None and (rec[6] or rec[3] in _LIVE_OPS):
                     live[ns] = live.get(ns, 0) + 1
-        more = (recs[-1][0], recs[-1][1]) if len(recs) == limit else None
         return live, more
 
     def purged_seq(self, tier: Tier) -> int:
@@ -258,3 +299,4 @@ class NamesMixin:
                 gone.append((t, *index_key(payload)))
         if gone:
             self._conn.executemany("DELETE FROM names WHERE tier = ? AND ns = ? AND key = ?", gone)
+            self._unpend_names(gone)  # nametail.py

@@ -57,7 +57,10 @@ Layout (version 10; older versions differed only where noted):
 ``names``
     (version 8) The names index of NAMED items (SPEC.md section 2.1): (tier, namespace as
     ``agents/alden/``, key) -> item id, clustered on the name for prefix listing
-    (``names.py``). One entry per named item, written with the row that creates it.
+    (``names.py``). One entry per named item; (version 11) written with the row that
+    creates it into ``names_tail`` (a rowid table appended at its end) and folded into
+    ``names`` in name order by maintenance steps (``nametail.py``), the fold cycle's
+    progress in ``meta`` (``names_fold_rid``, ``names_fold_at``).
 ``conflicts``
     The bounded conflict log; (version 6) unique per (tier, item, winner key, loser key),
     so the same loss seen twice (a resent batch) is logged once; (version 7) that index
@@ -244,8 +247,19 @@ def _v10(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v11(conn: sqlite3.Connection) -> None:
+    # The names tail (nametail.py): new names appended on apply, folded into ``names`` in
+    # name order. Empty at creation: every existing name is already in ``names``.
+    conn.execute(
+        "CREATE TABLE names_tail (tier INTEGER NOT NULL, ns TEXT NOT NULL, key TEXT NOT NULL,"
+        " item_id BLOB NOT NULL)"
+    )
+    conn.execute("INSERT INTO meta VALUES ('names_fold_rid', 0)")
+    conn.execute("INSERT INTO meta VALUES ('names_fold_at', '[]')")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10),
+    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

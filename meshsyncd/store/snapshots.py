@@ -90,9 +90,12 @@ class Snapshots:
             source = "main.items"
             if namespace is not None:
                 ns = namespace.strip(SEPARATOR)
+                # New names wait in names_tail until folded (nametail.py); UNION drops
+                # the copies of a fold cycle under way.
                 source = (
-                    "main.items JOIN main.names ON names.tier = items.tier"
-                    " AND names.item_id = items.item_id"
+                    "main.items JOIN (SELECT tier, ns, item_id FROM main.names UNION"
+                    " SELECT tier, ns, item_id FROM main.names_tail) AS names"
+                    " ON names.tier = items.tier AND names.item_id = items.item_id"
                 )
                 if ns:
                     where = " WHERE (names.ns = ? OR substr(names.ns, 1, ?) = ?)"

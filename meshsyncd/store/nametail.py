@@ -1,0 +1,226 @@
+"""The names index's tail: new names appended on apply, folded into ``names`` in name order.
+
+Theory of operation (``names.py`` describes the index, ``fold.py`` the same idea for ids):
+an item's name entry used to be inserted into ``names`` in the transaction that creates the
+item. ``names`` is clustered on the name, and new names are random within it, so on a
+store of a million named items every new item dirtied about one 8 KiB leaf page of the
+index (written to the WAL at commit, and again at the checkpoint): named items were applied
+at about half the rate of nameless ones. Now the apply appends the entry to ``names_tail``,
+a rowid table written at its end (a few pages per batch), in the same transaction, so it is
+exactly as crash-safe as before. The store keeps the tail's entries in memory too, and
+every read of the index (``names.py``: listing, counting) merges them with ``names``, so a
+name is listed as soon as the apply that created it returns.
+
+Folding: once the tail holds ``names_limit`` entries, a *fold cycle* starts: the entries
+present at that moment (``rowid <= cycle_rid``) are sorted by name and inserted into
+``names`` in runs of ``fold_entries`` per maintenance step (the async engine runs each step
+as its own worker call, like the id fold steps), each step recording the last name it moved
+(``names_fold_at`` in ``meta``). Sorted runs of tens of thousands of names touch each leaf
+page of ``names`` once per cycle instead of once per name. The last step deletes the
+cycle's rows from the tail (a prefix of its rowids: sequential). Entries appended during a
+cycle wait for the next one.
+
+Crash safety: the tail table, ``names_fold_rid`` and ``names_fold_at`` change only inside
+transactions, together with ``names``. On open (and after a rollback) the memory is rebuilt
+from them: a tail row of the current cycle whose name is at or before ``names_fold_at`` is
+already in ``names``; every other tail row is pending. Other connections (a snapshot by
+namespace) read ``names`` and ``names_tail`` together with ``UNION``, which drops the
+duplicates of a cycle under way.
+
+Cost: memory of about 200 bytes per pending entry (at most 1.25 times ``names_limit``: an
+apply that finds more runs the whole cycle inline, for callers that never run maintenance),
+and a bisection of the pending entries on each read of the index.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .bulk import insert_rows
+from .names import INSERT_NAMES
+
+__all__ = ["NameTailMixin", "PendingName"]
+
+PendingName = tuple[int, str, str, bytes]  # (tier, index namespace, key, item id)
+_INSERT_TAIL = "INSERT INTO names_tail (tier, ns, key, item_id)"  # + VALUES: bulk.py
+_TOP = b"\xff" * 17  # above every item id (16 bytes)
+_IN = 256
+
+
+class NameTailMixin:
+    """The names tail of :class:`meshsyncd.store.core.Store` (module docstring)."""
+
+    _conn: sqlite3.Connection
+    _tail: dict[int, dict[bytes, int]]
+    fold_entries: int
+    tail_limit: int
+    names_limit: int
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load_name_tail(self) -> None:
+        """Rebuild the pending names from ``names_tail`` and the cycle's marks (open, rollback)."""
+        meta = dict(
+            self._conn.execute(
+                "SELECT name, value FROM meta WHERE name IN ('names_fold_rid', 'names_fold_at')"
+            ).fetchall()
+        )
+        cycle_rid = int(meta.get("names_fold_rid", 0))
+        at_raw = json.loads(meta.get("names_fold_at", "[]"))
+        at = tuple(at_raw) if at_raw else None
+        new: dict[tuple[int, str, str], bytes] = {}
+        cycle: list[PendingName] = []
+        intern = sys.intern
+        for rid, t, ns, key, iid in self._conn.execute(
+            "SELECT rowid, tier, ns, key, item_id FROM names_tail"
+        ):
+            ns = intern(ns)
+            if rid <= cycle_rid:
+                if at is None or (t, ns, key) > at:
+                    cycle.append((t, ns, key, iid))
+            else:
+                new[(t, ns, key)] = iid
+        cycle.sort()
+        self._nt_new = new
+        self._nt_sorted: list[PendingName] | None = None
+        self._nt_cycle = cycle
+        self._nt_pos = 0
+        self._nt_gone: set[tuple[int, str, str]] = set()
+        self._nt_rid = cycle_rid
+
+    # -- the apply side ---------------------------------------------------------------------
+
+    def _append_names(self, entries: Iterable[tuple[int, str, str, bytes]]) -> None:
+        """Append new items' names to the tail (inside the apply's transaction)."""
+        new = self._nt_new
+        rows = []
+        intern = sys.intern
+        for t, ns, key, iid in entries:
+            k = (t, intern(ns), key)
+            if k not in new:
+                new[k] = iid
+                rows.append((t, k[1], key, iid))
+        if rows:
+            insert_rows(self._conn, _INSERT_TAIL, 4, rows)
+            self._nt_sorted = None
+            if len(new) > self.names_limit + self.names_limit // 4:
+                # No maintenance runs (or not enough): fold inline, memory stays bounded.
+                while self._nt_rid and self._name_fold_step():
+                    pass
+                while self._name_fold_step(force=True):
+                    pass
+
+    @property
+    def names_due(self) -> bool:
+        """True while a names fold cycle is under way or the tail is full enough to start one."""
+        return bool(self._nt_rid) or len(self._nt_new) >= self.names_limit
+
+    def _name_fold_step(self, force: bool = False) -> bool:
+        """Move the next run of the cycle into ``names`` (inside the caller's transaction).
+
+        Starts a cycle when none is under way and the tail holds ``names_limit`` entries
+        (any number with ``force``). Returns whether the cycle goes on after this step.
+        """
+        execute = self._conn.execute
+        if not self._nt_rid:
+            if not self._nt_new or (not force and len(self._nt_new) < self.names_limit):
+                return False
+            rid = execute("SELECT max(rowid) FROM names_tail").fetchone()[0]
+            self._nt_cycle = sorted((*k, iid) for k, iid in self._nt_new.items())
+            self._nt_pos, self._nt_gone = 0, set()
+            self._nt_new, self._nt_sorted = {}, None
+            self._nt_rid = rid
+            execute("UPDATE meta SET value = ? WHERE name = 'names_fold_rid'", (rid,))
+        cycle, start = self._nt_cycle, self._nt_pos
+        end = min(len(cycle), start + max(1, self.fold_entries))
+        run = [e for e in cycle[start:end] if e[:3] not in self._nt_gone]
+        if run:
+            insert_rows(self._conn, INSERT_NAMES, 4, run)
+        self._nt_pos = end
+        if end < len(cycle):
+            last = cycle[end - 1]
+            execute(
+                "UPDATE meta SET value = ? WHERE name = 'names_fold_at'",
+                (json.dumps([last[0], last[1], last[2]]),),
+            )
+            return True
+        execute("DELETE FROM names_tail WHERE rowid <= ?", (self._nt_rid,))
+        execute("UPDATE meta SET value = 0 WHERE name = 'names_fold_rid'")
+        execute("UPDATE meta SET value = '[]' WHERE name = 'names_fold_at'")
+        self._nt_rid, self._nt_cycle, self._nt_pos, self._nt_gone = 0, [], 0, set()
+        return False
+
+    def _unpend_names(self, gone: Sequence[tuple[int, str, str]]) -> None:
+        """Forget pending entries of removed rows (a purge), in memory and in the tail."""
+        hits = []
+        for k in gone:
+            if self._nt_new.pop(k, None) is not None:
+                hits.append(k)
+                self._nt_sorted = None
+            elif self._nt_rid and self._in_cycle(k):
+                self._nt_gone.add(k)
+                hits.append(k)
+        if hits:
+            self._conn.executemany(
+                "DELETE FROM names_tail WHERE tier = ? AND ns = ? AND key = ?", hits
+            )
+
+    def _in_cycle(self, k: tuple[int, str, str]) -> bool:
+        cycle = self._nt_cycle
+        i = bisect_left(cycle, (*k, b""), self._nt_pos)
+        return i < len(cycle) and cycle[i][:3] == k and k not in self._nt_gone
+
+    # -- the read side ----------------------------------------------------------------------
+
+    def _pending_names(
+        self, t: int, lo: str, hi: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` pending entries of tier ``t`` in ``[lo, hi)`` after ``after``.
+
+        In name order, as ``(ns, key, item id)``: what ``names`` will hold once folded.
+        """
+        if not self._nt_new and not self._nt_rid:
+            return []
+        if self._nt_sorted is None:
+            self._nt_sorted = sorted((*k, iid) for k, iid in self._nt_new.items())
+        out: list[tuple[str, str, bytes]] = []
+        for entries, first in ((self._nt_sorted, 0), (self._nt_cycle, self._nt_pos)):
+            i = bisect_left(entries, (t, lo, "", b""), first)
+            if after is not None:
+                i = max(i, bisect_right(entries, (t, after[0], after[1], _TOP), first))
+            taken = 0
+            while i < len(entries) and taken < limit:
+                et, ns, key, iid = entries[i]
+                if et != t or (hi is not None and ns >= hi):
+                    break
+                if entries is not self._nt_cycle or (t, ns, key) not in self._nt_gone:
+                    out.append((ns, key, iid))
+                    taken += 1
+                i += 1
+        out.sort()
+        del out[limit:]
+        return out
+
+    def _rids_of(self, t: int, iids: Sequence[bytes]) -> dict[bytes, int]:
+        """Rowids of the rows of ``iids`` (the tail map, then ``ids``); missing: purged."""
+        tail = self._tail[t]
+        out = {iid: tail[iid] for iid in iids if iid in tail}
+        rest = [iid for iid in iids if iid not in out]
+        for start in range(0, len(rest), _IN):
+            chunk = rest[start : start + _IN]
+            sql = (
+                "SELECT item_id, rid FROM ids WHERE tier = ?"
+                f" AND item_id IN ({','.join('?' * len(chunk))})"
+            )
+            out.update(self._conn.execute(sql, (t, *chunk)).fetchall())
+        return out
+
+    def name_tail_stats(self) -> dict[str, Any]:
+        """Pending entries and whether a fold cycle is under way (tests, metrics)."""
+        left = len(self._nt_cycle) - self._nt_pos if self._nt_rid else 0
+        return {"pending": len(self._nt_new) + left, "cycle": bool(self._nt_rid)}
