@@ -54,8 +54,8 @@ from .conflicts import Conflict, ConflictMixin
 from .fold import FoldMixin
 from .history import DEFAULT_HISTORY, HistoryMixin
 from .maintenance import DAY_NS, MaintenanceMixin
-from .names import NamesMixin, new_names
-from .nametail import NameTailMixin
+from .names import NamesMixin
+from .nametail import NameTailMixin, new_names
 from .rows import (
     BASE_HEAD,
     BIAS,
@@ -480,7 +480,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         ids = [item[0] for item in todo]
         existing = self._existing(t, ids)
         # Names of items this slice creates (names.py), before the loop fills the tail.
-        names = new_names(t, todo, existing.get)
+        names = new_names(t, todo, existing.get, self._indexed)
         dups: set[bytes] = set()
         if len(set(ids)) != len(ids):
             seen: set[bytes] = set()
@@ -582,7 +582,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         if insert:
             insert_rows(self._conn, _INSERT, 11, insert)
         if names:
-            self._append_names(names)  # nametail.py: listed at once, indexed in name order
+            self._append_names(t, names)  # nametail.py: listed at once, indexed in name order
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq

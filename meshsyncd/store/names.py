@@ -25,10 +25,10 @@ listed again (stable paging while writes continue).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from protocol import NAMED, SEPARATOR, Item, Name, Op, Priority, Tier
+from protocol import NAMED, SEPARATOR, Name, Op, Priority, Tier
 from protocol.names import index_key
 
 from .idfilter import IdFilter
@@ -39,7 +39,6 @@ __all__ = [
     "Listed",
     "NamesMixin",
     "index_key",
-    "new_names",
     "ns_prefix",
     "ns_range",
 ]
@@ -64,26 +63,6 @@ def ns_range(prefix: str) -> tuple[str, str | None]:
     if not prefix:
         return "", None
     return prefix, prefix[:-1] + chr(ord(SEPARATOR) + 1)
-
-
-def new_names(
-    t: int, todo: Sequence[Item], old_of: Callable[[bytes], Any]
-) -> list[tuple[int, str, str, bytes]]:
-    """Index entries for the NAMED versions in ``todo`` whose item has no named row yet.
-
-    A stored row without a name whose id is a name's (written by id before the named
-    version came, here or on a node that allowed it) gets its entry from the first NAMED
-    version too: the id is derived from the name, so the entry is right whichever
-    version wins, and ``INSERT OR IGNORE`` makes a repeat free.
-    """
-    out = []
-    for item in todo:
-        if item[6] & NAMED:
-            old = old_of(item[0])
-            if old is None or not old.row.flags & NAMED:
-                ns, key = index_key(item[7])
-                out.append((t, ns, key, item[0]))
-    return out
 
 
 def _range(

@@ -38,18 +38,69 @@ import json
 import sqlite3
 import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
+
+from protocol import NAMED, Item
+from protocol.names import index_key
 
 from .bulk import insert_rows
 from .names import INSERT_NAMES
 
-__all__ = ["NameTailMixin", "PendingName"]
+__all__ = ["NameTailMixin", "PendingName", "new_names"]
 
 PendingName = tuple[int, str, str, bytes]  # (tier, index namespace, key, item id)
 _INSERT_TAIL = "INSERT INTO names_tail (tier, ns, key, item_id)"  # + VALUES: bulk.py
 _TOP = b"\xff" * 17  # above every item id (16 bytes)
 _IN = 256
+# Index form of each namespace block seen (the bytes before the key), shared by every entry
+# of that namespace: parsing and building it per item was a third of the cost of a name.
+_NS: dict[bytes, str] = {}
+_NS_MAX = 4096
+
+
+def new_names(
+    t: int,
+    todo: Sequence[Item],
+    old_of: Callable[[bytes], Any],
+    indexed: Callable[[PendingName], bool],
+) -> list[PendingName]:
+    """Index entries for the NAMED versions in ``todo`` whose item has no named row yet.
+
+    A stored row without a name whose id is a name's (written by id before the named
+    version came, here or on a node that allowed it) gets its entry from the first NAMED
+    version too, unless ``indexed`` finds one already (the name may have been indexed by
+    a version that later lost to a nameless one): the id is derived from the name, so
+    the entry is right whichever version wins.
+
+    The name block (SPEC.md section 2.1) starts the payload of a NAMED version, and the
+    decoder or the ``Item`` constructor validated it: a label count, each label as a
+    length byte and UTF-8, then the key as a u16 length and UTF-8.
+    """
+    out: list[PendingName] = []
+    cache = _NS
+    for item in todo:
+        if item[6] & NAMED:
+            old = old_of(item[0])
+            if old is not None and old.row.flags & NAMED:
+                continue
+            p = item[7]
+            pos = 1
+            for _ in range(p[0]):
+                pos += 1 + p[pos]
+            head = p[:pos]
+            ns = cache.get(head)
+            if ns is None:
+                if len(cache) >= _NS_MAX:
+                    cache.clear()
+                ns = cache[head] = sys.intern(index_key(p)[0])
+            end = pos + 2 + ((p[pos] << 8) | p[pos + 1])
+            entry = (t, ns, p[pos + 2 : end].decode(), item[0])
+            if old is None or not indexed(entry):
+                out.append(entry)
+    return out
 
 
 class NameTailMixin:
@@ -73,7 +124,7 @@ class NameTailMixin:
         cycle_rid = int(meta.get("names_fold_rid", 0))
         at_raw = json.loads(meta.get("names_fold_at", "[]"))
         at = tuple(at_raw) if at_raw else None
-        new: dict[tuple[int, str, str], bytes] = {}
+        new: dict[int, dict[bytes, PendingName]] = {}
         cycle: list[PendingName] = []
         intern = sys.intern
         for rid, t, ns, key, iid in self._conn.execute(
@@ -84,9 +135,10 @@ class NameTailMixin:
                 if at is None or (t, ns, key) > at:
                     cycle.append((t, ns, key, iid))
             else:
-                new[(t, ns, key)] = iid
+                new.setdefault(t, {})[iid] = (t, ns, key, iid)
         cycle.sort()
         self._nt_new = new
+        self._nt_count = sum(map(len, new.values()))
         self._nt_sorted: list[PendingName] | None = None
         self._nt_cycle = cycle
         self._nt_pos = 0
@@ -95,20 +147,22 @@ class NameTailMixin:
 
     # -- the apply side ---------------------------------------------------------------------
 
-    def _append_names(self, entries: Iterable[tuple[int, str, str, bytes]]) -> None:
-        """Append new items' names to the tail (inside the apply's transaction)."""
-        new = self._nt_new
-        rows = []
-        intern = sys.intern
-        for t, ns, key, iid in entries:
-            k = (t, intern(ns), key)
-            if k not in new:
-                new[k] = iid
-                rows.append((t, k[1], key, iid))
+    def _append_names(self, t: int, entries: list[PendingName]) -> None:
+        """Append the names of a slice's new items to the tail (inside the apply's txn).
+
+        ``entries`` come from :func:`new_names`; an id twice in them is one entry (an
+        item's id is derived from its name).
+        """
+        new = self._nt_new.setdefault(t, {})
+        before = len(new)
+        new.update(zip(map(itemgetter(3), entries), entries, strict=True))
+        added = len(new) - before
+        rows = entries if added == len(entries) else list({e[3]: e for e in entries}.values())
         if rows:
             insert_rows(self._conn, _INSERT_TAIL, 4, rows)
             self._nt_sorted = None
-            if len(new) > self.names_limit + self.names_limit // 4:
+            self._nt_count += added
+            if self._nt_count > self.names_limit + self.names_limit // 4:
                 # No maintenance runs (or not enough): fold inline, memory stays bounded.
                 while self._nt_rid and self._name_fold_step():
                     pass
@@ -118,7 +172,7 @@ class NameTailMixin:
     @property
     def names_due(self) -> bool:
         """True while a names fold cycle is under way or the tail is full enough to start one."""
-        return bool(self._nt_rid) or len(self._nt_new) >= self.names_limit
+        return bool(self._nt_rid) or self._nt_count >= self.names_limit
 
     def _name_fold_step(self, force: bool = False) -> bool:
         """Move the next run of the cycle into ``names`` (inside the caller's transaction).
@@ -128,12 +182,12 @@ class NameTailMixin:
         """
         execute = self._conn.execute
         if not self._nt_rid:
-            if not self._nt_new or (not force and len(self._nt_new) < self.names_limit):
+            if not self._nt_count or (not force and self._nt_count < self.names_limit):
                 return False
             rid = execute("SELECT max(rowid) FROM names_tail").fetchone()[0]
-            self._nt_cycle = sorted((*k, iid) for k, iid in self._nt_new.items())
+            self._nt_cycle = sorted(chain.from_iterable(d.values() for d in self._nt_new.values()))
             self._nt_pos, self._nt_gone = 0, set()
-            self._nt_new, self._nt_sorted = {}, None
+            self._nt_new, self._nt_sorted, self._nt_count = {}, None, 0
             self._nt_rid = rid
             execute("UPDATE meta SET value = ? WHERE name = 'names_fold_rid'", (rid,))
         cycle, start = self._nt_cycle, self._nt_pos
@@ -155,11 +209,25 @@ class NameTailMixin:
         self._nt_rid, self._nt_cycle, self._nt_pos, self._nt_gone = 0, [], 0, set()
         return False
 
+    def _indexed(self, entry: PendingName) -> bool:
+        """Whether ``entry`` is in the index already: pending, in the cycle, or folded."""
+        t, ns, key, iid = entry
+        if iid in self._nt_new.get(t, ()) or (self._nt_rid and self._in_cycle((t, ns, key))):
+            return True
+        found = self._conn.execute(
+            "SELECT 1 FROM names WHERE tier = ? AND ns = ? AND key = ?", (t, ns, key)
+        ).fetchone()
+        return found is not None
+
     def _unpend_names(self, gone: Sequence[tuple[int, str, str]]) -> None:
         """Forget pending entries of removed rows (a purge), in memory and in the tail."""
         hits = []
+        by_name = {e[:3]: e[3] for d in self._nt_new.values() for e in d.values()}
         for k in gone:
-            if self._nt_new.pop(k, None) is not None:
+            iid = by_name.get(k)
+            if iid is not None:
+                del self._nt_new[k[0]][iid]
+                self._nt_count -= 1
                 hits.append(k)
                 self._nt_sorted = None
             elif self._nt_rid and self._in_cycle(k):
@@ -184,10 +252,10 @@ class NameTailMixin:
 
         In name order, as ``(ns, key, item id)``: what ``names`` will hold once folded.
         """
-        if not self._nt_new and not self._nt_rid:
+        if not self._nt_count and not self._nt_rid:
             return []
         if self._nt_sorted is None:
-            self._nt_sorted = sorted((*k, iid) for k, iid in self._nt_new.items())
+            self._nt_sorted = sorted(chain.from_iterable(d.values() for d in self._nt_new.values()))
         out: list[tuple[str, str, bytes]] = []
         for entries, first in ((self._nt_sorted, 0), (self._nt_cycle, self._nt_pos)):
             i = bisect_left(entries, (t, lo, "", b""), first)
@@ -223,4 +291,4 @@ class NameTailMixin:
     def name_tail_stats(self) -> dict[str, Any]:
         """Pending entries and whether a fold cycle is under way (tests, metrics)."""
         left = len(self._nt_cycle) - self._nt_pos if self._nt_rid else 0
-        return {"pending": len(self._nt_new) + left, "cycle": bool(self._nt_rid)}
+        return {"pending": self._nt_count + left, "cycle": bool(self._nt_rid)}
