@@ -84,7 +84,19 @@ class HistoryMixin:
         self._history_total += added
         ids = list(touched)
         for start in range(0, len(ids), 256):
-            chunk_ids = ids[start : start + 256]
+            # Most touched items hold fewer than ``keep`` versions: one indexed count finds
+            # the few that do not, and only those go through the windowed DELETE.
+            chunk_ids = [
+                iid
+                for (iid,) in execute(
+                    "SELECT item_id FROM history WHERE tier = ? AND item_id IN"
+                    f" ({','.join('?' * len(ids[start : start + 256]))})"
+                    " GROUP BY item_id HAVING count(*) > ?",
+                    (t, *ids[start : start + 256], keep),
+                )
+            ]
+            if not chunk_ids:
+                continue
             marks = ",".join("?" * len(chunk_ids))
             gone = execute(
                 "DELETE FROM history WHERE (tier, item_id, ts, origin) IN (SELECT tier, item_id,"
