@@ -10,7 +10,8 @@ copy (no payload read into Python), each stored base it replaced: a version that
 the row is copied only once it is replaced. ``INSERT OR IGNORE`` on the key makes
 redelivery (sync, relay, repair, restarts) record nothing twice; the byte count is kept
 from what each statement ``RETURNING``s, so the bound costs no scan. Each touched item keeps its
-newest ``N`` (per tier; 0 turns history off) in one windowed ``DELETE`` per slice, and the
+newest ``N`` (per tier; 0 turns history off): an indexed count per slice finds the touched
+items above ``N`` (usually none) and one windowed ``DELETE`` trims those alone, and the
 whole table stays under ``history_bytes``: past it, the oldest versions go until 90%.
 :meth:`history` lists the current row and the table, newest key first.
 """
