@@ -234,8 +234,16 @@ def run_scenario(
     seed: int,
     cache: Path | None = None,
     named: bool = False,
+    history: int | None = None,
 ) -> dict[str, Any]:
-    """Preload both stores with ``preload`` items, then time ``n`` items into each."""
+    """Preload both stores with ``preload`` items, then time ``n`` items into each.
+
+    ``history``: versions kept per item in the timed phase (``None``: the store's default).
+    The preload never changes an item, so it records no history either way.
+    """
+    options: dict[str, Any] = {}
+    if history is not None:
+        options["history_versions"] = dict.fromkeys(Tier, history)
     base_ns = time.time_ns() - 3600 * 10**9
     db, bare_db = workdir / f"{name}.db", workdir / f"{name}-bare.db"
     key = f"preload-v{SCHEMA_VERSION}-p{PAGE_SIZE}-t{TAIL_LIMIT}-{preload}-{seed}"
@@ -248,7 +256,7 @@ def run_scenario(
         base_ns = meta["base_ns"]
         _copy_db(cache / f"{key}.db", db)
         _copy_db(cache / f"{key}-bare.db", bare_db)
-    store = Store.open(db)
+    store = Store.open(db, **options)
     engine = Engine(store, node_id=0xA)
     bare = _bare_open(bare_db)
     try:
@@ -272,7 +280,7 @@ def run_scenario(
                     "blocks": {k.hex(): v.hex() for k, v in blocks.items()},
                 }
                 (cache / f"{key}.json").write_text(json.dumps(doc))
-                store = Store.open(db)
+                store = Store.open(db, **options)
                 engine = Engine(store, node_id=0xA)
                 bare = _bare_open(bare_db)
         seq = preload
@@ -314,6 +322,7 @@ def run_repeated(
     cache: Path | None,
     repeat: int,
     named: bool = False,
+    history: int | None = None,
 ) -> dict[str, Any]:
     """:func:`run_scenario` ``repeat`` times on fresh copies; each figure's median run.
 
@@ -333,7 +342,7 @@ def run_repeated(
         rundir = workdir / f"{name}-run{k + 1}"
         rundir.mkdir()
         try:
-            runs.append(run_scenario(rundir, name, preload, n, seed, cache, named))
+            runs.append(run_scenario(rundir, name, preload, n, seed, cache, named, history))
         finally:
             shutil.rmtree(rundir, ignore_errors=True)
     out = dict(runs[0])
@@ -377,6 +386,12 @@ def run_repeated(
     show_default=True,
     help="Run one scenario only (while iterating).",
 )
+@click.option(
+    "--history",
+    type=click.IntRange(0, 1000),
+    default=None,
+    help="Versions of history kept per item (default: the store's, 8; 0 turns it off).",
+)
 def apply_cmd(
     as_json: bool,
     items: int,
@@ -386,6 +401,7 @@ def apply_cmd(
     cache_dir: str | None,
     names: bool,
     only: str,
+    history: int | None,
 ) -> None:
     """Apply sync batches into a fresh and a 1M-item store, next to a bare upsert.
 
@@ -405,12 +421,14 @@ def apply_cmd(
         kinds = (False, True) if names else (False,)
         if only in ("both", "fresh"):
             for named in kinds:
-                results.append(run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat, named))
+                results.append(
+                    run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat, named, history)
+                )
         if only in ("both", "preloaded"):
             name = f"preloaded-{preload // 1000}k"
             for named in kinds:
                 results.append(
-                    run_repeated(Path(tmp), name, preload, items, 2, cache, repeat, named)
+                    run_repeated(Path(tmp), name, preload, items, 2, cache, repeat, named, history)
                 )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     targets = {
@@ -436,6 +454,7 @@ def apply_cmd(
         "bench": "apply",
         "named_vs_nameless": named_vs,
         "sqlite": sqlite3.sqlite_version,
+        "history_versions": "default" if history is None else history,
         "results": results,
         "peak_rss_mib": round(peak_mib, 1),
         "targets": targets,
@@ -446,7 +465,8 @@ def apply_cmd(
         return
     click.echo(
         f"bench apply (SQLite {sqlite3.sqlite_version}, batches of {BATCH},"
-        f" median of {repeat} run(s), [min-max])"
+        f" median of {repeat} run(s), [min-max],"
+        f" history {'default' if history is None else history})"
     )
     for r in results:
         lo, hi = r["engine_items_per_s_range"]
