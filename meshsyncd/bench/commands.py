@@ -17,5 +17,6 @@ from . import latency as _latency  # noqa: E402,F401
 from . import mesh as _mesh  # noqa: E402,F401
 from . import names as _names  # noqa: E402,F401
 from . import repair as _repair  # noqa: E402,F401
+from . import replicate as _replicate  # noqa: E402,F401
 from . import sim as _sim  # noqa: E402,F401
 from . import topology as _topology  # noqa: E402,F401

@@ -17,7 +17,6 @@ link. The wire target is judged on the TLS figure when ``ss`` is available.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import shutil
@@ -29,12 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import click
-
 from .codec import make_items
-from .commands import bench
 from .nodeproc import Node, NodeError, preload
-from .observe import Progress, print_targets, progress_printer, quiet
+from .observe import Progress, quiet
 
 __all__ = ["run_replicate_bench"]
 
@@ -235,61 +231,3 @@ def run_replicate_bench(
             "wire_ratio_judged": "tls_ratio" if tls is not None else "frame_ratio",
         },
     }
-
-
-@bench.command("replicate")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--items", default=N_ITEMS, show_default=True, type=click.IntRange(1000))
-@click.option(
-    "--names/--no-names",
-    default=False,
-    help="Then run it again with NAMED items and compare (issue 13: within 10%).",
-)
-def replicate(as_json: bool, items: int, names: bool) -> None:
-    """Two nodes on loopback: time B's pull of ITEMS items written on A, and wire bytes.
-
-    A's store is preloaded while A is stopped; the clock runs from B's session opening to
-    B's EPISODIC digest equalling A's. Prints items/s and bytes per item on the wire (TLS
-    and protocol frames) against the raw item bytes, and whether the targets hold.
-
-    \b
-    Example:
-      meshsyncd bench replicate
-      meshsyncd bench replicate --items 20000 --json | jq .targets
-    """
-    figures = run_replicate_bench(items, progress_printer())
-    if names:
-        named = run_replicate_bench(items, progress_printer(), named=True)
-        ratio = round(named["items_per_s"] / max(1, figures["items_per_s"]), 3)
-        figures["named"] = named
-        figures["targets"]["named>=90%_of_nameless"] = ratio >= 0.9
-        figures["named_vs_nameless"] = ratio
-    if as_json:
-        click.echo(json.dumps(figures, indent=2))
-        return
-    wire = figures["wire"]
-    click.echo(
-        f"{figures['items']:,} items, {figures['raw_bytes_per_item']} raw bytes/item "
-        f"(preload {figures['preload_s']} s)"
-    )
-    click.echo(
-        f"replicated in {figures['seconds']} s from session open "
-        f"({figures['seconds_from_spawn']} s from spawning B): {figures['items_per_s']:,} items/s"
-    )
-    click.echo(
-        f"frames: {wire['frame_bytes_per_item']} bytes/item, {wire['frame_ratio']}x raw "
-        f"({wire['frames_are']})"
-    )
-    if "tls_ratio" in wire:
-        click.echo(
-            f"TLS:    {wire['tls_bytes_per_item']} bytes/item, {wire['tls_ratio']}x raw "
-            f"({wire['tls_is']})"
-        )
-    if names:
-        named = figures["named"]
-        click.echo(
-            f"named:  {named['items_per_s']:,} items/s "
-            f"({figures['named_vs_nameless']:.0%} of nameless), "
-            f"{named['raw_bytes_per_item']} raw bytes/item"
-        )
-    print_targets(figures["targets"])

@@ -45,6 +45,16 @@ def test_bench_replicate_reports_rate_and_wire_bytes() -> None:
     assert set(_bench_dirs()) <= before
 
 
+def test_bench_replicate_alternates_named_runs_and_reports_medians() -> None:
+    doc = _bench("replicate", "--items", "1000", "--names", "--repeat", "2")
+    assert len(doc["items_per_s_runs"]) == 2 and len(doc["named"]["items_per_s_runs"]) == 2
+    lo, hi = doc["items_per_s_range"]
+    assert lo <= doc["items_per_s"] <= hi
+    assert len(doc["named_vs_nameless_per_pair"]) == 2
+    assert doc["named"]["raw_bytes_per_item"] > doc["raw_bytes_per_item"]  # the name block
+    assert "named>=90%_of_nameless" in doc["targets"]
+
+
 def test_bench_latency_reports_percentiles() -> None:
     doc = _bench("latency", "--samples", "10", "--bulk-items", "3000")
     idle = doc["idle"]
