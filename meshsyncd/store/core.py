@@ -55,7 +55,7 @@ from .fold import FoldMixin
 from .history import DEFAULT_HISTORY, HistoryMixin
 from .maintenance import DAY_NS, MaintenanceMixin
 from .names import NamesMixin
-from .nametail import NameTailMixin, new_names
+from .nametail import NameTailMixin, PendingName, new_names
 from .rows import (
     BASE_HEAD,
     BIAS,
@@ -421,6 +421,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
             applied = conflicts = 0
             done = 0
             deltas = [0] * 256  # bucket digests: written once, not per slice
+            names: list[PendingName] = []  # new names: appended once, not per slice
             replicate = Op.REPLICATE
             while done < total:
                 end = min(total, done + APPLY_SLICE)
@@ -429,7 +430,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
                     fresh = [item for item in todo if item[1] >= cutoff]
                     self.stats["expired"] += len(todo) - len(fresh)
                     todo = fresh
-                part = self._apply_locked(t, todo, now, deltas, changed)
+                part = self._apply_locked(t, todo, now, deltas, names, changed)
                 applied += part.applied
                 conflicts += part.conflicts
                 done = end
@@ -437,6 +438,8 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
                     break
             if any(deltas):
                 self._write_buckets(t, {b: d for b, d in enumerate(deltas) if d})
+            if names:
+                self._append_names(t, names)  # nametail.py: listed at once, indexed in order
             if peer is not None and to_seq is not None and done == total:
                 self._conn.execute(
                     "INSERT INTO cursors (peer, tier, applied) VALUES (?, ?, ?)"
@@ -465,6 +468,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         todo: list[Item],
         now: int,
         deltas: list[int],
+        names: list[PendingName],
         changed: list[Item] | None = None,
     ) -> ApplyResult:
         """Fold one slice of ``todo`` into its rows, inside the caller's transaction.
@@ -479,8 +483,8 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
             return ApplyResult(0, 0)
         ids = [item[0] for item in todo]
         existing = self._existing(t, ids)
-        # Names of items this slice creates (names.py), before the loop fills the tail.
-        names = new_names(t, todo, existing.get, self._indexed)
+        # Names of items this slice creates (nametail.py), before the loop fills the tail.
+        names += new_names(t, todo, existing.get, self._indexed)
         dups: set[bytes] = set()
         if len(set(ids)) != len(ids):
             seen: set[bytes] = set()
@@ -581,8 +585,6 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
             self._conn.executemany(_UPDATE_FIELDS, update)
         if insert:
             insert_rows(self._conn, _INSERT, 11, insert)
-        if names:
-            self._append_names(t, names)  # nametail.py: listed at once, indexed in name order
         if seq != self._seq[t]:
             self._conn.execute("UPDATE tiers SET seq = ? WHERE tier = ?", (seq, t))
             self._seq[t] = seq
