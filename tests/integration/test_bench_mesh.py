@@ -85,3 +85,16 @@ def test_bench_apply_reports_the_median_of_its_runs(tmp_path: Path) -> None:
         assert r["bare_items_per_s"] > 0 and r["ratio"] > 0
     assert 0 < doc["peak_rss_mib"] < 1000
     assert list(tmp_path.iterdir()) == []  # scratch stores and preload cache are gone
+
+
+def test_bench_apply_runs_named_items_with_history_off(tmp_path: Path) -> None:
+    doc = _bench(
+        "apply", "--items", "3000", "--only", "fresh", "--names", "--history", "0",
+        "--repeat", "1", "--dir", str(tmp_path),
+    )  # fmt: skip
+    assert doc["history_versions"] == 0
+    plain, named = doc["results"]
+    assert (plain["scenario"], named["scenario"]) == ("fresh", "fresh named")
+    assert named["rows_after"] == plain["rows_after"] == 3000
+    assert named["store_mib"] >= plain["store_mib"]  # the names: tail, index, name blocks
+    assert doc["named_vs_nameless"]["fresh"] > 0
