@@ -16,8 +16,7 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from .client import (
-    MAX_RESPONSE,
+from .calls import (
     ClientError,
     ConnectionLost,
     DaemonNotRunning,
@@ -25,6 +24,7 @@ from .client import (
     Unreachable,
     error_for,
 )
+from .client import MAX_RESPONSE
 
 __all__ = ["Conn", "connect", "result_of"]
 

@@ -2,10 +2,10 @@
 
 Why a module of its own: :class:`meshsyncd.client.Client` (blocking) and
 :class:`meshsyncd.aclient.AsyncClient` send the same requests (``docs/control.md``) and
-differ only in how they wait and what they return. Each request's fields, and the checks
-made before anything is sent (an id that is not 32 hex digits, a namespace without a key,
-an unknown tier), live here so that the two cannot drift apart. ``None`` fields are left
-out of the request by both clients.
+differ only in how they wait and what they return. Each request's fields, the checks made
+before anything is sent (an id that is not 32 hex digits, a namespace without a key, an
+unknown tier) and the errors both raise live here, so that the two cannot drift apart.
+``None`` fields are left out of the request by both clients.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from .control.proto import ControlError, parse_priority, parse_tier
 
 __all__ = [
     "ClientError",
+    "ConnectionLost",
+    "DaemonNotRunning",
     "Namespace",
+    "NotFound",
+    "PermissionDenied",
+    "Unreachable",
     "condition",
     "conflicts",
+    "error_for",
     "id_hex",
     "list_page",
     "namespace_param",
@@ -47,6 +53,44 @@ class ClientError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Unreachable(ClientError):
+    """No daemon could be reached on the control socket (the CLI's exit status 3)."""
+
+
+class DaemonNotRunning(Unreachable):
+    """No daemon listens on the control socket (file missing or connection refused)."""
+
+
+class PermissionDenied(Unreachable):
+    """The control socket exists but this user may not connect to it."""
+
+
+class NotFound(ClientError, KeyError):
+    """The item does not exist, or is deleted (code ``not_found``).
+
+    The one missing-item convention of every client (``Client``, ``AsyncClient``): ``get``
+    and ``delete`` of an absent item raise it. It is a :class:`KeyError` so that code
+    written for mappings (``except KeyError``) works, and a :class:`ClientError` with code
+    ``not_found`` so that code written before it existed keeps working.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class ConnectionLost(ClientError):
+    """The control connection broke or the daemon closed it (code ``unavailable``).
+
+    A request in flight when it happened may or may not have been applied; the client
+    reconnects on the next request.
+    """
+
+
+def error_for(code: str, message: str) -> ClientError:
+    """The most specific ``ClientError`` for a daemon's error code."""
+    return NotFound(code, message) if code == "not_found" else ClientError(code, message)
 
 
 def id_hex(item_id: bytes | str | None) -> str | None:

@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Any
 from protocol import MAX_PAYLOAD, Priority, Tier
 
 from . import calls
-from .calls import ClientError, Namespace
+from .calls import (
+    ClientError,
+    ConnectionLost,
+    DaemonNotRunning,
+    Namespace,
+    NotFound,
+    PermissionDenied,
+    Unreachable,
+    error_for,
+)
 
 if TYPE_CHECKING:
     from .aclient import AsyncClient
@@ -50,44 +59,6 @@ __all__ = [
 ]
 
 MAX_RESPONSE = 64 << 20
-
-
-class Unreachable(ClientError):
-    """No daemon could be reached on the control socket (the CLI's exit status 3)."""
-
-
-class DaemonNotRunning(Unreachable):
-    """No daemon listens on the control socket (file missing or connection refused)."""
-
-
-class PermissionDenied(Unreachable):
-    """The control socket exists but this user may not connect to it."""
-
-
-class NotFound(ClientError, KeyError):
-    """The item does not exist, or is deleted (code ``not_found``).
-
-    The one missing-item convention of every client (``Client``, ``AsyncClient``): ``get``
-    and ``delete`` of an absent item raise it. It is a :class:`KeyError` so that code
-    written for mappings (``except KeyError``) works, and a :class:`ClientError` with code
-    ``not_found`` so that code written before it existed keeps working.
-    """
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.message
-
-
-class ConnectionLost(ClientError):
-    """The control connection broke or the daemon closed it (code ``unavailable``).
-
-    A request in flight when it happened may or may not have been applied; the client
-    reconnects on the next request.
-    """
-
-
-def error_for(code: str, message: str) -> ClientError:
-    """The most specific ``ClientError`` for a daemon's error code."""
-    return NotFound(code, message) if code == "not_found" else ClientError(code, message)
 
 
 def __getattr__(name: str) -> Any:
