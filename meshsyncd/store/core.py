@@ -186,6 +186,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         tail_limit: int = TAIL_LIMIT,
         fold_entries: int | None = None,
         names_limit: int | None = None,
+        history_limit: int | None = None,
         checkpointer: bool = True,
         fault: Callable[[str], None] | None = None,
     ) -> None:
@@ -206,6 +207,8 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         self.fold_entries = max(1, tail_limit // 128) if fold_entries is None else fold_entries
         # New names pending in the names tail before a fold cycle (nametail.py).
         self.names_limit = max(1, tail_limit) if names_limit is None else names_limit
+        # History versions pending in the history tail before a fold cycle (histtail.py).
+        self.history_limit = max(1, tail_limit // 4) if history_limit is None else history_limit
         self.stats = {"applied": 0, "stale": 0, "expired": 0, "conflicts": 0}
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -551,7 +554,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
                 for iid, row in rows.items()
                 if row.base_changed and (old := old_of(iid)) is not None
             ]
-            self._record_history(t, folded, replaced, set(rows))
+            self._record_history(t, folded, replaced)
         self.stats["applied"] += applied
         self.stats["stale"] += len(todo) - applied
         move: list[tuple[Any, ...]] = []

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+from collections.abc import Callable
 from itertools import repeat
 
 from .bulk import insert_rows
@@ -149,8 +150,9 @@ class FoldMixin:
     @property
     def needs_maintenance(self) -> bool:
         """True when the tails of all tiers hold more than ``tail_limit`` entries, or the
-        names tail is due for (or in) a fold cycle (``nametail.py``)."""
-        return self.tail_size() > self.tail_limit or self.names_due
+        names tail or the history tail is due for (or in) a fold cycle (``nametail.py``,
+        ``histtail.py``)."""
+        return self.tail_size() > self.tail_limit or self.names_due or self.history_due
 
     @property
     def names_due(self) -> bool:
@@ -159,9 +161,14 @@ class FoldMixin:
     def _name_fold_step(self, force: bool = False) -> bool:
         raise NotImplementedError  # nametail.NameTailMixin
 
+    # histtail.HistoryTailMixin (after this class in the store's bases: annotations only)
+    history_due: bool
+    _history_fold_step: Callable[..., bool]
+
     def maintenance_step(self) -> bool:
         """Fold one run of buckets of the fullest tier if the tails are above ``tail_limit``,
-        else one run of the names tail's fold cycle if it is due.
+        else one run of the names tail's fold cycle if it is due, else one of the history
+        tail's.
 
         Its own short transaction; returns whether it did anything. Cheap to call when
         nothing is due.
@@ -170,14 +177,17 @@ class FoldMixin:
             sqlite3.Error: the disk failed; nothing was folded.
         """
         ids_due = self.tail_size() > self.tail_limit
-        if not ids_due and not self.names_due:
+        names_due = self.names_due
+        if not ids_due and not names_due and not self.history_due:
             return False
         self._begin(self.replicated_synchronous)
         try:
             if ids_due:
                 self._fold_step(max(self._tail, key=lambda tier: len(self._tail[tier])))
-            else:
+            elif names_due:
                 self._name_fold_step()
+            else:
+                self._history_fold_step()
             self._commit()
         except BaseException:
             self._rollback()

@@ -7,13 +7,17 @@ recorded when a version of a new id is inserted by the fast path of ``core.py`` 
 case of a pull). A slice's fold path records, before its writes, the versions it folded
 that did not become the row (losers, MERGEs, ids repeated in the slice) and, by an SQL-side
 copy (no payload read into Python), each stored base it replaced: a version that became
-the row is copied only once it is replaced. ``INSERT OR IGNORE`` on the key makes
-redelivery (sync, relay, repair, restarts) record nothing twice; the byte count is kept
-from what each statement ``RETURNING``s, so the bound costs no scan. Each touched item keeps its
-newest ``N`` (per tier; 0 turns history off): an indexed count per slice finds the touched
-items above ``N`` (usually none) and one windowed ``DELETE`` trims those alone, and the
-whole table stays under ``history_bytes``: past it, the oldest versions go until 90%.
-:meth:`history` lists the current row and the table, newest key first.
+the row is copied only once it is replaced. The versions go to the history tail first
+(``histtail.py``: appended, folded into ``history`` in key order by maintenance steps);
+a version already in the tail is not appended again, and the fold's ``INSERT OR IGNORE``
+on the key makes redelivery (sync, relay, repair, restarts) record nothing twice. The byte
+count is kept from what each statement ``RETURNING``s, so the bound costs no scan. Each
+item keeps its newest ``N`` (per tier; 0 turns history off): each fold step counts the
+versions of the items it moved (an indexed count; usually none is above ``N``) and one
+windowed ``DELETE`` trims those alone, and everything (table and tail) stays under
+``history_bytes``: past it, the tail is folded and the oldest versions go until 90%.
+:meth:`history` lists the current row, the table and the item's tail rows, newest key
+first, at most ``N``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from typing import Any
 
 from protocol import Item, Op, Tier
 
+from .histtail import HistoryTailMixin
 from .rows import Key, from_db, plain_value, to_db
 
 __all__ = ["DEFAULT_HISTORY", "HistoryEntry", "HistoryMixin"]
 
 DEFAULT_HISTORY: Mapping[Tier, int] = {Tier.WORKING: 8, Tier.EPISODIC: 8, Tier.SEMANTIC: 8}
-_INSERT = "INSERT OR IGNORE INTO history (tier, item_id, ts, origin, op, flags, payload, size)"
+_INSERT = "INSERT INTO history_tail (tier, item_id, ts, origin, op, flags, payload, size)"
+_RETURNING = "RETURNING rowid, item_id, ts, origin, size"
 _COPY = (
     f"{_INSERT} SELECT tier, item_id, ts, origin, op, flags, payload, length(payload) + 64"
     " FROM items"
@@ -47,7 +53,7 @@ class HistoryEntry:
     current: bool
 
 
-class HistoryMixin:
+class HistoryMixin(HistoryTailMixin):
     """History part of :class:`meshsyncd.store.core.Store`."""
 
     _conn: sqlite3.Connection
@@ -55,60 +61,49 @@ class HistoryMixin:
     history_bytes: int
 
     def _load_history(self) -> None:
-        """The table's size in bytes (one scan at open and after a rollback); every change
-        after that reports its own sizes with ``RETURNING``, so the bound costs no scan."""
+        """The size in bytes of the table and the tail's pending rows (one scan at open and
+        after a rollback); every change after that reports its own sizes with ``RETURNING``,
+        so the bound costs no scan."""
+        pending = self._load_history_tail()
         row = self._conn.execute("SELECT coalesce(sum(size), 0) FROM history").fetchone()
-        self._history_total: int = row[0]
+        self._history_total = row[0] + pending
 
-    def _record_history(
-        self, t: int, items: list[Item], replaced: list[int], touched: set[bytes]
-    ) -> None:
-        """Record a slice's folded versions and replaced bases, then trim (inside the txn)."""
+    def _record_history(self, t: int, items: list[Item], replaced: list[int]) -> None:
+        """Append a slice's folded versions and the replaced bases (rowids of their rows) to
+        the tail, inside the apply's transaction.
+
+        A folded version already in the tail is skipped; a replaced base is copied as it is
+        (it was never recorded unless its id was repeated in an earlier slice): the fold's
+        ``INSERT OR IGNORE`` drops any duplicate, and reads merge by key.
+        """
         keep = self.history_versions.get(Tier(t), 0)
-        if keep <= 0 or not touched:
+        if keep <= 0 or not (items or replaced):
             return
         execute = self._conn.execute
+        has = self._ht_has
         added = 0
-        for start in range(0, len(items), 100):
-            chunk = items[start : start + 100]
-            args: list[Any] = []
-            for i in chunk:
-                args += (t, i[0], to_db(i[1]), to_db(i[2]), int(i[4]), i[6], i[7], len(i[7]) + 64)
+        rows: list[Any] = []
+        seen: set[tuple[bytes, int, int]] = set()
+        for i in items:
+            key = (i[0], to_db(i[1]), to_db(i[2]))
+            if key not in seen and not has(t, *key):
+                seen.add(key)
+                rows.append((t, key[0], key[1], key[2], int(i[4]), i[6], i[7], len(i[7]) + 64))
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
             values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-            added += sum(r[0] for r in execute(f"{_INSERT} VALUES {values} RETURNING size", args))
+            args = [v for r in chunk for v in r]
+            added += self._ht_note(execute(f"{_INSERT} VALUES {values} {_RETURNING}", args), t)
         for start in range(0, len(replaced), 256):
-            rids = replaced[start : start + 256]
-            sql = f"{_COPY} WHERE rowid IN ({','.join('?' * len(rids))}) AND op != 0"
-            added += sum(r[0] for r in execute(sql + " RETURNING size", rids))
-        if not added:
-            return
+            chunk_rids = replaced[start : start + 256]
+            sql = f"{_COPY} WHERE rowid IN ({','.join('?' * len(chunk_rids))}) AND op != 0"
+            added += self._ht_note(execute(f"{sql} {_RETURNING}", chunk_rids), t)
         self._history_total += added
-        ids = list(touched)
-        for start in range(0, len(ids), 256):
-            # Most touched items hold fewer than ``keep`` versions: one indexed count finds
-            # the few that do not, and only those go through the windowed DELETE.
-            chunk_ids = [
-                iid
-                for (iid,) in execute(
-                    "SELECT item_id FROM history WHERE tier = ? AND item_id IN"
-                    f" ({','.join('?' * len(ids[start : start + 256]))})"
-                    " GROUP BY item_id HAVING count(*) > ?",
-                    (t, *ids[start : start + 256], keep),
-                )
-            ]
-            if not chunk_ids:
-                continue
-            marks = ",".join("?" * len(chunk_ids))
-            gone = execute(
-                "DELETE FROM history WHERE (tier, item_id, ts, origin) IN (SELECT tier, item_id,"
-                " ts, origin FROM (SELECT tier, item_id, ts, origin, row_number() OVER"
-                " (PARTITION BY item_id ORDER BY ts DESC, origin DESC) AS rn FROM history"
-                f" WHERE tier = ? AND item_id IN ({marks})) WHERE rn > ?) RETURNING size",
-                (t, *chunk_ids, keep),
-            )
-            self._history_total -= sum(r[0] for r in gone)
+        self._ht_bound()
         if self._history_total > self.history_bytes:
-            # Down to 90% at once, oldest versions first: a scan, but a rare one.
+            # The tail first (its rows count too), then down to 90% at once, oldest versions
+            # first: a scan, but a rare one.
+            self._fold_history_all()
             target = self.history_bytes * 9 // 10
             while self._history_total > target:
                 top = execute("SELECT max(ts) FROM (SELECT ts FROM history ORDER BY ts LIMIT 256)")
@@ -118,13 +113,47 @@ class HistoryMixin:
                 gone = execute("DELETE FROM history WHERE ts <= ? RETURNING size", (last,))
                 self._history_total -= sum(r[0] for r in gone)
 
+    def _trim_items(self, t: int, ids: list[bytes]) -> None:
+        """Trim each of ``ids`` (tier ``t``) to the tier's newest N versions in ``history``.
+
+        Most items hold fewer than N versions: one indexed count finds the few that do not,
+        and only those go through the windowed DELETE.
+        """
+        keep = self.history_versions.get(Tier(t), 0)
+        execute = self._conn.execute
+        for start in range(0, len(ids), 256):
+            chunk = ids[start : start + 256]
+            over = [
+                iid
+                for (iid,) in execute(
+                    "SELECT item_id FROM history WHERE tier = ? AND item_id IN"
+                    f" ({','.join('?' * len(chunk))}) GROUP BY item_id HAVING count(*) > ?",
+                    (t, *chunk, keep),
+                )
+            ]
+            if not over:
+                continue
+            marks = ",".join("?" * len(over))
+            gone = execute(
+                "DELETE FROM history WHERE (tier, item_id, ts, origin) IN (SELECT tier, item_id,"
+                " ts, origin FROM (SELECT tier, item_id, ts, origin, row_number() OVER"
+                " (PARTITION BY item_id ORDER BY ts DESC, origin DESC) AS rn FROM history"
+                f" WHERE tier = ? AND item_id IN ({marks})) WHERE rn > ?) RETURNING size",
+                (t, *over, keep),
+            )
+            self._history_total -= sum(r[0] for r in gone)
+
     def _forget_history(self, t: int, ids: list[bytes]) -> None:
         """Drop every recorded version of items whose row a purge removes (inside its txn).
 
         Why: once the row is gone nothing can list those versions, and an id that comes
-        back later starts a new history. The work is bounded by the purge's own: at most the
-        tier's N versions per removed row, each delete a range of the clustered key.
+        back later starts a new history. The tail is folded first (at most 1.25 times
+        ``history_limit`` rows, sorted), so that one place holds them all; then the work is
+        bounded by the purge's own: at most the tier's N versions per removed row, each
+        delete a range of the clustered key.
         """
+        if any(iid in self._ht_rows.get(t, {}) for iid in ids):
+            self._fold_history_all()
         for start in range(0, len(ids), 256):
             chunk = ids[start : start + 256]
             gone = self._conn.execute(
@@ -148,11 +177,19 @@ class HistoryMixin:
             value = None if op == Op.DELETE else plain_value(payload, flags)
             found[key] = HistoryEntry(key, Op(op), value, True)
         if keep > 0:
-            for ts, origin, op, flags, payload in self._conn.execute(
+            rids = self._ht_rowids(int(tier), item_id)
+            rows = self._conn.execute(
                 "SELECT ts, origin, op, flags, payload FROM history WHERE tier = ? AND item_id = ?"
                 " ORDER BY ts DESC, origin DESC LIMIT ?",
                 (int(tier), item_id, keep),
-            ):
+            ).fetchall()
+            if rids:  # versions still in the tail (histtail.py)
+                rows += self._conn.execute(
+                    "SELECT ts, origin, op, flags, payload FROM history_tail"
+                    f" WHERE rowid IN ({','.join('?' * len(rids))})",
+                    rids,
+                ).fetchall()
+            for ts, origin, op, flags, payload in rows:
                 key = (from_db(ts), from_db(origin))
                 if key not in found:
                     value = None if op == Op.DELETE else plain_value(payload, flags)
@@ -161,6 +198,7 @@ class HistoryMixin:
         return ordered[: max(keep, 1)]
 
     def history_stats(self) -> dict[str, Any]:
-        """Entries and bytes of the whole history, and its bound."""
+        """Entries and bytes of the whole history (the tail's pending rows too), and its bound."""
         count = self._conn.execute("SELECT count(*) FROM history").fetchone()[0]
+        count += self.history_tail_stats()["pending"]
         return {"entries": count, "bytes": self._history_total, "max_bytes": self.history_bytes}

@@ -72,7 +72,10 @@ Layout (version 10; older versions differed only where noted):
     go for good.
 ``history``
     (version 10) The last versions seen of each item (``history.py``): wire payloads keyed
-    by (tier, item, version key), at most N per item and tier, bounded in bytes.
+    by (tier, item, version key), at most N per item and tier, bounded in bytes; (version
+    12) written on apply into ``history_tail`` (a rowid table appended at its end) and
+    folded into ``history`` in key order by maintenance steps (``histtail.py``), the fold
+    cycle's progress in ``meta`` (``history_fold_rid``, ``history_fold_at``).
 """
 
 from __future__ import annotations
@@ -258,8 +261,20 @@ def _v11(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta VALUES ('names_fold_at', '[]')")
 
 
+def _v12(conn: sqlite3.Connection) -> None:
+    # The history tail (histtail.py): versions appended on apply, folded into ``history`` in
+    # key order. Empty at creation: every recorded version is already in ``history``.
+    conn.execute(
+        "CREATE TABLE history_tail (tier INTEGER NOT NULL, item_id BLOB NOT NULL,"
+        " ts INTEGER NOT NULL, origin INTEGER NOT NULL, op INTEGER NOT NULL,"
+        " flags INTEGER NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL)"
+    )
+    conn.execute("INSERT INTO meta VALUES ('history_fold_rid', 0)")
+    conn.execute("INSERT INTO meta VALUES ('history_fold_at', '[]')")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11),
+    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
