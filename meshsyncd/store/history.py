@@ -29,13 +29,17 @@ from typing import Any
 
 from protocol import Item, Op, Tier
 
-from .histtail import HistoryTailMixin
+from .histtail import HistoryTailMixin, padded
 from .rows import Key, from_db, plain_value, to_db
 
 __all__ = ["DEFAULT_HISTORY", "HistoryEntry", "HistoryMixin"]
 
 DEFAULT_HISTORY: Mapping[Tier, int] = {Tier.WORKING: 8, Tier.EPISODIC: 8, Tier.SEMANTIC: 8}
 _INSERT = "INSERT INTO history_tail (tier, item_id, ts, origin, op, flags, payload, size)"
+_INSERT_ONE = (
+    "INSERT INTO history_tail (rowid, tier, item_id, ts, origin, op, flags, payload, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _RETURNING = "RETURNING rowid, item_id, ts, origin, size"
 _COPY = (
     f"{_INSERT} SELECT tier, item_id, ts, origin, op, flags, payload, length(payload) + 64"
@@ -81,23 +85,25 @@ class HistoryMixin(HistoryTailMixin):
             return
         execute = self._conn.execute
         has = self._ht_has
-        added = 0
+        rid = self._ht_next
         rows: list[Any] = []
         seen: set[tuple[bytes, int, int]] = set()
         for i in items:
             key = (i[0], to_db(i[1]), to_db(i[2]))
             if key not in seen and not has(t, *key):
                 seen.add(key)
-                rows.append((t, key[0], key[1], key[2], int(i[4]), i[6], i[7], len(i[7]) + 64))
-        for start in range(0, len(rows), 100):
-            chunk = rows[start : start + 100]
-            values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-            args = [v for r in chunk for v in r]
-            added += self._ht_note(execute(f"{_INSERT} VALUES {values} {_RETURNING}", args), t)
+                size = len(i[7]) + 64
+                rows.append((rid, t, key[0], key[1], key[2], int(i[4]), i[6], i[7], size))
+                rid += 1
+        added = 0
+        if rows:
+            # Rowids given, one statement text: no RETURNING, and the statement cache keeps it.
+            self._conn.executemany(_INSERT_ONE, rows)
+            added += self._ht_add(t, rows)
         for start in range(0, len(replaced), 256):
-            chunk_rids = replaced[start : start + 256]
-            sql = f"{_COPY} WHERE rowid IN ({','.join('?' * len(chunk_rids))}) AND op != 0"
-            added += self._ht_note(execute(f"{sql} {_RETURNING}", chunk_rids), t)
+            chunk = padded(replaced[start : start + 256])
+            sql = f"{_COPY} WHERE rowid IN ({','.join('?' * len(chunk))}) AND op != 0"
+            added += self._ht_note(execute(f"{sql} {_RETURNING}", chunk), t)
         self._history_total += added
         self._ht_bound()
         if self._history_total > self.history_bytes:
@@ -122,7 +128,7 @@ class HistoryMixin(HistoryTailMixin):
         keep = self.history_versions.get(Tier(t), 0)
         execute = self._conn.execute
         for start in range(0, len(ids), 256):
-            chunk = ids[start : start + 256]
+            chunk = padded(ids[start : start + 256])
             over = [
                 iid
                 for (iid,) in execute(
@@ -133,6 +139,7 @@ class HistoryMixin(HistoryTailMixin):
             ]
             if not over:
                 continue
+            over = padded(over)
             marks = ",".join("?" * len(over))
             gone = execute(
                 "DELETE FROM history WHERE (tier, item_id, ts, origin) IN (SELECT tier, item_id,"

@@ -41,7 +41,7 @@ from typing import Any
 
 from protocol import Tier
 
-__all__ = ["HistoryTailMixin", "TailRow"]
+__all__ = ["HistoryTailMixin", "TailRow", "padded"]
 
 # (tier, item id, ts, origin, rowid, size): ts and origin as stored (biased), so that the
 # tuples sort like the clustered key of ``history``.
@@ -50,11 +50,19 @@ _COLS = "tier, item_id, ts, origin, op, flags, payload, size"
 _IN = 256
 
 
+def padded(values: list[Any]) -> list[Any]:
+    """``values`` repeated up to a power-of-two length (an IN list ignores repeats), so that
+    a few statement texts stay in the connection's statement cache (``core._padded``)."""
+    size = 1 << (len(values) - 1).bit_length()
+    return values + values[: size - len(values)] if size > len(values) else values
+
+
 class HistoryTailMixin:
     """The history tail of :class:`meshsyncd.store.core.Store` (module docstring)."""
 
     _conn: sqlite3.Connection
     _history_total: int
+    _ht_next: int
     history_versions: dict[Tier, int]
     history_limit: int
     replicated_synchronous: str
@@ -103,9 +111,29 @@ class HistoryTailMixin:
         self._ht_cycle = cycle
         self._ht_pos = 0
         self._ht_rid = cycle_rid
+        # Rowids of appended rows are given (history.py), above every row in the table.
+        self._ht_next = 1 + max(
+            (r[4] for v in rows.values() for rs in v.values() for r in rs), default=0
+        )
         return pending_bytes
 
     # -- the apply side ---------------------------------------------------------------------
+
+    def _ht_add(self, t: int, rows: list[tuple[Any, ...]]) -> int:
+        """Remember rows appended with their rowids given, as (rowid, tier, item id, ts,
+        origin, op, flags, payload, size), none of them in the tail before; return their bytes."""
+        by_id = self._ht_rows.setdefault(t, {})
+        added = 0
+        for rid, _t, iid, ts, origin, _op, _flags, _payload, size in rows:
+            found = by_id.get(iid)
+            if found is None:
+                by_id[iid] = [(t, iid, ts, origin, rid, size)]
+            else:
+                found.append((t, iid, ts, origin, rid, size))
+            added += size
+        self._ht_new += len(rows)
+        self._ht_next = rows[-1][0] + 1
+        return added
 
     def _ht_note(self, returned: Iterable[tuple[int, bytes, int, int, int]], t: int) -> int:
         """Remember appended rows (rowid, item id, ts, origin, size); return their bytes.
@@ -125,6 +153,7 @@ class HistoryTailMixin:
             found.append((t, iid, ts, origin, rid, size))
             added += size
             self._ht_new += 1
+            self._ht_next = max(self._ht_next, rid + 1)
         if again:
             self._conn.execute(
                 f"DELETE FROM history_tail WHERE rowid IN ({','.join('?' * len(again))})", again
@@ -199,7 +228,7 @@ class HistoryTailMixin:
         run = cycle[start:end]
         self._history_total -= sum(r[5] for r in run)
         for lo in range(0, len(run), _IN):
-            rids = [r[4] for r in run[lo : lo + _IN]]
+            rids = padded([r[4] for r in run[lo : lo + _IN]])
             got = execute(
                 f"INSERT OR IGNORE INTO history ({_COLS}) SELECT {_COLS} FROM history_tail"
                 f" WHERE rowid IN ({','.join('?' * len(rids))}) ORDER BY tier, item_id, ts, origin"
