@@ -145,15 +145,21 @@ class HistoryTailMixin:
         by_id = self._ht_rows.setdefault(t, {})
         added = 0
         again: list[int] = []
+        top = self._ht_next - 1
         for rid, iid, ts, origin, size in returned:
-            found = by_id.setdefault(iid, [])
-            if any(r[2] == ts and r[3] == origin for r in found):
+            found = by_id.get(iid)
+            if found is None:
+                by_id[iid] = [(t, iid, ts, origin, rid, size)]
+            elif any(r[2] == ts and r[3] == origin for r in found):
                 again.append(rid)
                 continue
-            found.append((t, iid, ts, origin, rid, size))
+            else:
+                found.append((t, iid, ts, origin, rid, size))
             added += size
             self._ht_new += 1
-            self._ht_next = max(self._ht_next, rid + 1)
+            if rid > top:
+                top = rid
+        self._ht_next = top + 1
         if again:
             self._conn.execute(
                 f"DELETE FROM history_tail WHERE rowid IN ({','.join('?' * len(again))})", again
