@@ -233,12 +233,13 @@ class HistoryTailMixin:
         end = min(len(cycle), start + max(1, self.fold_entries))
         run = cycle[start:end]
         self._history_total -= sum(r[5] for r in run)
+        # A run is a key range of the cycle: whatever the order of its inserts, they dirty
+        # the same pages of ``history``, written once at the step's commit (no ORDER BY sort).
         for lo in range(0, len(run), _IN):
             rids = padded([r[4] for r in run[lo : lo + _IN]])
             got = execute(
                 f"INSERT OR IGNORE INTO history ({_COLS}) SELECT {_COLS} FROM history_tail"
-                f" WHERE rowid IN ({','.join('?' * len(rids))}) ORDER BY tier, item_id, ts, origin"
-                " RETURNING size",
+                f" WHERE rowid IN ({','.join('?' * len(rids))}) RETURNING size",
                 rids,
             )
             self._history_total += sum(r[0] for r in got)
