@@ -4,8 +4,8 @@ Theory of operation (``history.py`` says what is recorded, ``nametail.py`` the s
 names): ``history`` is clustered on (tier, item, version key), and the items an apply
 touches are random within it, so each recorded version used to dirty about one random leaf
 page of the table; on the 1,000,000-item apply benchmark that was ~100 extra pages written
-to the WAL per 1,000-item batch (each ~8 KiB, again at the checkpoint), which made the apply
-slower with history on than the conflict log it replaced. Now the apply appends the versions
+to the WAL per 1,000-item batch (each ~8 KiB, again at the checkpoint): 249 frames per batch
+against 160 with history off. Now the apply appends the versions
 to ``history_tail``, a rowid table written at its end (a few pages per batch), in the same
 transaction, so they are exactly as crash-safe as before. The store keeps each tail row's
 item, key, rowid and size in memory, so :meth:`HistoryMixin.history` reads an item's tail
@@ -29,7 +29,12 @@ Bounds: an item may hold more than N versions between two folds (reads still lis
 N); the byte bound counts the pending tail rows too, and when it is passed the whole tail
 is folded first, then the oldest versions go (``history.py``). Memory: ~250 bytes per tail
 row, at most 1.25 times ``history_limit`` (an apply past that folds inline, for callers that
-never run maintenance).
+never run maintenance). A purge that removes an item with rows in the tail folds the tail
+first, so that its versions go from one place.
+
+Cost, same benchmark: 171 WAL frames per batch, the fold of the run's versions included.
+What remains is CPU, ~10-15 us per version here: the append (half of it the SQL-side copy
+of a replaced row) and the fold's second insert.
 """
 
 from __future__ import annotations
