@@ -33,6 +33,7 @@ __all__ = [
     "SEPARATOR",
     "Name",
     "index_key",
+    "index_key_at",
     "name_block",
     "name_id",
     "parse_name",
@@ -228,12 +229,22 @@ def index_key(payload: bytes) -> tuple[str, str]:
     The per-apply cost of names is mostly here and in the insert: the labels are joined
     as bytes (each valid UTF-8 and free of ``/``, so the join is too).
     """
-    pos = 1
+    ns, key, _end = index_key_at(payload, 0)
+    return ns, key
+
+
+def index_key_at(buf: bytes, start: int) -> tuple[str, str, int]:
+    """:func:`index_key` of a validated name block at ``buf[start:]``, and where it ends.
+
+    For buffers holding many blocks back to back (the store's names log): no slice of the
+    rest of the buffer is made.
+    """
+    pos = start + 1
     parts = []
-    for _ in range(payload[0]):
-        end = pos + 1 + payload[pos]
-        parts.append(payload[pos + 1 : end])
+    for _ in range(buf[start]):
+        end = pos + 1 + buf[pos]
+        parts.append(buf[pos + 1 : end])
         pos = end
-    end = pos + 2 + ((payload[pos] << 8) | payload[pos + 1])
+    end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
     ns = b"/".join(parts) + b"/" if parts else b""
-    return ns.decode(), payload[pos + 2 : end].decode()
+    return ns.decode(), buf[pos + 2 : end].decode(), end

@@ -55,7 +55,7 @@ from .fold import FoldMixin
 from .history import DEFAULT_HISTORY, HistoryMixin
 from .maintenance import DAY_NS, MaintenanceMixin
 from .names import NamesMixin
-from .nametail import NameTailMixin, PendingName, new_names
+from .nametail import NameTailMixin, NewNames, new_names
 from .rows import (
     BASE_HEAD,
     BIAS,
@@ -424,7 +424,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
             applied = conflicts = 0
             done = 0
             deltas = [0] * 256  # bucket digests: written once, not per slice
-            names: list[PendingName] = []  # new names: appended once, not per slice
+            names = NewNames()  # new names: logged once per apply, not per slice
             replicate = Op.REPLICATE
             while done < total:
                 end = min(total, done + APPLY_SLICE)
@@ -471,7 +471,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         todo: list[Item],
         now: int,
         deltas: list[int],
-        names: list[PendingName],
+        names: NewNames,
         changed: list[Item] | None = None,
     ) -> ApplyResult:
         """Fold one slice of ``todo`` into its rows, inside the caller's transaction.
@@ -487,7 +487,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         ids = [item[0] for item in todo]
         existing = self._existing(t, ids)
         # Names of items this slice creates (nametail.py), before the loop fills the tail.
-        names += new_names(t, todo, existing.get, self._indexed)
+        new_names(t, todo, existing.get, self._indexed, names)
         dups: set[bytes] = set()
         if len(set(ids)) != len(ids):
             seen: set[bytes] = set()

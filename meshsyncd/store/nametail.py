@@ -1,31 +1,34 @@
-"""The names index's tail: new names appended on apply, folded into ``names`` in name order.
+"""The names index's tail: new names logged on apply, folded into ``names`` in name order.
 
 Theory of operation (``names.py`` describes the index, ``fold.py`` the same idea for ids):
 an item's name entry used to be inserted into ``names`` in the transaction that creates the
 item. ``names`` is clustered on the name, and new names are random within it, so on a
 store of a million named items every new item dirtied about one 8 KiB leaf page of the
 index (written to the WAL at commit, and again at the checkpoint): named items were applied
-at about half the rate of nameless ones. Now the apply appends the entry to ``names_tail``,
-a rowid table written at its end (a few pages per batch), in the same transaction, so it is
-exactly as crash-safe as before. The store keeps the tail's entries in memory too, and
-every read of the index (``names.py``: listing, counting) merges them with ``names``, so a
-name is listed as soon as the apply that created it returns.
+at about half the rate of nameless ones. Now the apply appends the batch's new names to
+``names_log`` in the same transaction, so they are exactly as crash-safe as before: *one*
+row per apply, the entries packed back to back (16-byte item id, then the name block as it
+came in the payload, SPEC.md section 2.1: self-delimiting, so no separator and no
+re-encoding). A row per name cost ~2 us each, as much as the name's later fold into the
+index, for data that is only read back after a crash. The store keeps the pending entries
+in memory too, and every read of the index (``names.py``: listing, counting) merges them
+with ``names``, so a name is listed as soon as the apply that created it returns.
 
-Folding: once the tail holds ``names_limit`` entries, a *fold cycle* starts: the entries
-present at that moment (``rowid <= cycle_rid``) are sorted by name and inserted into
-``names`` in runs of ``fold_entries`` per maintenance step (the async engine runs each step
-as its own worker call, like the id fold steps), each step recording the last name it moved
-(``names_fold_at`` in ``meta``). Sorted runs of tens of thousands of names touch each leaf
-page of ``names`` once per cycle instead of once per name. The last step deletes the
-cycle's rows from the tail (a prefix of its rowids: sequential). Entries appended during a
-cycle wait for the next one.
+Folding: once ``names_limit`` entries are pending, a *fold cycle* starts: the entries
+present at that moment (log rows ``rowid <= cycle_rid``) are sorted by name and inserted
+into ``names`` in runs of ``fold_entries`` per maintenance step (the async engine runs each
+step as its own worker call, like the id fold steps), each step recording the last name it
+moved (``names_fold_at`` in ``meta``). Sorted runs of tens of thousands of names touch each
+leaf page of ``names`` once per cycle instead of once per name. The last step deletes the
+cycle's rows from the log (a prefix of its rowids). Entries logged during a cycle wait for
+the next one.
 
-Crash safety: the tail table, ``names_fold_rid`` and ``names_fold_at`` change only inside
+Crash safety: the log, ``names_fold_rid`` and ``names_fold_at`` change only inside
 transactions, together with ``names``. On open (and after a rollback) the memory is rebuilt
-from them: a tail row of the current cycle whose name is at or before ``names_fold_at`` is
-already in ``names``; every other tail row is pending. Other connections (a snapshot by
-namespace) read ``names`` and ``names_tail`` together with ``UNION``, which drops the
-duplicates of a cycle under way.
+from them: an entry of the cycle's rows whose name is at or before ``names_fold_at`` is
+already in ``names``; every other logged entry is pending. A purge that removes a pending
+name rewrites the log without it (rare: tombstones past their grace period). Other
+connections (a snapshot by namespace) unpack the log with :func:`unpack_log`.
 
 Cost: memory of about 200 bytes per pending entry (at most 1.25 times ``names_limit``: an
 apply that finds more runs the whole cycle inline, for callers that never run maintenance),
@@ -38,21 +41,21 @@ import json
 import sqlite3
 import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from protocol import NAMED, Item
-from protocol.names import index_key
+from protocol.names import index_key, index_key_at, name_block
 
 from .bulk import insert_rows
 from .names import INSERT_NAMES
 
-__all__ = ["NameTailMixin", "PendingName", "new_names"]
+__all__ = ["NameTailMixin", "NewNames", "PendingName", "new_names", "pack_log", "unpack_log"]
 
 PendingName = tuple[int, str, str, bytes]  # (tier, index namespace, key, item id)
-_INSERT_TAIL = "INSERT INTO names_tail (tier, ns, key, item_id)"  # + VALUES: bulk.py
+_INSERT_LOG = "INSERT INTO names_log (tier, entries) VALUES (?, ?)"
 _TOP = b"\xff" * 17  # above every item id (16 bytes)
 _IN = 256
 # Index form of each namespace block seen (the bytes before the key), shared by every entry
@@ -61,13 +64,27 @@ _NS: dict[bytes, str] = {}
 _NS_MAX = 4096
 
 
+class NewNames:
+    """The new names of one apply: index entries, and the same packed for ``names_log``."""
+
+    __slots__ = ("entries", "packed")
+
+    def __init__(self) -> None:
+        self.entries: list[PendingName] = []
+        self.packed: list[bytes] = []  # item id, name block, item id, name block, ...
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+
 def new_names(
     t: int,
     todo: Sequence[Item],
     old_of: Callable[[bytes], Any],
     indexed: Callable[[PendingName], bool],
-) -> list[PendingName]:
-    """Index entries for the NAMED versions in ``todo`` whose item has no named row yet.
+    out: NewNames,
+) -> None:
+    """Add to ``out`` the NAMED versions in ``todo`` whose item has no named row yet.
 
     A stored row without a name whose id is a name's (written by id before the named
     version came, here or on a node that allowed it) gets its entry from the first NAMED
@@ -76,31 +93,53 @@ def new_names(
     the entry is right whichever version wins.
 
     The name block (SPEC.md section 2.1) starts the payload of a NAMED version, and the
-    decoder or the ``Item`` constructor validated it: a label count, each label as a
+    decoder or the ``Item`` constructor validated it (its form, and that the id is the
+    name's): here it is only split, never checked again. A label count, each label as a
     length byte and UTF-8, then the key as a u16 length and UTF-8.
     """
-    out: list[PendingName] = []
     cache = _NS
-    for item in todo:
-        if item[6] & NAMED:
-            old = old_of(item[0])
-            if old is not None and old.row.flags & NAMED:
-                continue
-            p = item[7]
-            pos = 1
-            for _ in range(p[0]):
-                pos += 1 + p[pos]
-            head = p[:pos]
-            ns = cache.get(head)
-            if ns is None:
-                if len(cache) >= _NS_MAX:
-                    cache.clear()
-                ns = cache[head] = sys.intern(index_key(p)[0])
-            end = pos + 2 + ((p[pos] << 8) | p[pos + 1])
-            entry = (t, ns, p[pos + 2 : end].decode(), item[0])
-            if old is None or not indexed(entry):
-                out.append(entry)
-    return out
+    add = out.entries.append
+    pack = out.packed.append
+    for iid, _ts, _origin, _tier, _op, _prio, flags, p in todo:
+        if not flags & NAMED:
+            continue
+        old = old_of(iid)
+        if old is not None and old.row.flags & NAMED:
+            continue
+        pos = 1
+        for _ in range(p[0]):
+            pos += 1 + p[pos]
+        head = p[:pos]
+        ns = cache.get(head)
+        if ns is None:
+            if len(cache) >= _NS_MAX:
+                cache.clear()
+            ns = cache[head] = sys.intern(index_key(p)[0])
+        end = pos + 2 + ((p[pos] << 8) | p[pos + 1])
+        entry = (t, ns, p[pos + 2 : end].decode(), iid)
+        if old is None or not indexed(entry):
+            add(entry)
+            pack(iid)
+            pack(p[:end])
+
+
+def pack_log(entries: Sequence[PendingName]) -> bytes:
+    """A ``names_log`` blob of ``entries`` (re-encoded from their text: the rare path)."""
+    parts = []
+    for _t, ns, key, iid in entries:
+        parts.append(iid)
+        parts.append(name_block(ns.split("/")[:-1], key))
+    return b"".join(parts)
+
+
+def unpack_log(t: int, blob: bytes) -> Iterator[PendingName]:
+    """The entries of one ``names_log`` row of tier ``t``, in the order logged."""
+    pos, size = 0, len(blob)
+    intern = sys.intern
+    while pos < size:
+        iid = blob[pos : pos + 16]
+        ns, key, pos = index_key_at(blob, pos + 16)
+        yield (t, intern(ns), key, iid)
 
 
 class NameTailMixin:
@@ -115,7 +154,7 @@ class NameTailMixin:
     # -- loading ----------------------------------------------------------------------------
 
     def _load_name_tail(self) -> None:
-        """Rebuild the pending names from ``names_tail`` and the cycle's marks (open, rollback)."""
+        """Rebuild the pending names from ``names_log`` and the cycle's marks (open, rollback)."""
         meta = dict(
             self._conn.execute(
                 "SELECT name, value FROM meta WHERE name IN ('names_fold_rid', 'names_fold_at')"
@@ -126,17 +165,14 @@ class NameTailMixin:
         at = tuple(at_raw) if at_raw else None
         new: dict[int, dict[bytes, PendingName]] = {}
         cycle: list[PendingName] = []
-        intern = sys.intern
-        for rid, t, ns, key, iid in self._conn.execute(
-            "SELECT rowid, tier, ns, key, item_id FROM names_tail"
-        ):
-            ns = intern(ns)
+        for rid, t, blob in self._conn.execute("SELECT rowid, tier, entries FROM names_log"):
             if rid <= cycle_rid:
-                if at is None or (t, ns, key) > at:
-                    cycle.append((t, ns, key, iid))
+                cycle.extend(e for e in unpack_log(t, blob) if at is None or e[:3] > at)
             else:
-                new.setdefault(t, {})[iid] = (t, ns, key, iid)
-        cycle.sort()
+                pending = new.setdefault(t, {})
+                for entry in unpack_log(t, blob):
+                    pending[entry[3]] = entry
+        cycle = sorted(set(cycle))
         self._nt_new = new
         self._nt_count = sum(map(len, new.values()))
         self._nt_sorted: list[PendingName] | None = None
@@ -147,19 +183,18 @@ class NameTailMixin:
 
     # -- the apply side ---------------------------------------------------------------------
 
-    def _append_names(self, t: int, entries: list[PendingName]) -> None:
-        """Append the names of a slice's new items to the tail (inside the apply's txn).
+    def _append_names(self, t: int, names: NewNames) -> None:
+        """Log an apply's new names, one ``names_log`` row (inside the apply's transaction).
 
-        ``entries`` come from :func:`new_names`; an id twice in them is one entry (an
-        item's id is derived from its name).
+        ``names`` comes from :func:`new_names`; an id twice in it is one entry (an item's
+        id is derived from its name; the log may hold both, its reader keeps one).
         """
         new = self._nt_new.setdefault(t, {})
         before = len(new)
-        new.update(zip(map(itemgetter(3), entries), entries, strict=True))
+        new.update(zip(map(itemgetter(3), names.entries), names.entries, strict=True))
         added = len(new) - before
-        rows = entries if added == len(entries) else list({e[3]: e for e in entries}.values())
-        if rows:
-            insert_rows(self._conn, _INSERT_TAIL, 4, rows)
+        if names.entries:
+            self._conn.execute(_INSERT_LOG, (t, b"".join(names.packed)))
             self._nt_sorted = None
             self._nt_count += added
             if self._nt_count > self.names_limit + self.names_limit // 4:
@@ -184,7 +219,7 @@ class NameTailMixin:
         if not self._nt_rid:
             if not self._nt_count or (not force and self._nt_count < self.names_limit):
                 return False
-            rid = execute("SELECT max(rowid) FROM names_tail").fetchone()[0]
+            rid = execute("SELECT max(rowid) FROM names_log").fetchone()[0]
             self._nt_cycle = sorted(chain.from_iterable(d.values() for d in self._nt_new.values()))
             self._nt_pos, self._nt_gone = 0, set()
             self._nt_new, self._nt_sorted, self._nt_count = {}, None, 0
@@ -192,7 +227,8 @@ class NameTailMixin:
             execute("UPDATE meta SET value = ? WHERE name = 'names_fold_rid'", (rid,))
         cycle, start = self._nt_cycle, self._nt_pos
         end = min(len(cycle), start + max(1, self.fold_entries))
-        run = [e for e in cycle[start:end] if e[:3] not in self._nt_gone]
+        gone = self._nt_gone
+        run = [e for e in cycle[start:end] if e[:3] not in gone] if gone else cycle[start:end]
         if run:
             insert_rows(self._conn, INSERT_NAMES, 4, run)
         self._nt_pos = end
@@ -203,7 +239,7 @@ class NameTailMixin:
                 (json.dumps([last[0], last[1], last[2]]),),
             )
             return True
-        execute("DELETE FROM names_tail WHERE rowid <= ?", (self._nt_rid,))
+        execute("DELETE FROM names_log WHERE rowid <= ?", (self._nt_rid,))
         execute("UPDATE meta SET value = 0 WHERE name = 'names_fold_rid'")
         execute("UPDATE meta SET value = '[]' WHERE name = 'names_fold_at'")
         self._nt_rid, self._nt_cycle, self._nt_pos, self._nt_gone = 0, [], 0, set()
@@ -220,7 +256,7 @@ class NameTailMixin:
         return found is not None
 
     def _unpend_names(self, gone: Sequence[tuple[int, str, str]]) -> None:
-        """Forget pending entries of removed rows (a purge), in memory and in the tail."""
+        """Forget pending entries of removed rows (a purge), in memory and in the log."""
         hits = []
         by_name = {e[:3]: e[3] for d in self._nt_new.values() for e in d.values()}
         for k in gone:
@@ -234,9 +270,28 @@ class NameTailMixin:
                 self._nt_gone.add(k)
                 hits.append(k)
         if hits:
-            self._conn.executemany(
-                "DELETE FROM names_tail WHERE tier = ? AND ns = ? AND key = ?", hits
-            )
+            self._rewrite_log()
+
+    def _rewrite_log(self) -> None:
+        """Write ``names_log`` afresh from memory (inside the caller's transaction).
+
+        The cycle's entries not folded yet (all after ``names_fold_at``) go first, one row
+        per tier, and ``names_fold_rid`` moves to the last of them; the other pending
+        entries follow.
+        """
+        execute = self._conn.execute
+        execute("DELETE FROM names_log")
+        if self._nt_rid:
+            rest = [e for e in self._nt_cycle[self._nt_pos :] if e[:3] not in self._nt_gone]
+            rid = 0
+            for t in sorted({e[0] for e in rest} or {0}):
+                blob = pack_log([e for e in rest if e[0] == t])
+                rid = execute(_INSERT_LOG, (t, blob)).lastrowid or 0
+            self._nt_rid = rid
+            execute("UPDATE meta SET value = ? WHERE name = 'names_fold_rid'", (rid,))
+        for t, pending in self._nt_new.items():
+            if pending:
+                execute(_INSERT_LOG, (t, pack_log(list(pending.values()))))
 
     def _in_cycle(self, k: tuple[int, str, str]) -> bool:
         cycle = self._nt_cycle

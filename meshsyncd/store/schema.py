@@ -60,7 +60,9 @@ Layout (version 10; older versions differed only where noted):
     (``names.py``). One entry per named item; (version 11) written with the row that
     creates it into ``names_tail`` (a rowid table appended at its end) and folded into
     ``names`` in name order by maintenance steps (``nametail.py``), the fold cycle's
-    progress in ``meta`` (``names_fold_rid``, ``names_fold_at``).
+    progress in ``meta`` (``names_fold_rid``, ``names_fold_at``); (version 13) the tail is
+    ``names_log``, one row per apply holding all its new names packed (item id, then the
+    name block, back to back), ``names_fold_rid`` a rowid of the log.
 ``conflicts``
     The bounded conflict log; (version 6) unique per (tier, item, winner key, loser key),
     so the same loss seen twice (a resent batch) is logged once; (version 7) that index
@@ -273,8 +275,23 @@ def _v12(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta VALUES ('history_fold_at', '[]')")
 
 
+def _v13(conn: sqlite3.Connection) -> None:
+    # The names tail becomes a log of packed entries, one row per apply (nametail.py: a
+    # row per name cost as much as the name's fold into the index). Whatever the old tail
+    # holds, a fold cycle under way included, goes into ``names`` now: the index then
+    # holds every name, and the new log starts empty with no cycle.
+    conn.execute(
+        "INSERT OR IGNORE INTO names (tier, ns, key, item_id)"
+        " SELECT tier, ns, key, item_id FROM names_tail"
+    )
+    conn.execute("DROP TABLE names_tail")
+    conn.execute("CREATE TABLE names_log (tier INTEGER NOT NULL, entries BLOB NOT NULL)")
+    conn.execute("UPDATE meta SET value = 0 WHERE name = 'names_fold_rid'")
+    conn.execute("UPDATE meta SET value = '[]' WHERE name = 'names_fold_at'")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12),
+    *(_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

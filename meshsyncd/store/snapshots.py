@@ -27,6 +27,7 @@ from typing import Any
 from protocol import SEPARATOR, Tier
 
 from .core import StoredItem
+from .nametail import unpack_log
 from .rows import Row, decode_fields, from_db
 
 __all__ = ["SnapshotError", "SnapshotInfo", "Snapshots"]
@@ -85,16 +86,24 @@ class Snapshots:
         conn = sqlite3.connect(self.store_path, isolation_level=None)
         try:
             conn.execute("ATTACH ? AS snap", (str(tmp),))
+            if namespace is not None:
+                conn.execute("CREATE TEMP TABLE logged (tier, ns, item_id)")
             conn.execute("BEGIN")  # one read instant of the store (WAL: the writer goes on)
             where, args = "", []
             source = "main.items"
             if namespace is not None:
                 ns = namespace.strip(SEPARATOR)
-                # New names wait in names_tail until folded (nametail.py); UNION drops
-                # the copies of a fold cycle under way.
+                # New names wait in names_log until folded (nametail.py), packed: unpacked
+                # here in the same read instant. UNION drops the copies of a fold cycle
+                # under way.
+                logged = conn.execute("SELECT tier, entries FROM main.names_log").fetchall()
+                conn.executemany(
+                    "INSERT INTO temp.logged VALUES (?, ?, ?)",
+                    [(e[0], e[1], e[3]) for t, blob in logged for e in unpack_log(t, blob)],
+                )
                 source = (
                     "main.items JOIN (SELECT tier, ns, item_id FROM main.names UNION"
-                    " SELECT tier, ns, item_id FROM main.names_tail) AS names"
+                    " SELECT tier, ns, item_id FROM temp.logged) AS names"
                     " ON names.tier = items.tier AND names.item_id = items.item_id"
                 )
                 if ns:

@@ -136,7 +136,7 @@ def test_a_version_1_store_migrates_to_the_id_map(tmp_path: Path) -> None:
         assert snapshot(store)[iid(1)] == (4, b"{}")
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
         assert {"ids", "digests", "filters"} <= names
         assert not {"items_by_id", "buckets"} & names

@@ -5,6 +5,8 @@ rollback at any point of a cycle leaves every name listed exactly once."""
 from __future__ import annotations
 
 import itertools
+import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from meshsyncd.store import Store
 from meshsyncd.store.maintenance import DAY_NS
+from meshsyncd.store.nametail import unpack_log
 from meshsyncd.store.snapshots import Snapshots
 from protocol import NAMED, Item, Op, Tier, name_block, name_id
 
@@ -51,8 +54,10 @@ def listed(store: Store, prefix: tuple[str, ...] = (), limit: int = 5) -> list[s
 
 
 def index_rows(store: Store) -> tuple[list[str], list[str]]:
+    """Keys in ``names``, and keys logged in ``names_log`` (each once)."""
     names = [r[0] for r in store._conn.execute("SELECT key FROM names ORDER BY key")]
-    tail = [r[0] for r in store._conn.execute("SELECT key FROM names_tail ORDER BY key")]
+    rows = store._conn.execute("SELECT tier, entries FROM names_log").fetchall()
+    tail = sorted({e[2] for t, blob in rows for e in unpack_log(t, blob)})
     return names, tail
 
 
@@ -207,5 +212,69 @@ def test_listing_matches_the_model_whatever_the_interleaving(
                 store.close()
                 store = open_store(path)
             assert sorted(listed(store, ("p",), limit=4)) == sorted(written)
+    finally:
+        store.close()
+
+
+def test_a_version_11_store_with_a_cycle_under_way_migrates(tmp_path: Path) -> None:
+    """The old per-name tail (a fold cycle half done) goes into ``names``; nothing is lost."""
+    path = tmp_path / "v11.db"
+    store = open_store(path)
+    items = [nv(("p",), f"k{i}", i + 1) for i in range(3)]
+    store.apply(T, items)
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:  # back to version 11: k0 folded by a cycle under way, k1 in it, k2 after it
+        conn.execute("BEGIN")
+        conn.execute("DROP TABLE names_log")
+        conn.execute("DROP TABLE history_tail")  # version 12's
+        conn.execute("DELETE FROM meta WHERE name IN ('history_fold_rid', 'history_fold_at')")
+        conn.execute(
+            "CREATE TABLE names_tail (tier INTEGER NOT NULL, ns TEXT NOT NULL,"
+            " key TEXT NOT NULL, item_id BLOB NOT NULL)"
+        )
+        for i, item in enumerate(items):
+            conn.execute(
+                "INSERT INTO names_tail VALUES (?, 'p/', ?, ?)", (int(T), f"k{i}", item.item_id)
+            )
+        conn.execute("INSERT INTO names VALUES (?, 'p/', 'k0', ?)", (int(T), items[0].item_id))
+        conn.execute("UPDATE meta SET value = 2 WHERE name = 'names_fold_rid'")
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE name = 'names_fold_at'",
+            (json.dumps([int(T), "p/", "k0"]),),
+        )
+        conn.execute("PRAGMA user_version = 11")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    store = open_store(path)
+    try:
+        assert listed(store, ("p",)) == ["k0", "k1", "k2"]
+        assert index_rows(store) == (["k0", "k1", "k2"], [])
+        assert store.name_tail_stats() == {"pending": 0, "cycle": False}
+        store.apply(T, [nv(("p",), "k3", 9)])
+        assert index_rows(store) == (["k0", "k1", "k2"], ["k3"])
+    finally:
+        store.close()
+
+
+def test_a_purged_pending_name_stays_gone_after_reopening(tmp_path: Path) -> None:
+    """The purge rewrites the log: a reopened store neither lists nor folds the name."""
+    store = open_store(tmp_path / "s.db")
+    try:
+        keys = [f"k{i:02d}" for i in range(30)]
+        store.apply(T, [nv(("p",), k, 10 + i) for i, k in enumerate(keys)])
+        store.maintenance_step()  # a cycle under way: k00.. folded, the rest waiting
+        store.apply(T, [nv(("p",), "late", 50)])
+        store.apply(T, [nv(("p",), k, 100, Op.DELETE) for k in ("k01", "k29", "late")])
+        store.record_ack(7, T, store.tier_seq(T))
+        assert store.purge_tombstones([7], grace_ns=0, now_ns=101 + DAY_NS) == 3
+        store.close()
+        store = open_store(tmp_path / "s.db")
+        kept = [k for k in keys if k not in ("k01", "k29")]
+        assert listed(store, ("p",)) == kept
+        while store.maintenance_step():
+            pass
+        assert index_rows(store) == (kept, [])
     finally:
         store.close()
