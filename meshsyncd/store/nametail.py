@@ -42,8 +42,6 @@ import sqlite3
 import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 from protocol import NAMED, Item
@@ -64,17 +62,25 @@ _NS: dict[bytes, str] = {}
 _NS_MAX = 4096
 
 
-class NewNames:
-    """The new names of one apply: index entries, and the same packed for ``names_log``."""
+Pending = dict[tuple[int, str], dict[str, bytes]]  # (tier, namespace) -> {key: item id}
 
-    __slots__ = ("entries", "packed")
+
+class NewNames:
+    """The new names of one apply: by namespace, and the same packed for ``names_log``.
+
+    Grouped by namespace (key -> item id) rather than as one tuple per name: a fold cycle
+    then sorts each namespace's keys, plain strings, instead of 4-tuples compared field by
+    field (half the cost of the sort), and memory holds no tuple per pending name.
+    """
+
+    __slots__ = ("groups", "packed")
 
     def __init__(self) -> None:
-        self.entries: list[PendingName] = []
+        self.groups: dict[str, dict[str, bytes]] = {}
         self.packed: list[bytes] = []  # item id, name block, item id, name block, ...
 
     def __bool__(self) -> bool:
-        return bool(self.entries)
+        return bool(self.packed)
 
 
 def new_names(
@@ -98,7 +104,7 @@ def new_names(
     length byte and UTF-8, then the key as a u16 length and UTF-8.
     """
     cache = _NS
-    add = out.entries.append
+    groups = out.groups
     pack = out.packed.append
     for iid, _ts, _origin, _tier, _op, _prio, flags, p in todo:
         if not flags & NAMED:
@@ -116,9 +122,12 @@ def new_names(
                 cache.clear()
             ns = cache[head] = sys.intern(index_key(p)[0])
         end = pos + 2 + ((p[pos] << 8) | p[pos + 1])
-        entry = (t, ns, p[pos + 2 : end].decode(), iid)
-        if old is None or not indexed(entry):
-            add(entry)
+        key = p[pos + 2 : end].decode()
+        if old is None or not indexed((t, ns, key, iid)):
+            keys = groups.get(ns)
+            if keys is None:
+                keys = groups[ns] = {}
+            keys[key] = iid
             pack(iid)
             pack(p[:end])
 
@@ -142,6 +151,16 @@ def unpack_log(t: int, blob: bytes) -> Iterator[PendingName]:
         yield (t, intern(ns), key, iid)
 
 
+def _in_order(pending: Pending) -> list[PendingName]:
+    """The pending entries as (tier, namespace, key, item id), sorted: the index's order."""
+    out: list[PendingName] = []
+    for group in sorted(pending):
+        t, ns = group
+        keys = pending[group]
+        out += [(t, ns, key, keys[key]) for key in sorted(keys)]
+    return out
+
+
 class NameTailMixin:
     """The names tail of :class:`meshsyncd.store.core.Store` (module docstring)."""
 
@@ -163,15 +182,14 @@ class NameTailMixin:
         cycle_rid = int(meta.get("names_fold_rid", 0))
         at_raw = json.loads(meta.get("names_fold_at", "[]"))
         at = tuple(at_raw) if at_raw else None
-        new: dict[int, dict[bytes, PendingName]] = {}
+        new: Pending = {}
         cycle: list[PendingName] = []
         for rid, t, blob in self._conn.execute("SELECT rowid, tier, entries FROM names_log"):
             if rid <= cycle_rid:
                 cycle.extend(e for e in unpack_log(t, blob) if at is None or e[:3] > at)
             else:
-                pending = new.setdefault(t, {})
-                for entry in unpack_log(t, blob):
-                    pending[entry[3]] = entry
+                for _t, ns, key, iid in unpack_log(t, blob):
+                    new.setdefault((t, ns), {})[key] = iid
         cycle = sorted(set(cycle))
         self._nt_new = new
         self._nt_count = sum(map(len, new.values()))
@@ -186,14 +204,21 @@ class NameTailMixin:
     def _append_names(self, t: int, names: NewNames) -> None:
         """Log an apply's new names, one ``names_log`` row (inside the apply's transaction).
 
-        ``names`` comes from :func:`new_names`; an id twice in it is one entry (an item's
-        id is derived from its name; the log may hold both, its reader keeps one).
+        ``names`` comes from :func:`new_names`; a name twice in it is one entry (the log
+        may hold both, its reader keeps one).
         """
-        new = self._nt_new.setdefault(t, {})
-        before = len(new)
-        new.update(zip(map(itemgetter(3), names.entries), names.entries, strict=True))
-        added = len(new) - before
-        if names.entries:
+        if names:
+            added = 0
+            pending = self._nt_new
+            for ns, keys in names.groups.items():
+                have = pending.get((t, ns))
+                if have is None:
+                    pending[(t, ns)] = keys
+                    added += len(keys)
+                else:
+                    before = len(have)
+                    have.update(keys)
+                    added += len(have) - before
             self._conn.execute(_INSERT_LOG, (t, b"".join(names.packed)))
             self._nt_sorted = None
             self._nt_count += added
@@ -220,7 +245,7 @@ class NameTailMixin:
             if not self._nt_count or (not force and self._nt_count < self.names_limit):
                 return False
             rid = execute("SELECT max(rowid) FROM names_log").fetchone()[0]
-            self._nt_cycle = sorted(chain.from_iterable(d.values() for d in self._nt_new.values()))
+            self._nt_cycle = _in_order(self._nt_new)
             self._nt_pos, self._nt_gone = 0, set()
             self._nt_new, self._nt_sorted, self._nt_count = {}, None, 0
             self._nt_rid = rid
@@ -247,8 +272,8 @@ class NameTailMixin:
 
     def _indexed(self, entry: PendingName) -> bool:
         """Whether ``entry`` is in the index already: pending, in the cycle, or folded."""
-        t, ns, key, iid = entry
-        if iid in self._nt_new.get(t, ()) or (self._nt_rid and self._in_cycle((t, ns, key))):
+        t, ns, key, _iid = entry
+        if key in self._nt_new.get((t, ns), ()) or (self._nt_rid and self._in_cycle((t, ns, key))):
             return True
         found = self._conn.execute(
             "SELECT 1 FROM names WHERE tier = ? AND ns = ? AND key = ?", (t, ns, key)
@@ -258,11 +283,10 @@ class NameTailMixin:
     def _unpend_names(self, gone: Sequence[tuple[int, str, str]]) -> None:
         """Forget pending entries of removed rows (a purge), in memory and in the log."""
         hits = []
-        by_name = {e[:3]: e[3] for d in self._nt_new.values() for e in d.values()}
         for k in gone:
-            iid = by_name.get(k)
-            if iid is not None:
-                del self._nt_new[k[0]][iid]
+            keys = self._nt_new.get(k[:2])
+            if keys is not None and k[2] in keys:
+                del keys[k[2]]
                 self._nt_count -= 1
                 hits.append(k)
                 self._nt_sorted = None
@@ -289,9 +313,9 @@ class NameTailMixin:
                 rid = execute(_INSERT_LOG, (t, blob)).lastrowid or 0
             self._nt_rid = rid
             execute("UPDATE meta SET value = ? WHERE name = 'names_fold_rid'", (rid,))
-        for t, pending in self._nt_new.items():
-            if pending:
-                execute(_INSERT_LOG, (t, pack_log(list(pending.values()))))
+        pending = _in_order(self._nt_new)
+        for t in sorted({e[0] for e in pending}):
+            execute(_INSERT_LOG, (t, pack_log([e for e in pending if e[0] == t])))
 
     def _in_cycle(self, k: tuple[int, str, str]) -> bool:
         cycle = self._nt_cycle
@@ -310,7 +334,7 @@ class NameTailMixin:
         if not self._nt_count and not self._nt_rid:
             return []
         if self._nt_sorted is None:
-            self._nt_sorted = sorted(chain.from_iterable(d.values() for d in self._nt_new.values()))
+            self._nt_sorted = _in_order(self._nt_new)
         out: list[tuple[str, str, bytes]] = []
         for entries, first in ((self._nt_sorted, 0), (self._nt_cycle, self._nt_pos)):
             i = bisect_left(entries, (t, lo, "", b""), first)
