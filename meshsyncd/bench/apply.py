@@ -327,10 +327,15 @@ def run_repeated(
     seed: int,
     cache: Path | None,
     repeat: int,
-    named: bool = False,
+    kinds: tuple[bool, ...] = (False,),
     history: int | None = None,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     """:func:`run_scenario` ``repeat`` times on fresh copies; each figure's median run.
+
+    One summary per entry of ``kinds`` (nameless ``False``, NAMED ``True``). With both,
+    the runs alternate (nameless, named, nameless, ...): on a shared machine the load can
+    change by half within minutes, and three nameless runs followed by three named ones
+    moved their ratio by a third.
 
     Why: on a shared or virtual machine one run can be a third off the next (measured here:
     the same code gave 38k and 70k items/s a minute apart), so a single figure says little.
@@ -343,14 +348,22 @@ def run_repeated(
     """
     if preload > 0 and cache is None and repeat > 1:
         cache = workdir / "preload-cache"
-    runs = []
+    by_kind: dict[bool, list[dict[str, Any]]] = {named: [] for named in kinds}
     for k in range(repeat):
-        rundir = workdir / f"{name}-run{k + 1}"
-        rundir.mkdir()
-        try:
-            runs.append(run_scenario(rundir, name, preload, n, seed, cache, named, history))
-        finally:
-            shutil.rmtree(rundir, ignore_errors=True)
+        for named in kinds:
+            rundir = workdir / f"{name}-run{k + 1}{'-named' if named else ''}"
+            rundir.mkdir()
+            try:
+                by_kind[named].append(
+                    run_scenario(rundir, name, preload, n, seed, cache, named, history)
+                )
+            finally:
+                shutil.rmtree(rundir, ignore_errors=True)
+    return [_summary(by_kind[named]) for named in kinds]
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run's fields, with each figure's median over ``runs`` and its range."""
     out = dict(runs[0])
     for field in ("engine_items_per_s", "bare_items_per_s", "ratio"):
         values = sorted(r[field] for r in runs)
@@ -426,16 +439,12 @@ def apply_cmd(
         results = []
         kinds = (False, True) if names else (False,)
         if only in ("both", "fresh"):
-            for named in kinds:
-                results.append(
-                    run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat, named, history)
-                )
+            results += run_repeated(Path(tmp), "fresh", 0, items, 1, None, repeat, kinds, history)
         if only in ("both", "preloaded"):
             name = f"preloaded-{preload // 1000}k"
-            for named in kinds:
-                results.append(
-                    run_repeated(Path(tmp), name, preload, items, 2, cache, repeat, named, history)
-                )
+            results += run_repeated(
+                Path(tmp), name, preload, items, 2, cache, repeat, kinds, history
+            )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     targets = {
         "min_items_per_s": 60_000,
@@ -456,9 +465,19 @@ def apply_cmd(
         for base, rate in rates.items()
         if f"{base} named" in rates
     }
+    # Each named run over the nameless run just before it (the runs alternate).
+    by_name = {r["scenario"]: r["runs"] for r in results}
+    per_pair = {
+        base: [
+            round(n["engine_items_per_s"] / max(1, u["engine_items_per_s"]), 2)
+            for u, n in zip(by_name[base], by_name[f"{base} named"], strict=True)
+        ]
+        for base in named_vs
+    }
     report = {
         "bench": "apply",
         "named_vs_nameless": named_vs,
+        "named_vs_nameless_per_pair": per_pair,
         "sqlite": sqlite3.sqlite_version,
         "history_versions": "default" if history is None else history,
         "results": results,
@@ -487,7 +506,11 @@ def apply_cmd(
             f"  {'':>16}  conflicts logged {r['conflicts_logged']:,}   store {r['store_mib']} MiB"
         )
     for base, ratio in named_vs.items():
-        click.echo(f"  {base}: named items at {ratio:.0%} of nameless (target >= 90%)")
+        pairs = ", ".join(f"{r:.2f}" for r in per_pair[base])
+        click.echo(
+            f"  {base}: named items at {ratio:.0%} of nameless (target >= 90%);"
+            f" per pair of runs: {pairs}"
+        )
     click.echo(f"  peak RSS: {peak_mib:.1f} MiB")
     click.echo(
         f"  targets: >= {targets['min_items_per_s']:,} items/s, >= {targets['min_ratio']:.0%}"

@@ -90,11 +90,18 @@ def test_bench_apply_reports_the_median_of_its_runs(tmp_path: Path) -> None:
 def test_bench_apply_runs_named_items_with_history_off(tmp_path: Path) -> None:
     doc = _bench(
         "apply", "--items", "3000", "--only", "fresh", "--names", "--history", "0",
-        "--repeat", "1", "--dir", str(tmp_path),
+        "--repeat", "2", "--dir", str(tmp_path),
     )  # fmt: skip
     assert doc["history_versions"] == 0
     plain, named = doc["results"]
     assert (plain["scenario"], named["scenario"]) == ("fresh", "fresh named")
     assert named["rows_after"] == plain["rows_after"] == 3000
-    assert named["store_mib"] >= plain["store_mib"]  # the names: tail, index, name blocks
+    assert named["store_mib"] >= plain["store_mib"]  # the names: log, index, name blocks
     assert doc["named_vs_nameless"]["fresh"] > 0
+    # The runs alternate, so each named run has the nameless run before it as its pair.
+    pairs = doc["named_vs_nameless_per_pair"]["fresh"]
+    assert len(pairs) == len(named["runs"]) == 2
+    assert pairs == [
+        round(n["engine_items_per_s"] / u["engine_items_per_s"], 2)
+        for u, n in zip(plain["runs"], named["runs"], strict=True)
+    ]
