@@ -9,7 +9,7 @@ follows "/" in every encoding), and deeper namespaces sort right after their par
 
 An entry is written once per item, in the transaction that creates the item's row (an
 item's name never changes: its id is derived from it), first into the names tail
-(``nametail.py``: an append-only table, and memory), from which maintenance steps fold it
+(``nametail.py``: a log of packed entries, and memory), from which maintenance steps fold it
 into ``names`` in name order with ``INSERT OR IGNORE``; every query here merges the pending
 entries in, so a name is listed as soon as its apply returns. It is removed with
 the row when a purge removes the row. Entries point at ids, not rows: a row moves on every
