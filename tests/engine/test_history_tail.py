@@ -221,8 +221,8 @@ def test_a_version_11_store_migrates_with_its_history(tmp_path: Path) -> None:
         assert keys(store, 1) == [(30, 1), (25, 2), (20, 1), (10, 1)]
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 13
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
-        assert {"history", "history_tail"} <= names
+        assert {"history", "history_tail", "names_log"} <= names
     finally:
         conn.close()
