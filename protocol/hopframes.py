@@ -18,7 +18,8 @@ from typing import ClassVar
 from .batch import Batch, BatchHeader, unpack_batch
 from .constants import Tier
 from .errors import BadFieldError
-from .frames import Frame, _need, _peek_exact, _trusted, _vet_batch, register_frame
+from .events import Frame, _need, _vet_batch
+from .frames import _peek_exact, _trusted, register_frame
 from .item import Buffer
 
 __all__ = ["MAX_HOPS", "HopPush"]
