@@ -62,7 +62,7 @@ from .frames import (
     parse_frame,
 )
 from .hopframes import MAX_HOPS, HopPush
-from .item import Item, inflate, pack_item, pack_items, unpack_item, unpack_items
+from .item import Item, pack_item, pack_items, unpack_item, unpack_items
 from .memberframes import (
     MAX_MEMBERS,
     MAX_PRUNE,
@@ -87,6 +87,7 @@ from .meshframes import (
     Ranges,
 )
 from .names import MAX_DEPTH, MAX_KEY, MAX_LABEL, SEPARATOR, Name, name_block, name_id
+from .payload import inflate
 
 __all__ = [
     "BASED",

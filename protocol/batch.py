@@ -38,7 +38,8 @@ from .errors import (
     TruncatedError,
     VersionError,
 )
-from .item import Buffer, Item, inflate, pack_items, unpack_items
+from .item import Buffer, Item, pack_items, unpack_items
+from .payload import inflate
 
 __all__ = ["Batch", "BatchHeader", "pack_batch", "peek_batch", "unpack_batch"]
 

@@ -12,15 +12,11 @@ underneath so that the decoder can build one with a single C call after validati
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
-
-import zstandard
 
 from .bases import BASE_SIZE, BASED, KNOWN_FLAGS, flags_problem, read_base, value_start
 from .constants import (
@@ -35,7 +31,6 @@ from .constants import (
 from .errors import (
     BadFieldError,
     ChecksumError,
-    CompressionError,
     LimitError,
     LocalProtocolError,
     ProtocolError,
@@ -43,6 +38,7 @@ from .errors import (
     TruncatedError,
 )
 from .names import NAME_ID_PREFIX, NAMED, Name, name_id, parse_name, read_name
+from .payload import check_value, inflate
 
 __all__ = ["Item", "inflate", "pack_item", "pack_items", "unpack_item", "unpack_items"]
 
@@ -56,8 +52,6 @@ _HEAD44 = struct.Struct(">16sQQBBBBHHI")
 _CRC = struct.Struct(">I")
 _U64_MAX = (1 << 64) - 1
 _KNOWN_FLAGS = KNOWN_FLAGS
-_local = threading.local()
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 frame magic 0xFD2FB528, little-endian
 
 # (version<<24 | tier<<16 | op<<8 | priority) -> (tier, op, priority, payload needs a check)
 _VTOP: dict[int, tuple[Tier, Op, Priority, bool]] = {
@@ -206,51 +200,6 @@ class Item(_ItemFields):
         return read_name(self.payload)[0]
 
 
-def inflate(data: Buffer, limit: int, field: str, offset: int | None) -> bytes:
-    """Inflate exactly one zstd frame whose header declares a size of at most ``limit``.
-
-    The declared size is checked before any output buffer exists, which is what makes a
-    decompression bomb harmless.
-
-    Raises:
-        CompressionError: not one well-formed zstd frame with a declared content size.
-        LimitError: the declared size is above ``limit``.
-    """
-    if bytes(data[:4]) != _ZSTD_MAGIC:  # also refuses skippable frames (no content)
-        raise CompressionError("not a zstd frame", field=field, offset=offset)
-    try:
-        size = zstandard.frame_content_size(data)
-    except zstandard.ZstdError:
-        raise CompressionError("not a zstd frame", field=field, offset=offset) from None
-    if size < 0:
-        raise CompressionError(
-            "zstd frame does not declare its content size", field=field, offset=offset
-        )
-    if size > limit:
-        raise LimitError(
-            f"zstd frame declares {size} bytes, limit is {limit}", field=field, offset=offset
-        )
-    # One-shot: the output buffer is exactly the declared size, checked above; a frame that
-    # holds more, less, or is followed by anything is refused by libzstd itself.
-    try:
-        out = _decompressor().decompress(data, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        raise CompressionError(f"corrupt zstd frame ({exc})", field=field, offset=offset) from None
-    if len(out) != size:
-        raise CompressionError(
-            f"zstd frame inflated to {len(out)} bytes, declared {size}", field=field, offset=offset
-        )
-    return out
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    """One decompression context per thread: contexts are not thread-safe, and costly."""
-    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
-    if dctx is None:
-        dctx = _local.dctx = zstandard.ZstdDecompressor()
-    return dctx
-
-
 def _check_payload(
     op: int, flags: int, payload: bytes, prefix: str, offset: int | None, item_id: bytes
 ) -> None:
@@ -283,26 +232,6 @@ def _check_payload(
         if offset is not None:
             offset += BASE_SIZE
     check_value(op, flags, payload, f"{prefix}.payload", offset)
-
-
-def check_value(op: int, flags: int, value: bytes, field: str, offset: int | None) -> None:
-    """The rules on an item's value (after any name block): DELETE empty, MERGE object."""
-    if op == Op.DELETE and value:
-        raise BadFieldError(
-            f"DELETE must carry an empty value, got {len(value)} bytes",
-            field=field,
-            offset=offset,
-        )
-    data = inflate(value, MAX_PAYLOAD, field, offset) if flags & PAYLOAD_ZSTD else value
-    if op == Op.MERGE:
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise BadFieldError(
-                "MERGE payload is not UTF-8 JSON", field=field, offset=offset
-            ) from None
-        if not isinstance(obj, dict):
-            raise BadFieldError("MERGE payload must be a JSON object", field=field, offset=offset)
 
 
 def _diagnose(buf: Buffer, off: int, prefix: str) -> ProtocolError:

@@ -54,8 +54,9 @@ from .errors import (
     TruncatedError,
     VersionError,
 )
-from .item import Buffer, check_value, inflate
+from .item import Buffer
 from .names import MAX_DEPTH, MAX_KEY, NAMED, name_id
+from .payload import check_value, inflate
 from .schemakit import (
     Ctx,
     _Check,
