@@ -46,6 +46,7 @@ from protocol import (
     Hello,
     HopPush,
     Item,
+    Links,
     Members,
     NeedData,
     Ping,
@@ -313,6 +314,7 @@ _DATA_FRAMES = (
     *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol 2
     *(Members, Prune),  # protocol 2, MEMBERSHIP
     HopPush,  # protocol 5
+    Links,  # protocol 6, MEMBERSHIP
 )
 # SPEC.md section 5, restated: state -> frames allowed in it.
 _ALLOWED: dict[State, tuple[type[Frame], ...]] = {

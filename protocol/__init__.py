@@ -63,6 +63,7 @@ from .frames import (
 )
 from .hopframes import MAX_HOPS, HopPush
 from .item import Item, pack_item, pack_items, unpack_item, unpack_items
+from .linkframes import MAX_LINK_PEERS, MAX_LINK_RECORDS, LinkRecord, Links, short_id
 from .memberframes import (
     MAX_MEMBERS,
     MAX_PRUNE,
@@ -105,6 +106,8 @@ __all__ = [
     "MAX_HOPS",
     "MAX_KEY",
     "MAX_LABEL",
+    "MAX_LINK_PEERS",
+    "MAX_LINK_RECORDS",
     "MAX_MEMBERS",
     "MAX_PAYLOAD",
     "MAX_PRUNE",
@@ -142,6 +145,8 @@ __all__ = [
     "HopPush",
     "Item",
     "LimitError",
+    "LinkRecord",
+    "Links",
     "LocalProtocolError",
     "Member",
     "MemberKind",
@@ -180,6 +185,7 @@ __all__ = [
     "parse_frame",
     "peek_batch",
     "read_base",
+    "short_id",
     "unpack_batch",
     "unpack_item",
     "unpack_items",

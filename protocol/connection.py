@@ -41,6 +41,7 @@ from .frames import (
     read_frame_header,
 )
 from .hopframes import HopPush
+from .linkframes import Links
 from .memberframes import Members, Prune
 from .meshframes import Barrier, BarrierDone, RangeIds, Ranges
 
@@ -75,6 +76,7 @@ _DATA_FRAMES: tuple[type[Frame], ...] = (
     *(Barrier, BarrierDone, Ranges, RangeIds),  # protocol version 2, by capability
     *(Members, Prune),  # protocol version 2, capability MEMBERSHIP
     HopPush,  # protocol version 5
+    Links,  # protocol version 6, capability MEMBERSHIP
 )
 
 # The whole session state machine: (state, frame class) -> next state. Absent = not allowed.

@@ -566,3 +566,8 @@ from . import memberschema as _memberschema  # noqa: E402
 
 _BODIES.update(_memberschema.BODIES)
 FRAME_BODY_NAMES.update({ftype: body.name for ftype, body in _memberschema.BODIES.items()})
+
+from . import linkschema as _linkschema  # noqa: E402
+
+_BODIES.update(_linkschema.BODIES)
+FRAME_BODY_NAMES.update({ftype: body.name for ftype, body in _linkschema.BODIES.items()})

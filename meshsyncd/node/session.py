@@ -83,6 +83,7 @@ EXTENSION_CAPABILITY: dict[type[P.Frame], P.Capability] = {
     P.RangeIds: P.Capability.REPAIR,
     P.Members: P.Capability.MEMBERSHIP,
     P.Prune: P.Capability.MEMBERSHIP,
+    P.Links: P.Capability.MEMBERSHIP,  # protocol 6
 }
 
 # How a session may end without it being a bug in this node.
@@ -453,11 +454,11 @@ class Session(SessionLanes):
 
     async def _on_hello(self, hello: P.Hello, nursery: trio.Nursery) -> None:
         if hello.version < P.MIN_PROTOCOL_VERSION:
-            # It could not decode a HOP_PUSH, nor perhaps a NAMED or BASED item (SPEC.md
-            # section 6): refuse it by name rather than let its first push or pull fail.
+            # It sends no LINKS (nor, below 5, HOP_PUSH; SPEC.md section 6): our broadcast
+            # trees would not know its links. Refuse it by name, not by silent gaps.
             raise P.VersionError(
                 f"peer speaks protocol {hello.version}, this node needs at least "
-                f"{P.MIN_PROTOCOL_VERSION} (pushes with hop counts): upgrade it",
+                f"{P.MIN_PROTOCOL_VERSION} (link-state broadcast trees): upgrade it",
                 field="hello.version",
             )
         if self.expected_peer is not None and hello.node_id != self.expected_peer:

@@ -239,22 +239,22 @@ async def test_peer_of_protocol_2_is_refused_at_hello_by_name(tmp_path: Path) ->
         a.store.close()
 
 
-async def test_peer_of_protocol_4_is_refused_at_hello_by_name(tmp_path: Path) -> None:
-    """A protocol-4 peer cannot decode HOP_PUSH (SPEC.md section 4.4): refused by name."""
+async def test_peer_of_protocol_5_is_refused_at_hello_by_name(tmp_path: Path) -> None:
+    """A protocol-5 peer sends no LINKS (SPEC.md section 4.5): refused by name."""
     a = _engine(tmp_path / "a.db", 1)
     try:
         left, right = trio.testing.memory_stream_pair()
         session = Session(AsyncEngine(a), left, node_id=bytes([1]) * 32, pull_interval=3600)
         peer = P.Connection()
         hello = P.Hello(
-            version=4,
+            version=5,
             node_id=bytes([2]) * 32,
             incarnation=bytes(16),
-            capabilities=0x3F,
+            capabilities=0x7F,
             timestamp_ns=1,
         )
         await right.send_all(peer.send(hello))
-        with pytest.raises(SessionClosed, match="protocol 4, this node needs at least 5"):
+        with pytest.raises(SessionClosed, match="protocol 5, this node needs at least 6"):
             await session.run()
         peer.receive_data(await right.receive_some(65536))
         events = []

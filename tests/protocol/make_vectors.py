@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import based_vectors
 import hop_vectors
+import link_vectors
 import named_vectors
 import zstandard
 from vectorlib import (
@@ -545,7 +546,10 @@ def main() -> int:
         },
     )
     for name, (frame, text) in (
-        named_vectors.frames() | based_vectors.frames() | hop_vectors.frames()
+        named_vectors.frames()
+        | based_vectors.frames()
+        | hop_vectors.frames()
+        | link_vectors.frames()
     ).items():
         added += _write(
             name,
@@ -553,7 +557,7 @@ def main() -> int:
             {"kind": "frame", "description": text, "frame": frame_to_json(frame)},
         )
     bad = bad_vectors() | named_vectors.bad_vectors() | based_vectors.bad_vectors()
-    bad |= hop_vectors.bad_vectors()
+    bad |= hop_vectors.bad_vectors() | link_vectors.bad_vectors()
     for name, (kind, data, error, text) in bad.items():
         added += _write(name, data, {"kind": kind, "description": text, "expect_error": error})
     print(f"{added} vectors added to {VECTORS}")

@@ -138,7 +138,21 @@ def frames(draw: st.DrawFn) -> protocol.Frame:
         return protocol.Digest(tier=draw(TIERS), seq=draw(U64), digest=draw(b32))
     if cls in (protocol.Members, protocol.Prune):
         return draw(member_frames(cls))
+    if cls is protocol.Links:
+        return draw(link_frames())
     return draw(mesh_frames(cls))
+
+
+@st.composite
+def link_frames(draw: st.DrawFn) -> protocol.Frame:
+    """LINKS (SPEC.md 4.5): records sorted by node id, peers sorted and never the node."""
+    ids = draw(st.lists(st.binary(min_size=32, max_size=32), max_size=4, unique=True))
+    records = []
+    for node_id in sorted(ids):
+        own = protocol.short_id(node_id)
+        peers = sorted(set(draw(st.lists(U64, max_size=5))) - {own})
+        records.append(protocol.LinkRecord(node_id, draw(U64), tuple(peers)))
+    return protocol.Links(records=tuple(records))
 
 
 HOSTS = st.text(alphabet="abcxyz0189.-_:", max_size=protocol.memberframes.HOST_FIELD)
@@ -312,6 +326,11 @@ def _frame_schema(data: bytes) -> dict[str, Any]:
         _mesh_fields(frame.type, fields)
     if frame.type in (protocol.Members.TYPE, protocol.Prune.TYPE):
         _member_fields(frame.type, fields)
+    if frame.type == protocol.Links.TYPE:
+        fields.pop("count")
+        fields["records"] = tuple(
+            protocol.LinkRecord(r.node_id, r.version, tuple(r.peers)) for r in fields["records"]
+        )
     return {"type": frame.type, "fields": fields, "end": end}
 
 

@@ -149,6 +149,11 @@ def frame_to_json(frame: P.Frame) -> dict[str, Any]:
         out |= {"kind": frame.kind.name, "members": [_member_to_json(m) for m in frame.members]}
     elif isinstance(frame, P.Prune):
         out |= {"graft": frame.graft, "origins": list(frame.origins)}
+    elif isinstance(frame, P.Links):
+        out["records"] = [
+            {"node_id": r.node_id.hex(), "version": r.version, "peers": list(r.peers)}
+            for r in frame.records
+        ]
     return out
 
 
@@ -220,6 +225,13 @@ def frame_from_json(d: dict[str, Any]) -> P.Frame:
     cls = {c.NAME: c for c in P.FRAME_TYPES.values()}[kind]
     if cls in (P.Members, P.Prune):
         return _members_from_json(cls, f)
+    if cls is P.Links:
+        return P.Links(
+            records=tuple(
+                P.LinkRecord(bytes.fromhex(r["node_id"]), r["version"], tuple(r["peers"]))
+                for r in f["records"]
+            )
+        )
     if cls in (P.Barrier, P.BarrierDone, P.Ranges, P.RangeIds):
         return _mesh_from_json(cls, f)
     return cls(**f)
