@@ -141,10 +141,21 @@ class Run:
             "sessions_per_node": round(statistics.mean(degrees), 2),
             "max_sessions": max(degrees),
         }
+        self.figures["link_state"] = {"startup": self._links()}
+
+    def _links(self, since: dict[str, int] | None = None) -> dict[str, int]:
+        """LINKS traffic so far, every node (or since ``since``): frames, records, bytes."""
+        total = {
+            key: sum(getattr(n.linkstate.stats, f"{key}_out") for n in self.nodes)
+            for key in ("frames", "records", "bytes")
+        }
+        return {k: v - (since or {}).get(k, 0) for k, v in total.items()}
 
     async def urgent(self, writes: int) -> None:
+        before = self._links()
         self.crash(self.nodes[0])  # the introducer leaves; the mesh carries on without it
         await trio.sleep(10)
+        self.figures["link_state"]["introducer_left"] = self._links(before)
         live = self.live()
         self.figures["after_introducer_left"] = {
             "sessions_per_node": round(statistics.mean(len(n.sessions) for n in live), 2),
@@ -161,6 +172,12 @@ class Run:
                 await trio.sleep(1)
         self.figures["urgent_first_write"] = _summary(flood)
         self.figures["urgent"] = _summary(tree)
+        # one membership change: a node crashes; its neighbours' records change, spread,
+        # and they link to others (more records). What the link state costs for it:
+        before = self._links()
+        self.crash(self.rng.choice(live[1:]))
+        await trio.sleep(10)
+        self.figures["link_state"]["one_crash"] = self._links(before)
 
     async def _spread(self, item: Any, live: list[SimNode]) -> dict[str, Any]:
         key = self.net.track(item)
@@ -373,6 +390,7 @@ def sim_cmd(n: int, seed: int, max_peers: int, writes: int, churn: bool, as_json
                f"eccentricity {ours['bfs_eccentricity']})")  # fmt: skip
     first = figures["urgent_first_write"]
     click.echo(f"(an origin's first write, building its tree: {first})")
+    click.echo(f"link state, LINKS sent by all nodes: {figures['link_state']}")
     heal = figures["partition_heal"]["converged_s"]
     click.echo(f"{'converged after heal, s':<28}{heal:>14}{gossip['heal_converged_s']:>14}")
     if "churn" in figures:

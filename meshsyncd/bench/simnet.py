@@ -39,11 +39,12 @@ from ..clock import HybridClock
 from ..config import Config, PeerConfig
 from ..config.introduced import IntroducedPeer
 from ..engine import Engine
+from ..mesh.linkstate import forward_filter
 from ..mesh.membership import Membership
 from ..mesh.relay import Relay
 from ..mesh.tree import Trees
 from ..node.links import BACKOFF_MAX, BACKOFF_MIN, PeerState
-from ..node.members import MemberLinks
+from ..node.members import MemberLinks, link_state
 from ..node.session import FrameHandler, Session
 from ..store import Store
 from ..store.aio import SerialWorker
@@ -170,7 +171,6 @@ class SimNode(MemberLinks):
         self.listen_port = config.listen_port
         self.relay = Relay()
         self.trees = Trees(clock=trio.current_time)
-        self.relay.skip, self.relay.sent = self.trees.skip, self.trees.sent
         self.membership = Membership(
             node_id,
             host=config.listen_host,
@@ -182,9 +182,13 @@ class SimNode(MemberLinks):
             rng=random.Random(net.seed * 1_000_003 + index),
         )
         self.membership.set_config(config.peers)
+        self.linkstate = link_state(self.membership, clock=trio.current_time, wall_ms=net.wall_ms)
+        self.relay.skip = forward_filter(self.linkstate, self.trees)
+        self.relay.sent = self.trees.sent
         self.extensions: dict[type[P.Frame], FrameHandler] = {
             P.Members: self._on_members,
             P.Prune: self._on_prune,
+            P.Links: self._on_links,
         }
         self.capabilities = int(P.Capability.MEMBERSHIP)
         self._nursery: trio.Nursery | None = None

@@ -42,6 +42,7 @@ from ..engine import Engine
 from ..identity import Identity, node_id_text
 from ..ids import short_text
 from ..mesh.barrier import Barriers
+from ..mesh.linkstate import forward_filter
 from ..mesh.relay import Relay, RelayStats
 from ..mesh.repair import Repair
 from ..mesh.tree import Trees
@@ -49,7 +50,7 @@ from ..metrics import MeteredEngine, Metrics, Snapshot, tier_counts
 from ..store import Store
 from .admission import HandshakeGate
 from .links import PeerState
-from .members import MemberLinks, load_membership
+from .members import MemberLinks, link_state, load_membership
 from .notify import Notifier
 from .session import FrameHandler, Session
 from .startup import STORE_ERRORS, check_store_path, step
@@ -94,12 +95,15 @@ class Daemon(MemberLinks):
         self.membership = load_membership(config, self.node_id)  # members.py
         self.trust.reload(allowed=self.membership.trusted())
         self.trees = Trees()
-        self.relay.skip, self.relay.sent = self.trees.skip, self.trees.sent
+        self.linkstate = link_state(self.membership)  # members.py: trees before the flood
+        self.relay.skip = forward_filter(self.linkstate, self.trees)
+        self.relay.sent = self.trees.sent
         self.extensions: dict[type[P.Frame], FrameHandler] = {
             P.Barrier: self._on_barrier,
             P.BarrierDone: self._on_barrier_done,
             P.Members: self._on_members,
             P.Prune: self._on_prune,
+            P.Links: self._on_links,
         }
         self.capabilities = int(P.Capability.BARRIER)
         # unauthenticated connections: limits, refusal log lines, heap relief (admission.py)
@@ -405,7 +409,8 @@ class Daemon(MemberLinks):
                 "cursors": dict(state.cursors),
                 "lag": dict(state.lag),
                 "introduced_by": self._introduced_by(pid),
-                "membership_refused": self.membership.stats.refused.get(pid, 0),
+                "membership_refused": self.membership.stats.refused.get(pid, 0)
+                + self.linkstate.stats.refused.get(pid, 0),
             }
             if session is not None:
                 st = session.stats

@@ -30,6 +30,7 @@ from ..config import Config, ConfigError, PeerConfig
 from ..config.introduced import INTRODUCED_FILE, load_introduced
 from ..identity import node_id_text, parse_node_id
 from ..ids import short_text
+from ..mesh.linkstate import LinkState
 from ..mesh.membership import Membership
 from ..mesh.relay import Relay
 from ..mesh.tree import Trees
@@ -67,6 +68,18 @@ def load_membership(config: Config, node_id: bytes) -> Membership:
     return membership
 
 
+def link_state(membership: Membership, **kw: Any) -> LinkState:
+    """Link state (``mesh/linkstate.py``) that keeps records of the nodes we trust only;
+    a complete view holds one per member we believe alive, and ours."""
+    m = membership
+    return LinkState(
+        m.node_id,
+        trusted=lambda pid: pid in m.configured or pid in m.introduced,
+        expected=lambda: 1 + sum(1 for p in (*m.configured, *m.introduced) if m.alive(p)),
+        **kw,
+    )
+
+
 class MemberLinks(Links):
     """Membership wiring (mixed into ``Daemon`` ahead of ``Links``)."""
 
@@ -76,6 +89,7 @@ class MemberLinks(Links):
     relay: Relay
     membership: Membership
     trees: Trees
+    linkstate: LinkState
     listen_port: int
 
     # -- hooks of Links ---------------------------------------------------------------------
@@ -107,6 +121,9 @@ class MemberLinks(Links):
             self.trees.opened(pid)
             for frame in self.membership.session_opened(pid):
                 session.send_nowait(frame)
+            self.linkstate.set_live(self._link_peers())
+            for frame in self.linkstate.opened(pid):
+                session.send_nowait(frame)
 
     async def _run_session(
         self, stream: trio.abc.Stream, peer: PeerConfig, *, initiator: bool
@@ -117,6 +134,8 @@ class MemberLinks(Links):
             parted = session.bye is not None and session.bye.code == P.ByeCode.NORMAL
             self.membership.session_closed(peer.node_id, parted=parted)
             self._send_prunes(self.trees.closed(peer.node_id).items())
+            self.linkstate.closed(peer.node_id)
+            self.linkstate.set_live(self._link_peers())
         return session
 
     # -- frames -----------------------------------------------------------------------------
@@ -134,6 +153,39 @@ class MemberLinks(Links):
                 self._trust_changed(removed)
         else:
             self.membership.on_gossip(pid, frame)
+
+    async def _on_links(self, session: Session, frame: P.Frame) -> None:
+        assert isinstance(frame, P.Links) and session.peer_hello is not None
+        _, answer = self.linkstate.on_links(session.peer_hello.node_id, frame)
+        for reply in answer:
+            session.send_nowait(reply)
+
+    def _link_peers(self) -> list[bytes]:
+        """Sessions the link-state graph may route over: MEMBERSHIP, every tier both ways,
+        no namespace rule (a tree must never route a write over a session that drops it)."""
+        every = frozenset(P.Tier)
+        return [
+            pid
+            for pid, s in self.sessions.items()
+            if s.peer_speaks(P.Capability.MEMBERSHIP)
+            and s.send_tiers == every == s.accept_tiers
+            and s.send_share is None
+            and s.accept_share is None
+        ]
+
+    def _send_links(self) -> None:
+        """This tick's link records (bounded like gossip: a backed-up peer misses them)."""
+        self.linkstate.set_live(self._link_peers())
+        for pid, frames in self.linkstate.tick(self.sessions).items():
+            session = self.sessions.get(pid)
+            if session is None or not session.peer_speaks(P.Capability.MEMBERSHIP):
+                continue
+            if session.urgent_backlog >= GOSSIP_BACKLOG:
+                self.membership.stats.gossip_dropped += 1
+                continue
+            for frame in frames:
+                with contextlib.suppress(P.LocalProtocolError):
+                    session.send_nowait(frame)
 
     async def _on_prune(self, session: Session, frame: P.Frame) -> None:
         assert isinstance(frame, P.Prune) and session.peer_hello is not None
@@ -173,6 +225,8 @@ class MemberLinks(Links):
 
     def _trust_changed(self, removed: list[bytes]) -> None:
         self.trust.reload(allowed=self.membership.trusted())
+        if removed:
+            self.linkstate.forget(lambda pid: pid not in removed)
         for pid in removed:
             log.info("introduced peer dropped: no introducer vouches", peer=_short(pid))
             self._stop_peer(pid, P.ByeCode.REMOVED, "no introducer vouches for it")
@@ -199,6 +253,7 @@ class MemberLinks(Links):
                     continue
                 with contextlib.suppress(P.LocalProtocolError):
                     session.send_nowait(frame)
+            self._send_links()
             for pid in self.membership.shed(self.sessions, self._dialled()):
                 log.info("session shed: enough sessions", peer=_short(pid))
                 self._stop_peer(
