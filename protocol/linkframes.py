@@ -40,11 +40,22 @@ def short_id(node_id: bytes) -> int:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LinkRecord:
-    """One node's live session peers (short ids, ascending) under its own ``version``."""
+    """One node's live session peers (short ids, ascending) under its own ``version``.
+
+    A record validates itself once, when made, and keeps its wire form (``wire``): a relay
+    sends the same record on to several peers, so a frame of records only checks their
+    order, and encoding one is a join.
+    """
 
     node_id: bytes
     version: int
     peers: tuple[int, ...] = ()
+    wire: bytes = dataclasses.field(default=b"", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_record(self, "link_record")
+        head = _HEAD.pack(self.node_id, self.version, len(self.peers))
+        object.__setattr__(self, "wire", head + struct.pack(f">{len(self.peers)}Q", *self.peers))
 
 
 def _need(ok: bool, field: str, message: str) -> None:
@@ -52,9 +63,7 @@ def _need(ok: bool, field: str, message: str) -> None:
         raise LocalProtocolError(message, field=field)
 
 
-def _check_record(r: object, field: str) -> None:
-    _need(isinstance(r, LinkRecord), field, "must be a LinkRecord")
-    assert isinstance(r, LinkRecord)
+def _check_record(r: LinkRecord, field: str) -> None:
     _need(isinstance(r.node_id, bytes) and len(r.node_id) == 32, f"{field}.node_id", "32 bytes")
     _need(type(r.version) is int and 0 <= r.version < 1 << 64, f"{field}.version", "must be a u64")
     _need(isinstance(r.peers, tuple), f"{field}.peers", "must be a tuple")
@@ -80,19 +89,36 @@ class Links(Frame):
             len(self.records) <= MAX_LINK_RECORDS, "links.records", f"more than {MAX_LINK_RECORDS}"
         )
         prev: bytes | None = None
-        for r in self.records:
-            _check_record(r, "links.records")
+        for r in self.records:  # each record checked itself when it was made
+            _need(isinstance(r, LinkRecord), "links.records", "must be LinkRecords")
             _need(prev is None or r.node_id > prev, "links.records", "must be sorted, unique")
             prev = r.node_id
 
 
+def _vetted(node_id: bytes, version: int, peers: tuple[int, ...], wire: bytes) -> LinkRecord:
+    """A record the decoder has already checked, with its bytes as they came."""
+    record = object.__new__(LinkRecord)
+    for name, value in (("node_id", node_id), ("version", version), ("peers", peers)):
+        object.__setattr__(record, name, value)
+    object.__setattr__(record, "wire", wire)
+    return record
+
+
 def _encode(event: Frame) -> bytes:
     assert isinstance(event, Links)
-    out = [_COUNT.pack(len(event.records))]
-    for r in event.records:
-        out.append(_HEAD.pack(r.node_id, r.version, len(r.peers)))
-        out.extend(_PEER.pack(p) for p in r.peers)
-    return b"".join(out)
+    return _COUNT.pack(len(event.records)) + b"".join(r.wire for r in event.records)
+
+
+def _bad_peers(peers: tuple[int, ...], own: int, name: str, at: int) -> None:
+    last = -1
+    for j, peer in enumerate(peers):
+        if peer <= last or peer == own:
+            raise BadFieldError(
+                "peers must be sorted, unique and not the node itself",
+                field=f"{name}.peers[{j}]",
+                offset=at + j * _PEER.size,
+            )
+        last = peer
 
 
 def _decode(body: Buffer, base: int) -> Frame:
@@ -105,43 +131,43 @@ def _decode(body: Buffer, base: int) -> Frame:
             f"{count} records exceeds {MAX_LINK_RECORDS}", field="links.count", offset=base
         )
     off = _COUNT.size
+    size = len(data)
     records = []
-    prev: bytes | None = None
-    for i in range(count):
-        name = f"links.records[{i}]"
-        left = len(data) - off
-        if left < _HEAD.size:
+    prev = b""
+    for i in range(count):  # hot in a big mesh: names of fields are made only on errors
+        if size - off < _HEAD.size:
+            left = size - off
+            name = f"links.records[{i}]"
             raise BadFieldError(f"body is {left} bytes, need 42", field=name, offset=base + off)
         node_id, version, n = _HEAD.unpack_from(data, off)
-        if prev is not None and node_id <= prev:
+        if node_id <= prev:
             raise BadFieldError(
                 "records must be sorted by node id, each once",
-                field=f"{name}.node_id",
+                field=f"links.records[{i}].node_id",
                 offset=base + off,
             )
         if n > MAX_LINK_PEERS:
             raise LimitError(
-                f"{n} peers exceeds {MAX_LINK_PEERS}", field=f"{name}.count", offset=base + off + 40
+                f"{n} peers exceeds {MAX_LINK_PEERS}",
+                field=f"links.records[{i}].count",
+                offset=base + off + 40,
             )
         prev = node_id
+        start = off
         off += _HEAD.size
-        left = len(data) - off
-        if left < n * _PEER.size:
+        end = off + 8 * n
+        if end > size:
             raise BadFieldError(
-                f"need {n * _PEER.size} bytes, {left} left", field=name, offset=base + off
+                f"need {8 * n} bytes, {size - off} left",
+                field=f"links.records[{i}]",
+                offset=base + off,
             )
-        own, last = short_id(node_id), -1
         peers = struct.unpack_from(f">{n}Q", data, off)
-        for j, peer in enumerate(peers):
-            if peer <= last or peer == own:
-                raise BadFieldError(
-                    "peers must be sorted, unique and not the node itself",
-                    field=f"{name}.peers[{j}]",
-                    offset=base + off + j * _PEER.size,
-                )
-            last = peer
-        off += n * _PEER.size
-        records.append(LinkRecord(node_id, version, peers))
+        own = int.from_bytes(node_id[:8], "big")
+        if n and (own in peers or list(peers) != sorted(set(peers))):
+            _bad_peers(peers, own, f"links.records[{i}]", base + off)
+        off = end
+        records.append(_vetted(node_id, version, peers, data[start:end]))
     if off != len(data):
         raise BadFieldError(
             f"{len(data) - off} bytes after the last record", field="links", offset=base + off

@@ -105,7 +105,8 @@ class LinkState:
         self.answered: dict[bytes, float] = {}  # peer -> when we last sent it our view
         self.version = 0
         self.published: tuple[int, ...] | None = None
-        self.pending: dict[int, bytes | None] = {}  # short id -> peer it came from
+        # short id -> the peers it came from (they have it) since our last tick
+        self.pending: dict[int, set[bytes]] = {}
         self.generation = 0
         self._adj: tuple[int, dict[int, list[int]]] | None = None
         self._base_adj: tuple[int, dict[int, list[int]]] | None = None
@@ -148,7 +149,7 @@ class LinkState:
         self.version = max(self.wall_ms(), self.version + 1)
         self.published = peers
         self.records[self.me] = LinkRecord(self.node_id, self.version, peers)
-        self.pending[self.me] = None
+        self.pending[self.me] = set()
         self.stats.published += 1
 
     # -- records from peers -----------------------------------------------------------------
@@ -198,9 +199,11 @@ class LinkState:
                 continue
             known = self.records.get(sid)
             if known is not None and (r.version <= known.version or known.node_id != r.node_id):
+                if known.version == r.version and sid in self.pending:
+                    self.pending[sid].add(peer)  # it has this news: no need to send it
                 continue
             self.records[sid] = r
-            self.pending[sid] = peer
+            self.pending[sid] = {peer}
             changed += 1
         if changed:
             self.generation += 1
@@ -252,11 +255,11 @@ class LinkState:
             return out
         pending, self.pending = self.pending, {}
         news = sorted(
-            ((self.records[s], src) for s, src in pending.items() if s in self.records),
+            ((self.records[s], had) for s, had in pending.items() if s in self.records),
             key=lambda rs: rs[0].node_id,
         )
         for peer in connected:
-            mine = [r for r, src in news if src != peer]
+            mine = [r for r, had in news if peer not in had]
             if mine:
                 out.setdefault(peer, []).extend(self._frames(mine))
         return out
@@ -268,7 +271,7 @@ class LinkState:
         ]
         self.stats.frames_out += len(frames)
         self.stats.records_out += len(records)
-        self.stats.bytes_out += 7 * len(frames) + sum(42 + 8 * len(r.peers) for r in records)
+        self.stats.bytes_out += 7 * len(frames) + sum(len(r.wire) for r in records)
         return frames
 
     # -- trees ------------------------------------------------------------------------------
