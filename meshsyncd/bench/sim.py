@@ -8,13 +8,16 @@ model time (trio's ``MockClock`` with autojump: a 30 s sync interval costs nothi
    learns all the others from node 0's VOUCH and keeps at most ``max_peers`` sessions.
 2. **The introducer leaves** (crashes): the mesh keeps running on introduced links, at most
    ``max_peers`` sessions per node. Its death spreads (MEMBERS GOSSIP).
-3. **Urgent writes** from random origins, each written twice: the first floods and builds
-   that origin's broadcast tree (PRUNE, shorter parents by hop count), the second follows
-   it. For each: hops p50/p99 of first arrivals (the hop count the HOP_PUSH carried, plus
+3. **Urgent writes** from random origins, each written twice: the first is the origin's
+   first (before protocol 6 it flooded and built the tree; now it follows the link-state
+   tree, ``mesh/linkstate.py``), the second follows the settled tree. For each: hops
+   p50/p99 of first arrivals (the hop count the HOP_PUSH carried, plus
    one; for a pull, one more than the source's), the session graph's BFS distances from
    the writer for comparison, time until every live node has it, messages (pushes, the
    pulls that delivered it, and every PRUNE/GRAFT frame sent meanwhile) and duplicates
-   received per node.
+   received per node. Then one node crashes: the LINKS traffic that change costs.
+   LINKS traffic (frames, records, bytes, every node) is reported apart, never in a
+   write's messages: after the join, when the introducer leaves, and for that crash.
 4. **Partition and heal**: a random half is cut off; each side writes LOW items; after the
    heal, the time until every node holds every item. With ``--churn``, a tenth of the
    nodes crash, writes go on, they restart (same store, same introduced peers): all
@@ -386,10 +389,14 @@ def sim_cmd(n: int, seed: int, max_peers: int, writes: int, churn: bool, as_json
     ]
     for label, key in rows:
         click.echo(f"{label:<28}{ours[key]:>14}{gossip['urgent'][key]:>14}")
+    first = figures["urgent_first_write"]
+    for label, key in (("first write: messages", "messages_per_write"),
+                       ("first write: duplicates", "duplicates_per_node"),
+                       ("first write: hops p99", "hops_p99")):  # fmt: skip
+        click.echo(f"{label:<28}{first[key]:>14}{gossip['urgent'][key]:>14}")
     click.echo(f"(session graph BFS from the writer: hops p99 {ours['bfs_hops_p99']}, "
                f"eccentricity {ours['bfs_eccentricity']})")  # fmt: skip
-    first = figures["urgent_first_write"]
-    click.echo(f"(an origin's first write, building its tree: {first})")
+    click.echo(f"(an origin's first write: {first})")
     click.echo(f"link state, LINKS sent by all nodes: {figures['link_state']}")
     heal = figures["partition_heal"]["converged_s"]
     click.echo(f"{'converged after heal, s':<28}{heal:>14}{gossip['heal_converged_s']:>14}")
