@@ -21,7 +21,8 @@ Theory of operation (DESIGN.md "The mesh", Membership; SPEC.md section 4.3).
   Death is detected by the nodes that had a session with the member: no session back
   within ``dead_after`` makes it DEAD; a node told that it is dead raises its
   heartbeat (SWIM's refutation), and a restarted node's heartbeat is higher anyway, so it
-  rejoins. DEAD records are forgotten after ``forget_after``. Gossip never adds trust.
+  rejoins. DEAD records are forgotten after ``forget_after``. Gossip never adds trust, and
+  a record whose heartbeat is more than ``AHEAD_MS`` past our wall clock is refused.
 * **Fan-out** is bounded: configured peers always have their sessions and count first;
   introduced ones fill up to ``max_peers``, dialled and accepted alike: ``NEAR`` successors
   and predecessors on the ring of node ids (so the graph stays connected) and random far
@@ -55,9 +56,18 @@ from ..config.introduced import Grant, IntroducedPeer, save_introduced
 from ..identity import node_id_text
 from ..ids import short_text
 
-__all__ = ["DEAD_AFTER", "FORGET_AFTER", "LONG", "NEAR", "Membership", "MembershipStats"]
+__all__ = [
+    "AHEAD_MS",
+    "DEAD_AFTER",
+    "FORGET_AFTER",
+    "LONG",
+    "NEAR",
+    "Membership",
+    "MembershipStats",
+]
 
 DEAD_AFTER = 3.0  # no session back with a member for this long: DEAD
+AHEAD_MS = 600_000  # a heartbeat this far ahead of our wall clock is refused
 FORGET_AFTER = 60.0  # a DEAD record is kept (so it cannot flap back) this long, then dropped
 NEAR = 2  # ring successors dialled
 LONG = 2  # random far members dialled
@@ -316,7 +326,13 @@ class Membership:
         self.stats.gossip_in += 1
         changed = 0
         now = self.clock()
+        horizon = self.wall_ms() + AHEAD_MS
         for m in frame.members:
+            if m.heartbeat > horizon:
+                # Heartbeats are wall-clock milliseconds: one from far in the future would
+                # pin its member (or push our own past u64 when we refute it).
+                self._refuse(peer, "heartbeat ahead of our clock", member=_short(m.node_id))
+                continue
             if m.node_id == self.node_id:
                 self._maybe_refute(m)
                 continue

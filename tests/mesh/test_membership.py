@@ -134,6 +134,27 @@ def test_told_it_is_dead_a_node_refutes() -> None:
     assert ME in {r.node_id for r in m.tick([X])[X].members}
 
 
+def test_a_heartbeat_far_ahead_of_our_clock_is_refused() -> None:
+    """A record stamped past our clock's horizon would pin its member (or, about us, push
+    our own heartbeat past u64 when we refute it): refused, counted, nothing changes."""
+    m, _ = _node()
+    m.session_opened(HUB)
+    m.on_vouch(HUB, _vouch(Member(B, host="b", port=1)))
+    m.on_gossip(HUB, P.Members(kind=MemberKind.GOSSIP, members=(Member(B, heartbeat=10),)))
+    me, b = m.records[ME].heartbeat, m.records[B].heartbeat
+    top = (1 << 64) - 1
+    far = P.Members(
+        kind=MemberKind.GOSSIP,
+        members=(Member(ME, MemberState.DEAD, heartbeat=top), Member(B, heartbeat=top)),
+    )
+    assert m.on_gossip(X, far) == 0
+    assert (m.records[ME].heartbeat, m.records[B].heartbeat) == (me, b)
+    assert m.stats.refutations == 0 and m.stats.refused[X] == 2
+    assert ME not in {
+        r.node_id for r in m.tick([X]).get(X, P.Members(kind=MemberKind.GOSSIP, members=())).members
+    }
+
+
 def test_fan_out_is_bounded_and_configured_peers_count_first() -> None:
     m, _ = _node()
     m.max_peers = 3
