@@ -109,12 +109,15 @@ _KEY_COLS = "items.rowid, items.item_id, ts, origin, op, priority, flags, fields
 
 
 class Existing(NamedTuple):
-    """A stored row as the fold needs it: keys and fields, hashes, where it lives."""
+    """A stored row as the fold needs it: keys and fields, hashes, where it lives, and
+    (read only when the tier keeps history) its whole-value version as stored: (ts,
+    origin, op, flags, payload), what history records when the fold replaces it."""
 
     row: Row
     hash: int
     bhash: int
     rid: int
+    base: tuple[int, int, int, int, bytes] | None = None
 
 
 def _padded(values: list[Any]) -> list[Any]:
@@ -134,6 +137,16 @@ def _collect(cursor: Iterable[tuple[Any, ...]], out: dict[bytes, Existing]) -> N
         row.fields = decode_fields(ftext)
         bhash = int.from_bytes(bh, "big")
         out[iid] = Existing(row, bhash + fields_hash(iid, ftext), bhash, rid)
+
+
+def _collect_bases(cursor: Iterable[tuple[Any, ...]], out: dict[bytes, Existing]) -> None:
+    """:func:`_collect` of rows read with their payload (``_existing(..., bases=True)``)."""
+    for rid, iid, ts, origin, op, prio, flags, ftext, bh, payload in cursor:
+        row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, None)
+        row.fields = decode_fields(ftext)
+        bhash = int.from_bytes(bh, "big")
+        base = (ts, origin, op, flags, payload)
+        out[iid] = Existing(row, bhash + fields_hash(iid, ftext), bhash, rid, base)
 
 
 class ApplyResult(NamedTuple):
@@ -294,8 +307,12 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         self._load_name_tail()
         self._load_history()
 
-    def _existing(self, tier: int, ids: Iterable[bytes]) -> dict[bytes, Existing]:
-        """Current rows (without payload) of ``ids``: row, full hash, base hash, rowid."""
+    def _existing(
+        self, tier: int, ids: Iterable[bytes], bases: bool = False
+    ) -> dict[bytes, Existing]:
+        """Current rows of ``ids``: row, full hash, base hash, rowid; with ``bases`` also
+        the stored version with its payload (in the same read of the row's page: a replaced
+        base is then recorded in history from memory, with no second read or SQL copy)."""
         tail = self._tail[tier]
         idf = self._filters[tier]
         by_rid: list[int] = []
@@ -311,17 +328,20 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
                     by_id.append(iid)
         out: dict[bytes, Existing] = {}
         execute = self._conn.execute
+        cols, collect = (_KEY_COLS, _collect)
+        if bases:
+            cols, collect = f"{_KEY_COLS}, payload", _collect_bases
         for start in range(0, len(by_id), _IN_CHUNK):
             chunk = _padded(by_id[start : start + _IN_CHUNK])
             sql = (
-                f"SELECT {_KEY_COLS} FROM ids JOIN items ON items.rowid = ids.rid"
+                f"SELECT {cols} FROM ids JOIN items ON items.rowid = ids.rid"
                 f" WHERE ids.tier = ? AND ids.item_id IN ({','.join('?' * len(chunk))})"
             )
-            _collect(execute(sql, (tier, *chunk)), out)
+            collect(execute(sql, (tier, *chunk)), out)
         for start in range(0, len(by_rid), _IN_CHUNK):
             rids = _padded(by_rid[start : start + _IN_CHUNK])
-            sql = f"SELECT {_KEY_COLS} FROM items WHERE rowid IN ({','.join('?' * len(rids))})"
-            _collect(execute(sql, rids), out)
+            sql = f"SELECT {cols} FROM items WHERE rowid IN ({','.join('?' * len(rids))})"
+            collect(execute(sql, rids), out)
         return out
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
@@ -485,7 +505,8 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         if not todo:
             return ApplyResult(0, 0)
         ids = [item[0] for item in todo]
-        existing = self._existing(t, ids)
+        keeps = self.history_versions.get(Tier(t), 0) > 0
+        existing = self._existing(t, ids, bases=keeps)
         # Names of items this slice creates (nametail.py), before the loop fills the tail.
         new_names(t, todo, existing.get, self._indexed, names)
         dups: set[bytes] = set()
@@ -496,7 +517,7 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
                     dups.add(iid)
                 seen.add(iid)
         rows: dict[bytes, Row] = {}
-        folded: list[Item] | None = [] if self.history_versions.get(Tier(t), 0) > 0 else None
+        folded: list[Item] | None = [] if keeps else None
         contests: list[Contest] = []
         resolutions: list[Item] = []
         insert: list[tuple[Any, ...]] = []
@@ -550,9 +571,9 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         entries = self._judge(t, contests, self._payload_of(existing), now) if contests else []
         if folded is not None and rows:
             replaced = [
-                old.rid
+                (iid, old.base)
                 for iid, row in rows.items()
-                if row.base_changed and (old := old_of(iid)) is not None
+                if row.base_changed and (old := old_of(iid)) is not None and old.base is not None
             ]
             self._record_history(t, folded, replaced)
         self.stats["applied"] += applied
@@ -602,7 +623,10 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         """Reads the stored payload of an id of ``existing`` (rows are read without it)."""
 
         def payload(iid: bytes) -> bytes:
-            rid = existing[iid].rid
+            old = existing[iid]
+            if old.base is not None:  # read with the row (the tier keeps history)
+                return old.base[4]
+            rid = old.rid
             found: bytes = self._conn.execute(
                 "SELECT payload FROM items WHERE rowid = ?", (rid,)
             ).fetchone()[0]

@@ -30,20 +30,14 @@ from typing import Any
 from protocol import Item, Op, Tier
 
 from .histtail import HistoryTailMixin, padded
-from .rows import Key, from_db, plain_value, to_db
+from .rows import NO_BASE, Key, from_db, plain_value, to_db
 
 __all__ = ["DEFAULT_HISTORY", "HistoryEntry", "HistoryMixin"]
 
 DEFAULT_HISTORY: Mapping[Tier, int] = {Tier.WORKING: 8, Tier.EPISODIC: 8, Tier.SEMANTIC: 8}
-_INSERT = "INSERT INTO history_tail (tier, item_id, ts, origin, op, flags, payload, size)"
 _INSERT_ONE = (
     "INSERT INTO history_tail (rowid, tier, item_id, ts, origin, op, flags, payload, size)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_RETURNING = "RETURNING rowid, item_id, ts, origin, size"
-_COPY = (
-    f"{_INSERT} SELECT tier, item_id, ts, origin, op, flags, payload, length(payload) + 64"
-    " FROM items"
 )
 
 
@@ -72,13 +66,21 @@ class HistoryMixin(HistoryTailMixin):
         row = self._conn.execute("SELECT coalesce(sum(size), 0) FROM history").fetchone()
         self._history_total = row[0] + pending
 
-    def _record_history(self, t: int, items: list[Item], replaced: list[int]) -> None:
-        """Append a slice's folded versions and the replaced bases (rowids of their rows) to
-        the tail, inside the apply's transaction.
+    def _record_history(
+        self,
+        t: int,
+        items: list[Item],
+        replaced: list[tuple[bytes, tuple[int, int, int, int, bytes]]],
+    ) -> None:
+        """Append a slice's folded versions and the replaced bases to the tail, inside the
+        apply's transaction.
 
-        A folded version already in the tail is skipped; a replaced base is copied as it is
-        (it was never recorded unless its id was repeated in an earlier slice): the fold's
-        ``INSERT OR IGNORE`` drops any duplicate, and reads merge by key.
+        ``replaced`` holds (item id, stored version as read with its row: ts, origin, op,
+        flags, payload), so every version goes in one multi-row statement of plain values
+        (no SQL-side copy, no ``RETURNING``). A version already in the tail (or twice in
+        the slice) is skipped; one recorded before the tail existed is dropped by the fold's
+        ``INSERT OR IGNORE``, and reads merge by key. A fields-only row (no whole value) has
+        nothing to record.
         """
         keep = self.history_versions.get(Tier(t), 0)
         if keep <= 0 or not (items or replaced):
@@ -95,15 +97,17 @@ class HistoryMixin(HistoryTailMixin):
                 size = len(i[7]) + 64
                 rows.append((rid, t, key[0], key[1], key[2], int(i[4]), i[6], i[7], size))
                 rid += 1
+        for iid, (ts, origin, op, flags, payload) in replaced:
+            key = (iid, ts, origin)
+            if op != NO_BASE and key not in seen and not has(t, iid, ts, origin):
+                seen.add(key)
+                rows.append((rid, t, iid, ts, origin, op, flags, payload, len(payload) + 64))
+                rid += 1
         added = 0
         if rows:
             # Rowids given, one statement text: no RETURNING, and the statement cache keeps it.
             self._conn.executemany(_INSERT_ONE, rows)
             added += self._ht_add(t, rows)
-        for start in range(0, len(replaced), 256):
-            chunk = padded(replaced[start : start + 256])
-            sql = f"{_COPY} WHERE rowid IN ({','.join('?' * len(chunk))}) AND op != 0"
-            added += self._ht_note(execute(f"{sql} {_RETURNING}", chunk), t)
         self._history_total += added
         self._ht_bound()
         if self._history_total > self.history_bytes:

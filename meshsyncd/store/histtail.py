@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
 from typing import Any
 
 from protocol import Tier
@@ -138,37 +137,6 @@ class HistoryTailMixin:
             added += size
         self._ht_new += len(rows)
         self._ht_next = rows[-1][0] + 1
-        return added
-
-    def _ht_note(self, returned: Iterable[tuple[int, bytes, int, int, int]], t: int) -> int:
-        """Remember appended rows (rowid, item id, ts, origin, size); return their bytes.
-
-        A row whose version the tail held already (a replaced base whose id was repeated in
-        an earlier slice, so recorded then) is deleted again at once: rare, and it keeps
-        the counts exact.
-        """
-        by_id = self._ht_rows.setdefault(t, {})
-        added = 0
-        again: list[int] = []
-        top = self._ht_next - 1
-        for rid, iid, ts, origin, size in returned:
-            found = by_id.get(iid)
-            if found is None:
-                by_id[iid] = [(t, iid, ts, origin, rid, size)]
-            elif any(r[2] == ts and r[3] == origin for r in found):
-                again.append(rid)
-                continue
-            else:
-                found.append((t, iid, ts, origin, rid, size))
-            added += size
-            self._ht_new += 1
-            if rid > top:
-                top = rid
-        self._ht_next = top + 1
-        if again:
-            self._conn.execute(
-                f"DELETE FROM history_tail WHERE rowid IN ({','.join('?' * len(again))})", again
-            )
         return added
 
     def _ht_has(self, t: int, iid: bytes, ts: int, origin: int) -> bool:
