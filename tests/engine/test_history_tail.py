@@ -226,3 +226,24 @@ def test_a_version_11_store_migrates_with_its_history(tmp_path: Path) -> None:
         assert {"history", "history_tail", "names_log"} <= names
     finally:
         conn.close()
+
+
+def test_a_replaced_base_is_recorded_once_from_its_stored_row(tmp_path: Path) -> None:
+    """A replaced base goes to the tail as read with its row (value, size), once: not again
+    when the tail holds it already (its id was repeated in an earlier apply), and not at
+    all for a row that holds only MERGE fields (no whole value to keep)."""
+    merge = Item(item_id=iid(3), timestamp_ns=5, origin=1, tier=T, op=Op.MERGE, payload=b'{"a":1}')
+    with open_store(tmp_path / "s.db", history_limit=1000) as store:
+        store.apply(T, [v(1, 10), merge])
+        store.apply(T, [v(2, 10), v(2, 20)])  # a repeated id: both recorded now
+        store.apply(T, [v(1, 20), v(2, 30), v(3, 40)])  # replace (1, 10), (2, 20), fields
+        got = store._conn.execute(
+            "SELECT item_id, ts, op, payload, size FROM history_tail ORDER BY item_id, ts"
+        ).fetchall()
+        want = [v(1, 10), v(2, 10), v(2, 20), merge]
+        assert got == [
+            (i.item_id, to_db(i.timestamp_ns), int(i.op), i.payload, len(i.payload) + 64)
+            for i in want
+        ]
+        assert store.history_stats()["bytes"] == sum(r[4] for r in got)
+        assert [e.value for e in history(store, 2)] == [v(2, ts).payload for ts in (30, 20, 10)]
