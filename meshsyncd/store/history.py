@@ -5,13 +5,16 @@ values, DELETEs and MERGEs, wire payload with name and base) keyed by (tier, ite
 key). The item's current whole-value version is always its row in ``items``, so nothing is
 recorded when a version of a new id is inserted by the fast path of ``core.py`` (the common
 case of a pull). A slice's fold path records, before its writes, the versions it folded
-that did not become the row (losers, MERGEs, ids repeated in the slice) and, by an SQL-side
-copy (no payload read into Python), each stored base it replaced: a version that became
-the row is copied only once it is replaced. The versions go to the history tail first
+that did not become the row (losers, MERGEs, ids repeated in the slice) and each stored
+base it replaced, as the slice's one read of its rows found it (``core._existing`` reads
+the payload too when the tier keeps history: the row's page is read anyway), all in one
+``executemany`` of plain values (no SQL-side copy, no read-back): a version that became
+the row is recorded only once it is replaced. The versions go to the history tail first
 (``histtail.py``: appended, folded into ``history`` in key order by maintenance steps);
 a version already in the tail is not appended again, and the fold's ``INSERT OR IGNORE``
 on the key makes redelivery (sync, relay, repair, restarts) record nothing twice. The byte
-count is kept from what each statement ``RETURNING``s, so the bound costs no scan. Each
+count is kept from the sizes appended and what each fold or delete ``RETURNING``s, so the
+bound costs no scan. Each
 item keeps its newest ``N`` (per tier; 0 turns history off): each fold step counts the
 versions of the items it moved (an indexed count; usually none is above ``N``) and one
 windowed ``DELETE`` trims those alone, and everything (table and tail) stays under
@@ -76,8 +79,8 @@ class HistoryMixin(HistoryTailMixin):
         apply's transaction.
 
         ``replaced`` holds (item id, stored version as read with its row: ts, origin, op,
-        flags, payload), so every version goes in one multi-row statement of plain values
-        (no SQL-side copy, no ``RETURNING``). A version already in the tail (or twice in
+        flags, payload), so every version goes in one ``executemany`` of plain values (no
+        SQL-side copy, no ``RETURNING``). A version already in the tail (or twice in
         the slice) is skipped; one recorded before the tail existed is dropped by the fold's
         ``INSERT OR IGNORE``, and reads merge by key. A fields-only row (no whole value) has
         nothing to record.
