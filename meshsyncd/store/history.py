@@ -115,16 +115,28 @@ class HistoryMixin(HistoryTailMixin):
         self._ht_bound()
         if self._history_total > self.history_bytes:
             # The tail first (its rows count too), then down to 90% at once, oldest versions
-            # first: a scan, but a rare one.
+            # first: a scan, but a rare one. Exactly as many rows as that takes: many
+            # versions can share a timestamp, and going by timestamp alone once wiped them all.
             self._fold_history_all()
             target = self.history_bytes * 9 // 10
             while self._history_total > target:
-                top = execute("SELECT max(ts) FROM (SELECT ts FROM history ORDER BY ts LIMIT 256)")
-                last = top.fetchone()[0]
-                if last is None:
+                oldest = execute(
+                    "SELECT tier, item_id, ts, origin, size FROM history"
+                    " ORDER BY ts, origin, tier, item_id LIMIT 256"
+                ).fetchall()
+                if not oldest:
                     break
-                gone = execute("DELETE FROM history WHERE ts <= ? RETURNING size", (last,))
-                self._history_total -= sum(r[0] for r in gone)
+                need, freed, gone = self._history_total - target, 0, []
+                for tier, item_id, ts, origin, size in oldest:
+                    gone.append((tier, item_id, ts, origin))
+                    freed += size
+                    if freed >= need:
+                        break
+                self._conn.executemany(
+                    "DELETE FROM history WHERE tier = ? AND item_id = ? AND ts = ? AND origin = ?",
+                    gone,
+                )
+                self._history_total -= freed
 
     def _trim_items(self, t: int, ids: list[bytes]) -> None:
         """Trim each of ``ids`` (tier ``t``) to the tier's newest N versions in ``history``.
