@@ -8,7 +8,7 @@ binding once per value but steps once. Measured here (median of 7-9 runs): rows 
 
 Statements come in five sizes (256, 64, 16, 4 and 1 rows) so that any count is covered by a
 few of them and the connection's statement cache holds five texts per table, not one per
-count (the same reason ``core._padded`` pads IN lists). 256 serves the once-per-apply lists
+count (the same reason ``existing.padded`` pads IN lists). 256 serves the once-per-apply lists
 of a whole batch (the names tail: ~1,000 rows in ~10 statements instead of ~40).
 """
 

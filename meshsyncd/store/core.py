@@ -51,6 +51,7 @@ from protocol import RESOLVES, Item, Name, Op, Tier
 from .bulk import insert_rows
 from .checkpoint import Checkpointer
 from .conflicts import Conflict, ConflictMixin
+from .existing import ExistingMixin
 from .fold import FoldMixin
 from .history import DEFAULT_HISTORY, HistoryMixin
 from .maintenance import DAY_NS, MaintenanceMixin
@@ -64,10 +65,8 @@ from .rows import (
     Key,
     Row,
     base_digest,
-    decode_fields,
     encode_fields,
     fields_hash,
-    from_db,
     to_db,
 )
 from .schema import migrate
@@ -94,7 +93,6 @@ SEQ_MASK = (1 << SEQ_BITS) - 1
 # an urgent call to go first, at no measurable cost to throughput (one SELECT per slice;
 # the bucket digests are written once per transaction, not per slice).
 APPLY_SLICE = 125
-_IN_CHUNK = 512  # parameters per IN list (padded to a power of two, see _padded)
 _INSERT = (  # VALUES added by bulk.insert_rows
     "INSERT INTO items (rowid, tier, item_id, ts, origin, op, priority, flags, payload,"
     " fields, bhash)"
@@ -105,48 +103,6 @@ _MOVE = (
 )
 _UPDATE_FIELDS = "UPDATE items SET rowid = ?, fields = ? WHERE rowid = ?"
 _INT = tuple(range(256))  # IntEnum -> int by indexing (C speed, no Enum machinery)
-_KEY_COLS = "items.rowid, items.item_id, ts, origin, op, priority, flags, fields, bhash"
-
-
-class Existing(NamedTuple):
-    """A stored row as the fold needs it: keys and fields, hashes, where it lives, and
-    (read only when the tier keeps history) its whole-value version as stored: (ts,
-    origin, op, flags, payload), what history records when the fold replaces it."""
-
-    row: Row
-    hash: int
-    bhash: int
-    rid: int
-    base: tuple[int, int, int, int, bytes] | None = None
-
-
-def _padded(values: list[Any]) -> list[Any]:
-    """``values`` repeated up to a power-of-two length (an IN list ignores repeats).
-
-    Why: every distinct statement text is compiled and kept in the connection's statement
-    cache; IN lists of every length from 1 to 512 would fill it with large programs (several
-    MiB) and recompile on most batches. Ten lengths stay cached.
-    """
-    size = 1 << (len(values) - 1).bit_length()
-    return values + values[: size - len(values)] if size > len(values) else values
-
-
-def _collect(cursor: Iterable[tuple[Any, ...]], out: dict[bytes, Existing]) -> None:
-    for rid, iid, ts, origin, op, prio, flags, ftext, bh in cursor:
-        row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, None)
-        row.fields = decode_fields(ftext)
-        bhash = int.from_bytes(bh, "big")
-        out[iid] = Existing(row, bhash + fields_hash(iid, ftext), bhash, rid)
-
-
-def _collect_bases(cursor: Iterable[tuple[Any, ...]], out: dict[bytes, Existing]) -> None:
-    """:func:`_collect` of rows read with their payload (``_existing(..., bases=True)``)."""
-    for rid, iid, ts, origin, op, prio, flags, ftext, bh, payload in cursor:
-        row = Row(iid, from_db(ts), from_db(origin), op, prio, flags, None)
-        row.fields = decode_fields(ftext)
-        bhash = int.from_bytes(bh, "big")
-        base = (ts, origin, op, flags, payload)
-        out[iid] = Existing(row, bhash + fields_hash(iid, ftext), bhash, rid, base)
 
 
 class ApplyResult(NamedTuple):
@@ -171,7 +127,15 @@ class StoredItem:
     name: Name | None = None
 
 
-class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, MaintenanceMixin):
+class Store(
+    ExistingMixin,
+    NameTailMixin,
+    FoldMixin,
+    NamesMixin,
+    ConflictMixin,
+    HistoryMixin,
+    MaintenanceMixin,
+):
     """One node's items, digests, cursors and conflict log in one SQLite file.
 
     Open with :meth:`Store.open`; close with :meth:`close` (or use it as a context manager).
@@ -306,43 +270,6 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         self._load_tail()
         self._load_name_tail()
         self._load_history()
-
-    def _existing(
-        self, tier: int, ids: Iterable[bytes], bases: bool = False
-    ) -> dict[bytes, Existing]:
-        """Current rows of ``ids``: row, full hash, base hash, rowid; with ``bases`` also
-        the stored version with its payload (in the same read of the row's page: a replaced
-        base is then recorded in history from memory, with no second read or SQL copy)."""
-        tail = self._tail[tier]
-        idf = self._filters[tier]
-        by_rid: list[int] = []
-        by_id: list[bytes] = []
-        if idf.count == 0:  # nothing folded into ``ids`` yet (a new node's first sync)
-            by_rid = list(filter(None, map(tail.get, ids)))  # rowids are never 0
-        else:
-            for iid in ids:
-                rid = tail.get(iid)
-                if rid is not None:
-                    by_rid.append(rid)
-                elif iid in idf:
-                    by_id.append(iid)
-        out: dict[bytes, Existing] = {}
-        execute = self._conn.execute
-        cols, collect = (_KEY_COLS, _collect)
-        if bases:
-            cols, collect = f"{_KEY_COLS}, payload", _collect_bases
-        for start in range(0, len(by_id), _IN_CHUNK):
-            chunk = _padded(by_id[start : start + _IN_CHUNK])
-            sql = (
-                f"SELECT {cols} FROM ids JOIN items ON items.rowid = ids.rid"
-                f" WHERE ids.tier = ? AND ids.item_id IN ({','.join('?' * len(chunk))})"
-            )
-            collect(execute(sql, (tier, *chunk)), out)
-        for start in range(0, len(by_rid), _IN_CHUNK):
-            rids = _padded(by_rid[start : start + _IN_CHUNK])
-            sql = f"SELECT {cols} FROM items WHERE rowid IN ({','.join('?' * len(rids))})"
-            collect(execute(sql, rids), out)
-        return out
 
     def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
         buckets = self._buckets[tier]
@@ -618,18 +545,3 @@ class Store(NameTailMixin, FoldMixin, NamesMixin, ConflictMixin, HistoryMixin, M
         if resolutions:
             self._mark_resolved(t, resolutions)
         return ApplyResult(applied, logged)
-
-    def _payload_of(self, existing: dict[bytes, Existing]) -> Callable[[bytes], bytes]:
-        """Reads the stored payload of an id of ``existing`` (rows are read without it)."""
-
-        def payload(iid: bytes) -> bytes:
-            old = existing[iid]
-            if old.base is not None:  # read with the row (the tier keeps history)
-                return old.base[4]
-            rid = old.rid
-            found: bytes = self._conn.execute(
-                "SELECT payload FROM items WHERE rowid = ?", (rid,)
-            ).fetchone()[0]
-            return found
-
-        return payload

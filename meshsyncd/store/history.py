@@ -32,7 +32,8 @@ from typing import Any
 
 from protocol import Item, Op, Tier
 
-from .histtail import HistoryTailMixin, padded
+from .existing import padded
+from .histtail import HistoryTailMixin
 from .rows import NO_BASE, Key, from_db, plain_value, to_db
 
 __all__ = ["DEFAULT_HISTORY", "HistoryEntry", "HistoryMixin"]

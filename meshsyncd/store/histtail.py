@@ -47,20 +47,15 @@ from typing import Any
 
 from protocol import Tier
 
-__all__ = ["HistoryTailMixin", "TailRow", "padded"]
+from .existing import padded
+
+__all__ = ["HistoryTailMixin", "TailRow"]
 
 # (tier, item id, ts, origin, rowid, size): ts and origin as stored (biased), so that the
 # tuples sort like the clustered key of ``history``.
 TailRow = tuple[int, bytes, int, int, int, int]
 _COLS = "tier, item_id, ts, origin, op, flags, payload, size"
 _IN = 256
-
-
-def padded(values: list[Any]) -> list[Any]:
-    """``values`` repeated up to a power-of-two length (an IN list ignores repeats), so that
-    a few statement texts stay in the connection's statement cache (``core._padded``)."""
-    size = 1 << (len(values) - 1).bit_length()
-    return values + values[: size - len(values)] if size > len(values) else values
 
 
 class HistoryTailMixin:

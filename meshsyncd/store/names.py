@@ -31,6 +31,7 @@ from typing import Any
 from protocol import NAMED, SEPARATOR, Name, Op, Priority, Tier
 from protocol.names import index_key
 
+from .existing import padded
 from .idfilter import IdFilter
 from .rows import Row, decode_fields, from_db
 
@@ -93,11 +94,6 @@ def _pending_recs(pending: list[tuple[str, str, bytes]], width: int) -> list[tup
     """Pending entries (``nametail.py``) shaped like a statement's records, row unknown."""
     empty = (None,) * (width - 3)
     return [(ns, key, iid, *empty) for ns, key, iid in pending]
-
-
-def _padded(values: list[int]) -> list[int]:
-    size = 1 << (len(values) - 1).bit_length()
-    return values + values[: size - len(values)] if size > len(values) else values
 
 
 class NamesMixin:
@@ -189,7 +185,7 @@ class NamesMixin:
         """``rowid -> (rowid, ts, origin, op, flags, payload, fields)`` of rows by rowid."""
         out: dict[int, tuple[Any, ...]] = {}
         for start in range(0, len(rids), _IN):
-            chunk = _padded(rids[start : start + _IN])
+            chunk = padded(rids[start : start + _IN])
             sql = (
                 "SELECT rowid, ts, origin, op, flags, payload, fields FROM items"
                 f" WHERE rowid IN ({','.join('?' * len(chunk))})"
