@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -177,15 +177,20 @@ class MemberLinks(Links):
         """This tick's link records (bounded like gossip: a backed-up peer misses them)."""
         self.linkstate.set_live(self._link_peers())
         for pid, frames in self.linkstate.tick(self.sessions).items():
-            session = self.sessions.get(pid)
-            if session is None or not session.peer_speaks(P.Capability.MEMBERSHIP):
-                continue
-            if session.urgent_backlog >= GOSSIP_BACKLOG:
-                self.membership.stats.gossip_dropped += 1
-                continue
-            for frame in frames:
-                with contextlib.suppress(P.LocalProtocolError):
-                    session.send_nowait(frame)
+            self._send_bounded(pid, frames)
+
+    def _send_bounded(self, pid: bytes, frames: Sequence[P.Frame]) -> None:
+        """Membership frames to one peer, dropped (and counted) while its urgent lane is
+        backed up: the news reaches it through its other peers, or at reconnect."""
+        session = self.sessions.get(pid)
+        if session is None or not session.peer_speaks(P.Capability.MEMBERSHIP):
+            return
+        if session.urgent_backlog >= GOSSIP_BACKLOG:
+            self.membership.stats.gossip_dropped += 1
+            return
+        for frame in frames:
+            with contextlib.suppress(P.LocalProtocolError):
+                session.send_nowait(frame)
 
     async def _on_prune(self, session: Session, frame: P.Frame) -> None:
         assert isinstance(frame, P.Prune) and session.peer_hello is not None
@@ -244,15 +249,7 @@ class MemberLinks(Links):
         self.membership.move(self.config.listen_host, self.listen_port)
         while True:
             for pid, frame in self.membership.tick(self.sessions).items():
-                session = self.sessions.get(pid)
-                if session is None or not session.peer_speaks(P.Capability.MEMBERSHIP):
-                    continue
-                if session.urgent_backlog >= GOSSIP_BACKLOG:
-                    # bounded: the news reaches it through its other peers, or at reconnect
-                    self.membership.stats.gossip_dropped += 1
-                    continue
-                with contextlib.suppress(P.LocalProtocolError):
-                    session.send_nowait(frame)
+                self._send_bounded(pid, [frame])
             self._send_links()
             for pid in self.membership.shed(self.sessions, self._dialled()):
                 log.info("session shed: enough sessions", peer=_short(pid))
