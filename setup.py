@@ -1,7 +1,7 @@
-"""Build hook for the optional C accelerator; everything else is in pyproject.toml.
+"""Build hook for the optional C accelerators; everything else is in pyproject.toml.
 
 ``optional=True``: where no compiler or zlib headers exist, the build goes on without the
-extension and the pure-Python decoder (same results, slower) is used.
+extensions and the pure-Python decoder and id filter (same results, slower) are used.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +14,12 @@ setup(
             libraries=["z"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "meshsyncd.store._filter",
+            ["meshsyncd/store/_filter.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

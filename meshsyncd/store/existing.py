@@ -83,12 +83,14 @@ class ExistingMixin:
         if idf.count == 0:  # nothing folded into ``ids`` yet (a new node's first sync)
             by_rid = list(filter(None, map(tail.get, ids)))  # rowids are never 0
         else:
+            rest: list[bytes] = []
             for iid in ids:
                 rid = tail.get(iid)
                 if rid is not None:
                     by_rid.append(rid)
-                elif iid in idf:
-                    by_id.append(iid)
+                else:
+                    rest.append(iid)
+            by_id = idf.maybe(rest)
         out: dict[bytes, Existing] = {}
         execute = self._conn.execute
         cols, collect = (_KEY_COLS, _collect)

@@ -160,6 +160,35 @@ def test_id_filter_has_no_false_negatives_and_few_false_positives() -> None:
         assert strangers < 20_000 * 0.02
 
 
+@pytest.mark.skipif(idfilter._C is None, reason="the C id filter is not built here")
+def test_c_filter_sets_and_tests_the_same_bits_as_the_python_loops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A filter saved by one path is read by the other: same bits, same answers.
+    rnd = random.Random(9)
+    members = [rnd.randbytes(16) for _ in range(3000)] + [bytes(16), b"\xff" * 16]
+    strangers = [rnd.randbytes(16) for _ in range(20_000)]
+    fast = IdFilter(bytearray(4096))  # small: many collisions, many "maybe"s
+    fast.add_all(iter(members))  # a generator goes in slices
+    fast_maybe = fast.maybe(strangers)
+    monkeypatch.setattr(idfilter, "_C", None)
+    slow = IdFilter(bytearray(4096))
+    slow.add_all(members)
+    assert fast.bits == slow.bits and fast.count == slow.count == len(members)
+    assert fast_maybe == slow.maybe(strangers) == [s for s in strangers if s in slow]
+    assert 0 < len(fast_maybe) < len(strangers)
+    assert slow.maybe(members) == members
+
+
+@pytest.mark.skipif(idfilter._C is None, reason="the C id filter is not built here")
+def test_c_filter_refuses_an_id_of_the_wrong_size() -> None:
+    idf = IdFilter.for_capacity(1000)
+    with pytest.raises(ValueError, match=r"ids\[1\] is not 16 bytes"):
+        idf.maybe([bytes(16), bytes(15)])
+    with pytest.raises(ValueError, match=r"ids\[0\] is not 16 bytes"):
+        idf.add_all(["not bytes"])  # type: ignore[list-item]
+
+
 def test_filter_is_rebuilt_larger_and_survives_reopening(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
