@@ -18,8 +18,8 @@ from typing import Any
 
 from protocol import BASE_SIZE, BASED, NAMED, PAYLOAD_ZSTD, SEPARATOR, Op, Tier
 
-from ..store.names import SEQ_MASK, Listed
-from ..store.rows import BIAS, Row, decode_fields, plain_value
+from ..store.names import Listed
+from ..store.rows import BIAS, SEQ_MASK, Row, decode_fields, plain_value
 from .names import decode_cursor, encode_cursor, parse_namespace
 
 __all__ = ["PAGE_VALUE_BUDGET", "list_page", "listed_items", "op_list_named"]

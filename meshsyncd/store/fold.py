@@ -48,12 +48,11 @@ from itertools import repeat
 
 from .bulk import insert_rows
 from .idfilter import IdFilter
+from .rows import SEQ_BITS, SEQ_MASK
 
 __all__ = ["BUCKETS", "FoldMixin"]
 
 BUCKETS = 256
-SEQ_BITS = 56
-SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
 _MARKS = struct.Struct(f">{BUCKETS}Q")

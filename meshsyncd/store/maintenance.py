@@ -15,6 +15,8 @@ from protocol import Op, Tier
 from .reads import ReadMixin
 from .rows import (
     NO_BASE,
+    SEQ_BITS,
+    SEQ_MASK,
     base_hash,
     decode_fields,
     encode_fields,
@@ -26,8 +28,6 @@ from .rows import (
 __all__ = ["DAY_NS", "MaintenanceMixin"]
 
 DAY_NS = 86_400 * 1_000_000_000
-SEQ_BITS = 56
-SEQ_MASK = (1 << SEQ_BITS) - 1
 
 
 class MaintenanceMixin(ReadMixin):

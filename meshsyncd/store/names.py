@@ -33,7 +33,7 @@ from protocol.names import index_key
 
 from .existing import padded
 from .idfilter import IdFilter
-from .rows import Row, decode_fields, from_db
+from .rows import SEQ_MASK, Row, decode_fields, from_db
 
 __all__ = [
     "INSERT_NAMES",
@@ -44,8 +44,6 @@ __all__ = [
     "ns_range",
 ]
 
-SEQ_BITS = 56
-SEQ_MASK = (1 << SEQ_BITS) - 1
 INSERT_NAMES = "INSERT OR IGNORE INTO names (tier, ns, key, item_id)"  # + VALUES: bulk.py
 _LIVE_OPS = (int(Op.INSERT), int(Op.UPDATE))
 # (index namespace, key, item id, rowid, ts, origin (both as stored), op, flags, payload,

@@ -18,12 +18,10 @@ from typing import Any
 from protocol import Item, Op, Tier
 
 from .idfilter import IdFilter
-from .rows import BIAS, MOD, NO_BASE, Row, decode_fields, from_db, to_db
+from .rows import BIAS, MOD, NO_BASE, SEQ_BITS, SEQ_MASK, Row, decode_fields, from_db, to_db
 
 __all__ = ["ReadMixin"]
 
-SEQ_BITS = 56
-SEQ_MASK = (1 << SEQ_BITS) - 1
 _ROW_SQL = "SELECT rowid, item_id, ts, origin, op, priority, flags, payload, fields FROM items"
 
 

@@ -48,6 +48,8 @@ __all__ = [
     "BIAS",
     "MOD",
     "NO_BASE",
+    "SEQ_BITS",
+    "SEQ_MASK",
     "Row",
     "base_digest",
     "base_hash",
@@ -60,6 +62,9 @@ __all__ = [
 
 BIAS = 1 << 63
 MOD = 1 << 256
+# A row's rowid is ``tier << SEQ_BITS | seq``: its tier's sequence number (schema.py).
+SEQ_BITS = 56
+SEQ_MASK = (1 << SEQ_BITS) - 1
 NO_BASE = 0  # op value stored for a row that has only MERGE fields
 # The base hash covers this header, then the payload.
 BASE_HEAD = struct.Struct(">16sQQBHI")
