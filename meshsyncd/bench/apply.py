@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import resource
 import shutil
 import sqlite3
@@ -38,30 +37,20 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from protocol import NAMED, Batch, Item, Op, Tier, name_block, name_id
+from protocol import Batch, Item, Tier
 from protocol.names import skip_name
 
 from ..engine import Engine
 from ..store import SCHEMA_VERSION, Store
 from ..store.core import PAGE_SIZE, TAIL_LIMIT
 from .commands import bench
+from .workload import BATCH, PEER, TIER, Workload, batches
 
-TIER = Tier.EPISODIC
-PEER = 0xB0B0_0000_0000_0001
-OTHER = 0xC0C0_0000_0000_0002
-BATCH = 1000
-_WORDS = (
-    "agent observed user asked tool returned plan step memory context file error retry "
-    "summary fact pattern result success failure latency token model prompt answer cache"
-).split()
-_KINDS = ("prefs", "episodes", "findings", "patterns")
-_KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _BARE_SQL = (
     "INSERT INTO bare (item_id, ts, origin, payload) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (item_id) DO UPDATE SET ts = excluded.ts, origin = excluded.origin,"
@@ -75,79 +64,6 @@ def _progress(label: str, done: int, total: int) -> None:
         end = "\n" if done >= total else ""
         sys.stderr.write(f"\r  {label}: {done:,}/{total:,}{end}")
         sys.stderr.flush()
-
-
-class Workload:
-    """Deterministic item generator: ids from a seeded RNG, ~200-byte JSON payloads.
-
-    ``named``: NAMED items (SPEC.md section 2.1) instead, in a namespace of three labels
-    (``agents/agent-NN/<kind>``) with a random 16-character key, their ids derived from
-    the names; ``blocks`` keeps the name block of the ids the scenario will touch again.
-    """
-
-    def __init__(self, seed: int, base_ns: int, named: bool = False) -> None:
-        self.rnd = random.Random(seed)
-        self.base_ns = base_ns
-        self.counter = 0
-        self.named = named
-        self.blocks: dict[bytes, bytes] = {}
-
-    def name(self) -> tuple[bytes, bytes]:
-        """A new (item id, name block)."""
-        rnd = self.rnd
-        ns = ("agents", f"agent-{rnd.randrange(16):02d}", rnd.choice(_KINDS))
-        key = "".join(rnd.choice(_KEY_CHARS) for _ in range(16))
-        block = name_block(ns, key)
-        return name_id(block), block
-
-    def payload(self) -> bytes:
-        rnd = self.rnd
-        doc = {
-            "agent": f"agent-{rnd.randrange(16):02d}",
-            "kind": rnd.choice(("observation", "finding", "plan", "summary")),
-            "step": self.counter,
-            "score": round(rnd.random(), 4),
-            "text": " ".join(rnd.choice(_WORDS) for _ in range(16)),
-        }
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-    def item(self, item_id: bytes, ts: int, origin: int, block: bytes = b"") -> Item:
-        self.counter += 1
-        if self.named and not block:
-            block = self.blocks[item_id]
-        return Item(
-            item_id=item_id,
-            timestamp_ns=ts,
-            origin=origin,
-            tier=TIER,
-            op=Op.UPDATE,
-            flags=NAMED if block else 0,
-            payload=block + self.payload(),
-        )
-
-    def fresh(self, n: int) -> list[Item]:
-        out = []
-        for _ in range(n):
-            iid, block = self.name() if self.named else (self.rnd.randbytes(16), b"")
-            out.append(self.item(iid, self.base_ns + self.counter, PEER, block))
-        return out
-
-
-def _batches(
-    work: Workload, total: int, existing: list[bytes], hit_every: int = 10
-) -> Iterator[list[Item]]:
-    """Batches of BATCH items; every ``hit_every``-th touches an existing id (if any)."""
-    made = 0
-    while made < total:
-        items = work.fresh(BATCH)
-        if existing:
-            for k in range(0, BATCH, hit_every):
-                iid = existing[work.rnd.randrange(len(existing))]
-                newer = (made + k) % (2 * hit_every) == 0
-                ts = work.base_ns + (10**12 if newer else -(10**12)) + made + k
-                items[k] = work.item(iid, ts, OTHER)
-        made += BATCH
-        yield items
 
 
 def _bare_open(path: Path) -> sqlite3.Connection:
@@ -289,7 +205,7 @@ def run_scenario(
         work.blocks = blocks
         t_engine = t_bare = 0.0
         conflicts = 0
-        for k, items in enumerate(_batches(work, n, sample)):
+        for k, items in enumerate(batches(work, n, sample)):
             seq += len(items)
             dt, c = _engine_apply(engine, items, seq)
             t_engine += dt
