@@ -323,7 +323,8 @@ class Session(SessionLanes):
             self._nursery.cancel_scope.cancel()
 
     async def _say_last(self, frame: P.Frame) -> None:
-        """Queue a final ERROR/BYE behind at most the frame being written; wait (bounded)."""
+        """Queue a final ERROR/BYE on the urgent lane, behind the urgent frames already
+        queued and ahead of every bulk one, and wait (bounded) until it is written."""
         if self.conn.our_state is P.State.CLOSED:
             return
         data = self.conn.send(frame)
