@@ -15,6 +15,13 @@ and an item's value rules, which reuse ``item.check_value`` from within the sche
 item's name block (section 2.1) is the schema's own: :data:`NAME_BLOCK`, parsed over the
 payload by ``_Within`` with offsets moved to the item's buffer.
 
+The declarations live by layer, each beside its struct codec: the item and its name block in
+``itemschema.py`` (twin of ``item.py``), the batch in ``batchschema.py`` (twin of
+``batch.py``), the frames of protocol 1 here (twin of ``frames.py``) and the later frame
+families in ``meshschema.py``, ``memberschema.py`` and ``linkschema.py``. This module
+re-exports the item and batch declarations and owns the frame switch and the parsing entry
+points, so ``protocol.schema`` stays the one name callers import.
+
 The compiled parsers (:func:`compiled_item_header`, :func:`compiled_batch_body`) are built
 on first use: compiling costs tens of milliseconds that ``import protocol.schema`` should not.
 """
@@ -28,22 +35,15 @@ from typing import Any
 
 import construct as c
 
-from .bases import BASE_SIZE, BASED, KNOWN_FLAGS, flags_problem
+from .batchschema import BATCH, BATCH_BODY, BATCH_HEADER
 from .constants import (
     BATCH_HEADER_SIZE,
-    BATCH_MAGIC,
-    BATCH_VERSION,
     BODY_ZSTD,
     HELLO_MAGIC,
-    ITEM_HEADER_SIZE,
-    ITEM_VERSION,
     MAX_BATCH_ITEMS,
     MAX_BATCH_RAW,
     MAX_FRAME,
-    MAX_PAYLOAD,
     MAX_TEXT,
-    Op,
-    Priority,
 )
 from .errors import (
     BadFieldError,
@@ -55,23 +55,19 @@ from .errors import (
     VersionError,
 )
 from .item import Buffer
-from .names import MAX_DEPTH, MAX_KEY, NAMED, name_id
-from .payload import check_value, inflate
+from .itemschema import ITEM, ITEM_HEADER, NAME_BLOCK
+from .payload import inflate
 from .schemakit import (
     Ctx,
     _Check,
     _exact,
-    _Items,
-    _Label,
     _left,
     _need,
     _rule,
     _segments,
     _tier,
     _Utf8,
-    _values,
     _Violation,
-    _Within,
 )
 
 __all__ = [
@@ -93,193 +89,6 @@ __all__ = [
     "parse_item",
 ]
 
-
-def _crc_problem(ctx: Ctx) -> str | None:
-    """The item CRC covers header bytes 0..43 and then the payload."""
-    stream = ctx._io
-    pos = stream.tell()
-    stream.seek(ctx._start)
-    head = stream.read(44)
-    stream.seek(pos)
-    return None if zlib.crc32(ctx.payload, zlib.crc32(head)) == ctx.crc32 else "CRC-32 mismatch"
-
-
-def _tier_problem(ctx: Ctx) -> str | None:
-    want = ctx._params.get("tier")
-    if want is None or ctx.tier == want:
-        return None
-    return f"item of tier {ctx.tier} in a batch of tier {want}"
-
-
-def _name_len(ctx: Ctx) -> int:
-    return 0 if ctx.name is None else int(ctx.name._end)
-
-
-def _id_problem(ctx: Ctx) -> str | None:
-    if ctx.name is None or name_id(ctx.payload[: _name_len(ctx)]) == ctx.item_id:
-        return None
-    return "item_id is not the id of the item's name"
-
-
-def _value_start(ctx: Ctx) -> int:
-    return _name_len(ctx) + (BASE_SIZE if ctx.flags & BASED else 0)
-
-
-def _base_problem(ctx: Ctx) -> str | None:
-    left = len(ctx.payload) - _name_len(ctx)
-    if not ctx.flags & BASED or left >= BASE_SIZE:
-        return None
-    return f"need {BASE_SIZE} base bytes, {left} left"
-
-
-def _payload_problem(ctx: Ctx) -> str | None:
-    if ctx.flags or ctx.op in (Op.DELETE, Op.MERGE):
-        check_value(ctx.op, ctx.flags, ctx.payload[_value_start(ctx) :], "", None)
-    return None
-
-
-# --- item (SPEC.md section 2) -----------------------------------------------------------
-
-# Every flags value SPEC.md sections 2-2.2 allow: RESOLVES only together with BASED.
-_VALID_FLAGS = frozenset(f for f in range(KNOWN_FLAGS + 1) if flags_problem(f) is None)
-
-ITEM_HEADER: Any = c.Struct(
-    "_start" / c.Tell,
-    _need(ITEM_HEADER_SIZE, "header", "header"),
-    "item_id" / c.Bytes(16),
-    "timestamp_ns" / c.Int64ub,
-    "origin" / c.Int64ub,
-    _rule("version", c.Int8ub, ({ITEM_VERSION}, BadFieldError, "{v}, expected 2")),
-    _tier(),
-    _rule("op", c.Int8ub, (_values(Op), BadFieldError, "unknown op {v}")),
-    _rule("priority", c.Int8ub, (_values(Priority), BadFieldError, "unknown priority {v}")),
-    _rule(
-        "flags",
-        c.Int16ub,
-        (
-            _VALID_FLAGS,
-            BadFieldError,
-            "unknown flag bits {v:#06x}",
-        ),
-    ),
-    _rule("reserved", c.Int16ub, ({0}, BadFieldError, "must be 0, got {v:#06x}")),
-    _rule(
-        "payload_len",
-        c.Int32ub,
-        (range(MAX_PAYLOAD + 1), LimitError, f"{{v}} bytes exceeds the {MAX_PAYLOAD}-byte limit"),
-    ),
-    "crc32" / c.Int32ub,
-)
-"""The 48-byte item header with every header rule; parses a header alone."""
-
-_LABEL: Any = c.Struct(
-    _need(1, "len", "label length"),
-    _rule("len", c.Int8ub, (range(1, 256), BadFieldError, "empty label")),
-    _need(c.this.len, "text", "label"),
-    "text" / _Label(c.Bytes(c.this.len)),
-)
-
-NAME_BLOCK: Any = c.Struct(
-    _need(1, "depth", "depth"),
-    _rule("depth", c.Int8ub, (range(MAX_DEPTH + 1), BadFieldError, "namespace depth {v}")),
-    "labels" / _Items(c.this.depth, _LABEL),
-    _need(2, "key_len", "key_len"),
-    _rule(
-        "key_len",
-        c.Int16ub,
-        (range(1, 1 << 16), BadFieldError, "empty key"),
-        (range(MAX_KEY + 1), LimitError, "key of {v} bytes"),
-    ),
-    _need(c.this.key_len, "key", "key"),
-    "key" / _Utf8(c.Bytes(c.this.key_len)),
-    "_end" / c.Tell,
-)
-"""A NAMED item's name block (SPEC.md section 2.1), parsed from the start of the payload."""
-
-ITEM: Any = c.Struct(
-    *ITEM_HEADER.subcons,
-    _need(c.this.payload_len, "payload", "payload"),
-    "payload" / c.Bytes(c.this.payload_len),
-    _Check("crc32", ChecksumError, _crc_problem, at=44),
-    _Check("tier", BadFieldError, _tier_problem, at=33),
-    "name" / c.If(c.this.flags & NAMED, _Within(NAME_BLOCK)),
-    _Check("item_id", BadFieldError, _id_problem, at=0),
-    _Check("base", TruncatedError, _base_problem, at=lambda ctx: 48 + _name_len(ctx)),
-    _Check("payload", BadFieldError, _payload_problem, at=lambda ctx: 48 + _value_start(ctx)),
-)
-"""One whole item; parse with ``tier=T`` to require that tier (items of a batch)."""
-
-# --- batch (SPEC.md section 3) ----------------------------------------------------------
-
-
-def _fits_problem(ctx: Ctx) -> str | None:
-    if ctx.item_count * ITEM_HEADER_SIZE <= ctx.raw_len:
-        return None
-    return f"{ctx.item_count} items cannot fit in {ctx.raw_len} bytes"
-
-
-def _zstd_body_problem(ctx: Ctx) -> str | None:
-    if ctx.flags & BODY_ZSTD and ctx.body_len > MAX_BATCH_RAW:
-        return f"compressed body of {ctx.body_len} bytes exceeds {MAX_BATCH_RAW}"
-    return None
-
-
-def _plain_body_problem(ctx: Ctx) -> str | None:
-    if not ctx.flags & BODY_ZSTD and ctx.body_len != ctx.raw_len:
-        return f"plain body of {ctx.body_len} bytes, raw_len says {ctx.raw_len}"
-    return None
-
-
-BATCH_HEADER: Any = c.Struct(
-    "_start" / c.Tell,
-    _need(BATCH_HEADER_SIZE, "header", "header"),
-    _rule("magic", c.Bytes(4), ({BATCH_MAGIC}, BadMagicError, "{v!r} is not a batch magic")),
-    _rule(
-        "batch_version",
-        c.Int8ub,
-        ({BATCH_VERSION}, VersionError, f"batch version {{v}}, this node speaks {BATCH_VERSION}"),
-    ),
-    _tier(),
-    _rule("flags", c.Int16ub, ({0, BODY_ZSTD}, BadFieldError, "unknown flag bits {v:#06x}")),
-    "batch_id" / c.Bytes(16),
-    "source" / c.Int64ub,
-    "target" / c.Int64ub,
-    _rule(
-        "item_count",
-        c.Int32ub,
-        (range(MAX_BATCH_ITEMS + 1), LimitError, f"{{v}} items exceeds {MAX_BATCH_ITEMS}"),
-    ),
-    _rule(
-        "raw_len",
-        c.Int32ub,
-        (range(MAX_BATCH_RAW + 1), LimitError, f"raw body of {{v}} bytes exceeds {MAX_BATCH_RAW}"),
-    ),
-    _Check("item_count", BadFieldError, _fits_problem, at=40),
-    "body_len" / c.Int32ub,
-    _Check("body_len", LimitError, _zstd_body_problem, at=48),
-    _Check("body_len", BadFieldError, _plain_body_problem, at=48),
-    "crc32" / c.Int32ub,
-)
-"""The 56-byte batch header with every limit and cross-field rule."""
-
-BATCH: Any = c.Struct(
-    *BATCH_HEADER.subcons,
-    _need(c.this.body_len, "body", "body"),
-    "body" / c.Bytes(c.this.body_len),
-)
-"""A batch with its body as sent (maybe zstd); :func:`finish_batch` does the rest."""
-
-
-def _trailing_problem(ctx: Ctx) -> str | None:
-    left = _left(ctx._io)
-    return None if not left else f"{left} bytes after the last of {len(ctx['items'])} items"
-
-
-BATCH_BODY: Any = c.Struct(
-    "items" / _Items(c.this._params.item_count, ITEM),
-    _Check("items", BadFieldError, _trailing_problem),
-)
-"""A raw (plain) batch body; parse with ``item_count=N`` and optionally ``tier=T``."""
 
 # --- frames (SPEC.md section 4) ---------------------------------------------------------
 
