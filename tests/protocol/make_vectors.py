@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import based_vectors
 import hop_vectors
 import link_vectors
+import member_vectors
+import mesh_vectors
 import named_vectors
 import zstandard
 from vectorlib import (
@@ -222,146 +224,7 @@ def frames() -> dict[str, tuple[P.Frame, str]]:
             P.Digest(tier=P.Tier.WORKING, seq=99, digest=hashlib.sha256(b"state").digest()),
             "DIGEST of tier WORKING at sequence 99",
         ),
-        **mesh_frames(),
-    }
-
-
-def mesh_frames() -> dict[str, tuple[P.Frame, str]]:
-    """Protocol 2: the barrier and range reconciliation frames (SPEC.md 4.1, 4.2)."""
-    node_b = hashlib.sha256(b"node-b public key").digest()
-    node_c = hashlib.sha256(b"node-c public key").digest()
-    low, high = bytes(16), b"\x7f" + b"\xff" * 15
-    top = b"\x80" + bytes(15)
-    return {
-        "frame-hello-v2": (
-            P.Hello(
-                version=2,
-                node_id=hashlib.sha256(b"node-a public key").digest(),
-                incarnation=_id(500),
-                capabilities=int(
-                    P.Capability.ZSTD
-                    | P.Capability.MERGE
-                    | P.Capability.PUSH
-                    | P.Capability.DIGEST
-                    | P.Capability.BARRIER
-                    | P.Capability.REPAIR
-                ),
-                timestamp_ns=TS,
-            ),
-            "HELLO: protocol 2 with the BARRIER and REPAIR capabilities",
-        ),
-        "frame-barrier": (
-            P.Barrier(barrier_id=_id(600), budget_ms=2000, hops=1),
-            "BARRIER passed on one hop, 2000 ms left",
-        ),
-        "frame-barrier-done": (
-            P.BarrierDone(
-                barrier_id=_id(600),
-                status=P.BarrierStatus.DONE,
-                nodes=((node_b, P.NodeState.COVERED), (node_c, P.NodeState.UNREACHABLE)),
-            ),
-            "BARRIER_DONE: B covered, its configured peer C unreachable",
-        ),
-        "frame-barrier-seen": (
-            P.BarrierDone(barrier_id=_id(601), status=P.BarrierStatus.SEEN),
-            "BARRIER_DONE: reached by another path first (a cycle)",
-        ),
-        "frame-ranges": (
-            P.Ranges(
-                request_id=9,
-                tier=P.Tier.SEMANTIC,
-                reply=False,
-                ranges=(
-                    P.RangeDigest(low, high, 500_000, _id(700)),
-                    P.RangeDigest(top, b"\xff" * 16, 500_123, _id(701)),
-                ),
-            ),
-            "RANGES opening: two halves of the id space with counts and digests",
-        ),
-        "frame-range-ids": (
-            P.RangeIds(
-                request_id=9,
-                tier=P.Tier.SEMANTIC,
-                reply=True,
-                ranges=(
-                    P.RangeList(
-                        b"\x12" + bytes(15),
-                        b"\x12" + b"\xff" * 15,
-                        tuple(sorted((b"\x12" + _id(n)[1:], _id(n + 50)[:8]) for n in range(3))),
-                    ),
-                ),
-            ),
-            "RANGE_IDS reply: the three ids of one range with their row hash prefixes",
-        ),
-    }
-
-
-def member_frames() -> dict[str, tuple[P.Frame, str]]:
-    """Protocol 2, capability MEMBERSHIP: introductions, gossip and pruning (SPEC.md 4.3).
-
-    Kept out of ``frames()`` so that the stored ``stream-session`` vector stays what it was.
-    """
-    node_b = hashlib.sha256(b"node-b public key").digest()
-    node_c = hashlib.sha256(b"node-c public key").digest()
-    b, c = sorted((node_b, node_c))
-    return {
-        "frame-members-vouch": (
-            P.Members(
-                kind=P.MemberKind.VOUCH,
-                members=(
-                    P.Member(b, tiers=0b111, write_tiers=0b100, host="10.0.0.2", port=7700),
-                    P.Member(c, tiers=0b110, write_tiers=0b000, host="node-c.lan", port=7701),
-                ),
-            ),
-            "MEMBERS VOUCH: an introducer's peers with the tiers it shares with each",
-        ),
-        "frame-members-gossip": (
-            P.Members(
-                kind=P.MemberKind.GOSSIP,
-                members=(
-                    P.Member(b, heartbeat=TS // 1_000_000, host="10.0.0.2", port=7700),
-                    P.Member(c, state=P.MemberState.DEAD, heartbeat=TS // 1_000_000 - 9000),
-                ),
-            ),
-            "MEMBERS GOSSIP: B alive at its latest heartbeat, C dead (address unknown)",
-        ),
-        "frame-members-ask": (
-            P.Members(kind=P.MemberKind.ASK),
-            "MEMBERS ASK: the sender treats us as its introducer",
-        ),
-        "frame-prune": (
-            P.Prune(graft=False, origins=(ORIGIN_A, ORIGIN_B)),
-            "PRUNE: stop pushing these origins' urgent versions to the sender eagerly",
-        ),
-        "frame-graft": (
-            P.Prune(graft=True, origins=(ORIGIN_A,)),
-            "PRUNE with graft set: push this origin's urgent versions to the sender again",
-        ),
-    }
-
-
-def bad_member_vectors(patch: Any) -> dict[str, tuple[str, bytes, dict[str, Any], str]]:
-    """Membership frames that must be refused before any record is believed."""
-    vouch = P.encode_frame(member_frames()["frame-members-vouch"][0])
-    return {
-        "bad-frame-members-count": (
-            "frame",
-            patch(vouch, 6, (P.MAX_MEMBERS + 1).to_bytes(2, "big")),
-            {"class": "LimitError", "field": "members.count", "offset": 6},
-            "MEMBERS declaring more records than the limit, before any is read",
-        ),
-        "bad-frame-members-order": (
-            "frame",
-            patch(vouch, 8 + 110, vouch[8 : 8 + 32]),
-            {"class": "BadFieldError", "field": "members.members[1].node_id", "offset": 118},
-            "MEMBERS naming one node twice (records must be sorted by node id, each once)",
-        ),
-        "bad-frame-members-host": (
-            "frame",
-            patch(vouch, 8 + 46, b"10.0.0.2 "),
-            {"class": "BadFieldError", "field": "members.members[0].host", "offset": 54},
-            "MEMBERS whose host holds a space",
-        ),
+        **mesh_vectors.mesh_frames(),
     }
 
 
@@ -451,30 +314,8 @@ def bad_vectors() -> dict[str, tuple[str, bytes, dict[str, Any], str]]:
             {"class": "BadMagicError", "field": "hello.magic", "offset": 5},
             "not a meshsyncd peer",
         ),
-        **bad_mesh_vectors(patch),
-        **bad_member_vectors(patch),
-    }
-
-
-def bad_mesh_vectors(patch: Any) -> dict[str, tuple[str, bytes, dict[str, Any], str]]:
-    """Protocol-2 frames a peer has no business sending: refused before anything is read."""
-    ranges = P.encode_frame(frames()["frame-ranges"][0])
-    # the second range starts inside the first one: 5 + 8 + 52 is the second range's lo
-    overlap = patch(ranges, 5 + 8 + 52, b"\x10")
-    done = P.encode_frame(frames()["frame-barrier-seen"][0])
-    return {
-        "bad-frame-ranges-overlap": (
-            "frame",
-            overlap,
-            {"class": "BadFieldError", "field": "ranges.ranges[1].lo", "offset": 65},
-            "RANGES whose second range overlaps the first",
-        ),
-        "bad-frame-barrier-done-count": (
-            "frame",
-            patch(done, 5 + 17, (P.MAX_BARRIER_NODES + 1).to_bytes(2, "big")),
-            {"class": "LimitError", "field": "barrier_done.count", "offset": 22},
-            "BARRIER_DONE declaring more nodes than the limit, before any is read",
-        ),
+        **mesh_vectors.bad_mesh_vectors(patch),
+        **member_vectors.bad_member_vectors(patch),
     }
 
 
@@ -528,7 +369,7 @@ def main() -> int:
         added += _write(
             name, data, {"kind": "frame", "description": text, "frame": frame_to_json(frame)}
         )
-    for name, (frame, text) in member_frames().items():
+    for name, (frame, text) in member_vectors.member_frames().items():
         added += _write(
             name,
             P.encode_frame(frame),
