@@ -11,7 +11,7 @@ stands for and at which byte offset, and the public ``parse_*`` functions turn e
 error into that ``ProtocolError``. The checks run in the order SPEC.md gives, so both codecs
 report the same first fault. What the schema leaves to a post-parse step: a batch's CRC,
 inflation and item parsing (:func:`finish_batch`), because a batch body may be compressed;
-and an item's value rules, which reuse ``item.check_value`` from within the schema. A NAMED
+and an item's value rules, which reuse ``payload.check_value`` from within the schema. A NAMED
 item's name block (section 2.1) is the schema's own: :data:`NAME_BLOCK`, parsed over the
 payload by ``_Within`` with offsets moved to the item's buffer.
 

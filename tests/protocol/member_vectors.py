@@ -21,8 +21,9 @@ TS = 1_790_000_000_123_456_789
 def member_frames() -> dict[str, tuple[P.Frame, str]]:
     """Protocol 2, capability MEMBERSHIP: introductions, gossip and pruning (SPEC.md 4.3).
 
-    Kept out of ``make_vectors.frames()`` so that the stored ``stream-session`` vector stays
-    what it was.
+    Kept out of ``make_vectors.frames()``, where the mesh frames already are, so that the
+    stored ``stream-session`` vector does not drift further from what the generator makes
+    (vectors are add-only: that one predates the mesh frames and is never rewritten).
     """
     node_b = hashlib.sha256(b"node-b public key").digest()
     node_c = hashlib.sha256(b"node-c public key").digest()

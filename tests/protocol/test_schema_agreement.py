@@ -3,7 +3,7 @@
 For valid input both parse to the same field values; for mutated input (byte flips,
 truncation, appended bytes) and for random bytes both reject with the same error class,
 field and offset, or both accept with the same values. The header rules are construct's own
-(``_Rule``/``_Check`` in ``protocol/schema.py``); the item payload rules reuse item.py's
+(``_Rule``/``_Check`` in ``protocol/schemakit.py``); the item payload rules reuse payload.py's
 check from within the schema, and a batch's CRC, inflation and items run in
 ``schema.finish_batch``. Anything but a ``ProtocolError`` out of either side fails a test.
 The valid inputs and their mutations are drawn from ``wire_strategies.py``.
