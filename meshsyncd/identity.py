@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.x509.oid import NameOID
 
 from .fsutil import fsync_dir
+from .ids import short_text
 
 __all__ = [
     "CERT_FILE",
@@ -59,6 +60,7 @@ __all__ = [
     "node_id_text",
     "parse_node_id",
     "save_peer_cert",
+    "short_text_of",
 ]
 
 NODE_ID_LEN = 32
@@ -85,6 +87,11 @@ def node_id_text(node_id: bytes) -> str:
     if len(node_id) != NODE_ID_LEN:
         raise ValueError(f"node id must be {NODE_ID_LEN} bytes, got {len(node_id)}")
     return base64.b32encode(node_id).decode("ascii").rstrip("=").lower()
+
+
+def short_text_of(node_id: bytes) -> str:
+    """A node id as logs and tables show it: the short form of its text (``meshsyncd.ids``)."""
+    return short_text(node_id_text(node_id))
 
 
 def parse_node_id(text: str) -> bytes:

@@ -46,8 +46,7 @@ import structlog
 import protocol as P
 from protocol import Item, LinkRecord, Priority, short_id
 
-from ..identity import node_id_text
-from ..ids import short_text
+from ..identity import short_text_of
 from .tree import Trees
 
 __all__ = ["AHEAD_MS", "ASK_EVERY", "SETTLE", "LinkState", "LinkStats", "forward_filter"]
@@ -156,7 +155,7 @@ class LinkState:
 
     def _refuse(self, peer: bytes, reason: str, **kw: Any) -> None:
         self.stats.refused[peer] = self.stats.refused.get(peer, 0) + 1
-        log.warning("link records refused", peer=_short(peer), reason=reason, **kw)
+        log.warning("link records refused", peer=short_text_of(peer), reason=reason, **kw)
 
     def on_links(self, peer: bytes, frame: P.Links) -> tuple[int, list[P.Links]]:
         """Fold a LINKS frame from ``peer`` into our view; return how many records changed
@@ -181,7 +180,7 @@ class LinkState:
                 self._refuse(
                     peer,
                     "a link record from the future",
-                    node=_short(r.node_id),
+                    node=short_text_of(r.node_id),
                     ahead_ms=r.version - limit + AHEAD_MS,
                 )
                 return 0, []
@@ -374,8 +373,3 @@ def forward_filter(links: LinkState, trees: Trees) -> Callable[[bytes, Item], bo
         return trees.skip(peer, item) if verdict is None else verdict
 
     return skip
-
-
-def _short(node_id: bytes) -> str:
-    """A node id as logs show it (``meshsyncd.ids``)."""
-    return short_text(node_id_text(node_id))

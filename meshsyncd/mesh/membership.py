@@ -47,7 +47,8 @@ from protocol import Member, MemberKind, MemberState
 
 from ..config import PeerConfig
 from ..config.introduced import IntroducedPeer
-from .trust import Trust, _hostable, _short, mask_tiers, tier_mask
+from ..identity import short_text_of
+from .trust import Trust, _hostable, mask_tiers, tier_mask
 
 __all__ = [
     "AHEAD_MS",
@@ -180,7 +181,7 @@ class Membership(Trust):
             if m.heartbeat > horizon:
                 # Heartbeats are wall-clock milliseconds: one from far in the future would
                 # pin its member (or push our own past u64 when we refute it).
-                self._refuse(peer, "heartbeat ahead of our clock", member=_short(m.node_id))
+                self._refuse(peer, "heartbeat ahead of our clock", member=short_text_of(m.node_id))
                 continue
             if m.node_id == self.node_id:
                 self._maybe_refute(m)
@@ -272,7 +273,7 @@ class Membership(Trust):
                     self._state_changed(pid, MemberState.DEAD, now)
                     self.pending[pid] = None
                     self.stats.deaths += 1
-                    log.info("member dead", member=_short(pid))
+                    log.info("member dead", member=short_text_of(pid))
         for pid, since in list(self.dead.items()):
             if now - since >= self.forget_after:
                 del self.dead[pid]

@@ -33,8 +33,7 @@ from protocol import Member, MemberKind, Tier
 
 from ..config import PeerConfig
 from ..config.introduced import Grant, IntroducedPeer, save_introduced
-from ..identity import node_id_text
-from ..ids import short_text
+from ..identity import short_text_of
 
 if TYPE_CHECKING:
     from .membership import MembershipStats, Record
@@ -135,7 +134,7 @@ class Trust:
 
     def _refuse(self, peer: bytes, reason: str, **kw: Any) -> None:
         self.stats.refused[peer] = self.stats.refused.get(peer, 0) + 1
-        log.warning("membership refused", peer=_short(peer), reason=reason, **kw)
+        log.warning("membership refused", peer=short_text_of(peer), reason=reason, **kw)
 
     def on_vouch(self, peer: bytes, frame: P.Members) -> tuple[list[bytes], list[bytes]]:
         """An introducer's VOUCH: return (ids newly trusted, ids no longer trusted).
@@ -155,7 +154,7 @@ class Trust:
         for m in frame.members:
             if m.node_id == self.node_id or m.node_id in self.configured:
                 why = "itself" if m.node_id == self.node_id else "configured by hand"
-                self._refuse(peer, f"introduced id is {why}", member=_short(m.node_id))
+                self._refuse(peer, f"introduced id is {why}", member=short_text_of(m.node_id))
                 continue
             listed.add(m.node_id)
             grant = Grant(
@@ -179,9 +178,9 @@ class Trust:
         if added or removed:
             log.info(
                 "introduced",
-                peer=_short(peer),
-                added=[_short(p) for p in added[:LOGGED_IDS]],
-                removed=[_short(p) for p in removed[:LOGGED_IDS]],
+                peer=short_text_of(peer),
+                added=[short_text_of(p) for p in added[:LOGGED_IDS]],
+                removed=[short_text_of(p) for p in removed[:LOGGED_IDS]],
                 counts=(len(added), len(removed)),
             )
         self._save()
@@ -210,8 +209,3 @@ class Trust:
 def _hostable(host: str) -> bool:
     """Whether a host can go into a member record (a wildcard listen address cannot)."""
     return bool(host) and host not in ("0.0.0.0", "::") and len(host) <= P.memberframes.HOST_FIELD
-
-
-def _short(node_id: bytes) -> str:
-    """A node id as logs show it (``meshsyncd.ids``)."""
-    return short_text(node_id_text(node_id))

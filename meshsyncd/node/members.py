@@ -28,8 +28,7 @@ from protocol import MemberKind
 from ..aengine import AsyncEngine
 from ..config import Config, ConfigError, PeerConfig
 from ..config.introduced import INTRODUCED_FILE, load_introduced
-from ..identity import node_id_text, parse_node_id
-from ..ids import short_text
+from ..identity import node_id_text, parse_node_id, short_text_of
 from ..mesh.linkstate import LinkState
 from ..mesh.membership import Membership
 from ..mesh.relay import Relay
@@ -96,7 +95,7 @@ class MemberLinks(Links):
 
     def _peer_config(self, node_id: bytes) -> PeerConfig | None:
         if not self.membership.accepts(node_id, self.sessions):
-            log.info("introduced peer refused: enough sessions", peer=_short(node_id))
+            log.info("introduced peer refused: enough sessions", peer=short_text_of(node_id))
             return None
         return self.membership.peer_config(node_id)
 
@@ -233,7 +232,7 @@ class MemberLinks(Links):
         if removed:
             self.linkstate.forget(lambda pid: pid not in removed)
         for pid in removed:
-            log.info("introduced peer dropped: no introducer vouches", peer=_short(pid))
+            log.info("introduced peer dropped: no introducer vouches", peer=short_text_of(pid))
             self._stop_peer(pid, P.ByeCode.REMOVED, "no introducer vouches for it")
 
     def _dial_introduced(self, pid: bytes) -> None:
@@ -252,7 +251,7 @@ class MemberLinks(Links):
                 self._send_bounded(pid, [frame])
             self._send_links()
             for pid in self.membership.shed(self.sessions, self._dialled()):
-                log.info("session shed: enough sessions", peer=_short(pid))
+                log.info("session shed: enough sessions", peer=short_text_of(pid))
                 self._stop_peer(
                     pid,
                     P.ByeCode.NORMAL,
@@ -277,8 +276,3 @@ class MemberLinks(Links):
 
     def _introduced_by(self, pid: bytes) -> list[str]:
         return [node_id_text(v) for v in self.membership.introduced_by(pid)]
-
-
-def _short(node_id: bytes) -> str:
-    """A node id as logs show it (``meshsyncd.ids``)."""
-    return short_text(node_id_text(node_id))
