@@ -48,7 +48,6 @@ from protocol.names import skip_name
 from ..engine import Engine
 from ..store import SCHEMA_VERSION, Store
 from ..store.core import PAGE_SIZE, TAIL_LIMIT
-from .commands import bench
 from .workload import BATCH, PEER, TIER, Workload, batches
 
 _BARE_SQL = (
@@ -291,7 +290,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-@bench.command("apply")
+@click.command("apply")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--items", default=100_000, show_default=True, help="Items to apply per scenario.")
 @click.option(

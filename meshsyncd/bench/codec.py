@@ -22,8 +22,6 @@ import click
 
 import protocol as P
 
-from .commands import bench
-
 N_ITEMS = 1000
 _WORDS = (
     "agent observed user asked tool returned plan step memory context file error retry "
@@ -186,7 +184,7 @@ def _construct_reference() -> Callable[[bytes, int], object] | None:
     return construct_parse_items
 
 
-@bench.command("codec")
+@click.command("codec")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def codec(as_json: bool) -> None:
     """Encode and decode 1000-item batches (48-byte header + ~200-byte JSON payload).

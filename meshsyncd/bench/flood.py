@@ -36,7 +36,6 @@ from typing import Any
 import click
 
 from ..config.values import is_loopback
-from .commands import bench
 from .nodeproc import Node, NodeError
 
 __all__ = ["run_flood_bench"]
@@ -210,7 +209,7 @@ def run_flood_bench(
     }
 
 
-@bench.command("flood")
+@click.command("flood")
 @click.option("--rounds", default=10, show_default=True, type=click.IntRange(1, 100))
 @click.option("--connections", default=500, show_default=True, type=click.IntRange(1, 5000))
 @click.option(

@@ -18,7 +18,6 @@ from typing import Any
 import click
 
 from ..client import Client
-from .commands import bench
 from .mesh import MAX_BULK_ROUNDS, N_ITEMS, N_SAMPLES, _preload, _row, _two_nodes, _wait_cursor
 from .nodeproc import Node
 from .observe import (
@@ -181,7 +180,7 @@ def run_latency_bench(
     }
 
 
-@bench.command("latency")
+@click.command("latency")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--samples", default=N_SAMPLES, show_default=True, type=click.IntRange(1))
 @click.option("--bulk-items", default=N_ITEMS, show_default=True, type=click.IntRange(1000))

@@ -31,7 +31,6 @@ from protocol import NAMED, Item, Op, Tier, name_block, name_id
 from ..control.listing import list_page
 from ..control.names import encode_cursor
 from ..store import Store
-from .commands import bench
 
 TIER = Tier.SEMANTIC
 TARGET = ("bench", "listed", "here")
@@ -119,7 +118,7 @@ def run_names_bench(total: int, rounds: int, workdir: str | None = None) -> dict
     }
 
 
-@bench.command("names")
+@click.command("names")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--items", default=1_000_000, show_default=True, type=click.IntRange(1000))
 @click.option("--rounds", default=20, show_default=True, type=click.IntRange(1))

@@ -39,7 +39,6 @@ from ..mesh.repair import Repair
 from ..node.session import Session, SessionClosed
 from ..store import SCHEMA_VERSION, Store
 from ..store.rows import to_db
-from .commands import bench
 
 __all__ = ["run_repair_bench"]
 
@@ -217,7 +216,7 @@ def run_repair_bench(
     return result
 
 
-@bench.command("repair")
+@click.command("repair")
 @click.option("--items", default=1_000_000, show_default=True, help="Items in each store.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(

@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from .commands import bench
 from .mesh import N_ITEMS, run_replicate_bench
 from .observe import print_targets, progress_printer
 
@@ -28,7 +27,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-@bench.command("replicate")
+@click.command("replicate")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--items", default=N_ITEMS, show_default=True, type=click.IntRange(1000))
 @click.option(

@@ -49,7 +49,6 @@ from protocol import Priority, Tier
 
 from ..config import PeerConfig
 from ..logs import configure_logging
-from .commands import bench
 from .gossip import gossip_figures
 from .simnet import SimNet, SimNode, host_of, inline_threads, sim_config
 
@@ -350,7 +349,7 @@ def _tmp_root() -> str | None:
     return str(shm) if shm.is_dir() else None
 
 
-@bench.command("sim")
+@click.command("sim")
 @click.option("--nodes", "n", type=click.IntRange(3, 5000), default=100, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--max-peers", type=click.IntRange(1, 64), default=8, show_default=True)

@@ -32,7 +32,6 @@ from typing import Any
 import click
 
 from ..client import Client
-from .commands import bench
 from .nodeproc import Node, NodeError
 from .observe import (
     WARMUP,
@@ -177,7 +176,7 @@ def _repair_figures(items: int, progress: Any) -> dict[str, Any] | None:
     return None if run is None else dict(run(items, progress=progress))
 
 
-@bench.command("mesh")
+@click.command("mesh")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--nodes", default=N_NODES, show_default=True, type=click.IntRange(3, 32))
 @click.option("--samples", default=URGENT_SAMPLES, show_default=True, type=click.IntRange(100))
