@@ -1,6 +1,6 @@
 /*
  * Optional accelerator for the id filter (idfilter.py): the same Bloom filter, the same
- * bits, ~40 times faster per id.
+ * bits, 15-20 times faster per id (~0.04 us against 0.6-0.85 us).
  *
  * Why: every version a node applies asks the filter whether its id may be stored, and every
  * id folded into the `ids` table is added to it. In Python each of those costs ~0.6-0.9 us
@@ -46,7 +46,8 @@ typedef struct {
 
 static int probe_init(probe_t *pr, Py_buffer *view, int shift)
 {
-    if (shift < 3 || shift > 41 || view->len != ((Py_ssize_t)1 << (shift - 3))) {
+    if (shift < 3 || shift > 41 || view->len < 0
+        || (uint64_t)view->len != (uint64_t)1 << (shift - 3)) {
         PyErr_SetString(PyExc_ValueError, "filter size does not match its shift");
         return -1;
     }
@@ -58,14 +59,12 @@ static int probe_init(probe_t *pr, Py_buffer *view, int shift)
     return 0;
 }
 
-/* The 16 bytes of ids[i], or NULL with TypeError/ValueError set. */
+/* The 16 bytes of ids[i], or NULL when it is not a 16-byte bytes object. */
 static const unsigned char *id_bytes(PyObject *ids, Py_ssize_t i)
 {
     PyObject *item = PyList_GET_ITEM(ids, i);
-    if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) != 16) {
-        PyErr_Format(PyExc_ValueError, "ids[%zd] is not 16 bytes", i);
+    if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) != 16)
         return NULL;
-    }
     return (const unsigned char *)PyBytes_AS_STRING(item);
 }
 
@@ -97,7 +96,8 @@ static PyObject *add_all(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(ids);
     for (Py_ssize_t i = 0; i < n; i++) {
         const unsigned char *p = id_bytes(ids, i);
-        if (p == NULL) {
+        if (p == NULL) { /* only ids read from the store are added: a bad one is our bug */
+            PyErr_Format(PyExc_TypeError, "ids[%zd] is not 16 bytes", i);
             PyBuffer_Release(&view);
             return NULL;
         }
@@ -111,7 +111,7 @@ static PyObject *add_all(PyObject *self, PyObject *args)
 }
 
 /* maybe(bits: bytes-like, ids: list[bytes], shift: int) -> list[bytes]: the ids whose three
- * bits are all set, in order. */
+ * bits are all set (and anything that is not a 16-byte id), in order. */
 static PyObject *maybe(PyObject *self, PyObject *args)
 {
     PyObject *bits_obj, *ids;
@@ -128,9 +128,14 @@ static PyObject *maybe(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(ids);
     for (Py_ssize_t i = 0; i < n; i++) {
         const unsigned char *p = id_bytes(ids, i);
+        /* Not an id of the store's form (a caller's bad input): "maybe", so the lookup in
+         * SQL answers, and the caller's own check reports it as before. */
         if (p == NULL) {
-            Py_CLEAR(out);
-            goto done;
+            if (PyList_Append(out, PyList_GET_ITEM(ids, i)) < 0) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            continue;
         }
         u128 h = id_hash(p);
         if (has_bit(pr.bits, (uint64_t)(h >> pr.s1) & pr.mask)
