@@ -32,8 +32,7 @@ import trio
 import protocol as P
 from protocol import BarrierStatus, NodeState
 
-from ..identity import node_id_text
-from ..ids import short_text
+from ..identity import short_text_of
 
 __all__ = ["MAX_IN_FLIGHT", "SEEN_FOR", "BarrierResult", "Barriers", "Link", "child_budget"]
 
@@ -270,9 +269,7 @@ class Barriers:
         if progress is not None:
             merge_states(progress, found)
         if state != NodeState.COVERED:
-            log.info(
-                "barrier did not cover peer", peer=short_text(node_id_text(peer)), state=state.name
-            )
+            log.info("barrier did not cover peer", peer=short_text_of(peer), state=state.name)
 
 
 @dataclass(frozen=True, slots=True)

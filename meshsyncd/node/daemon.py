@@ -39,8 +39,7 @@ from ..clock import HybridClock
 from ..config import Config, ConfigError, PeerConfig, load_config, parse_address
 from ..control.server import ChangeFeed, ControlServer, ControlSocketError
 from ..engine import Engine
-from ..identity import Identity, node_id_text
-from ..ids import short_text
+from ..identity import Identity, short_text_of
 from ..mesh.barrier import Barriers
 from ..mesh.linkstate import forward_filter
 from ..mesh.relay import Relay
@@ -279,9 +278,9 @@ class Daemon(MemberLinks, OperatorViews):
         self.reloads += 1
         log.info(
             "config reloaded",
-            added=[short_text(node_id_text(p)) for p in added],
-            removed=[short_text(node_id_text(p)) for p in removed],
-            changed=[short_text(node_id_text(p)) for p in changed],
+            added=[short_text_of(p) for p in added],
+            removed=[short_text_of(p) for p in removed],
+            changed=[short_text_of(p) for p in changed],
         )
         return True
 

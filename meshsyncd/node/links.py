@@ -31,7 +31,7 @@ import protocol as P
 
 from ..aengine import AsyncEngine
 from ..config import Config, PeerConfig
-from ..identity import node_id_text
+from ..identity import short_text_of
 from ..ids import short_text
 from ..mesh.relay import Relay
 from ..mesh.share import parse_share
@@ -238,9 +238,7 @@ class Links:
             state.connects += 1
             state.last_error = ""
             state.reason = ""
-        log.info(
-            "peer connected", peer=short_text(node_id_text(pid)), inbound=not session.initiator
-        )
+        log.info("peer connected", peer=short_text_of(pid), inbound=not session.initiator)
         self.relay.session_opened(self.sessions, pid)
 
 

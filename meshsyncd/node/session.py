@@ -39,8 +39,7 @@ from protocol import Tier
 from ..aengine import AsyncEngine
 from ..clock import ClockSkewError
 from ..engine import short_id
-from ..identity import node_id_text
-from ..ids import short_text
+from ..identity import node_id_text, short_text_of
 from ..mesh.share import ShareRule
 from .endings import DuplicateSession, SessionClosed
 from .lanes import SessionLanes
@@ -176,7 +175,7 @@ class Session(SessionLanes):
         self.stats = PeerStats()
         self.peer_hello: P.Hello | None = None
         self.log: Any = structlog.get_logger("meshsyncd.session").bind(
-            peer=short_text(node_id_text(peer_id)) if peer_id else "?"
+            peer=short_text_of(peer_id) if peer_id else "?"
         )
         # Urgent lane: pushes (bounded, dropped when full) and small control frames.
         self._urgent: collections.deque[bytes] = collections.deque()
@@ -324,7 +323,8 @@ class Session(SessionLanes):
 
     async def _say_last(self, frame: P.Frame) -> None:
         """Queue a final ERROR/BYE on the urgent lane, behind the urgent frames already
-        queued and ahead of every bulk one, and wait (bounded) until it is written."""
+        queued and ahead of every bulk chunk not yet being written; wait (bounded) until
+        it is written."""
         if self.conn.our_state is P.State.CLOSED:
             return
         data = self.conn.send(frame)
@@ -469,7 +469,7 @@ class Session(SessionLanes):
                 field="hello.node_id",
             )
         self.peer_hello = hello
-        self.log = self.log.bind(peer=short_text(node_id_text(hello.node_id)))
+        self.log = self.log.bind(peer=short_text_of(hello.node_id))
         self.stats.clock_offset_ms = (hello.timestamp_ns - time.time_ns()) / 1e6
         # A peer whose clock runs ahead would drag our HLC into the future with its first
         # batch; refuse it at HELLO with a reason naming it (ClockSkewError ends the session).

@@ -34,8 +34,8 @@ from ..identity import (
     node_id_from_cert_der,
     node_id_text,
     save_peer_cert,
+    short_text_of,
 )
-from ..ids import short_text
 
 __all__ = ["HandshakeRefused", "TrustStore", "accept_tls", "dial_tls"]
 
@@ -205,7 +205,7 @@ async def _probe(trust: TrustStore, peer_id: bytes, host: str, port: int) -> Non
             claimed=node_id_text(got),
         )
     trust.learn(der, peer_id)
-    log.info("learned peer certificate", peer=short_text(node_id_text(peer_id)), address=address)
+    log.info("learned peer certificate", peer=short_text_of(peer_id), address=address)
 
 
 async def _handshake(stream: trio.SSLStream[trio.SocketStream]) -> None:
