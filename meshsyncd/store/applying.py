@@ -39,6 +39,7 @@ from .rows import (
     fields_hash,
     to_db,
 )
+from .txn import TxnHooks
 
 __all__ = ["APPLY_SLICE", "ApplyMixin", "ApplyResult"]
 
@@ -65,7 +66,7 @@ class ApplyResult(NamedTuple):
     conflicts: int
 
 
-class ApplyMixin:
+class ApplyMixin(TxnHooks):
     """The write path of :class:`meshsyncd.store.core.Store` (module docstring)."""
 
     _conn: sqlite3.Connection
@@ -79,18 +80,6 @@ class ApplyMixin:
     stats: dict[str, int]
 
     # Borrowed from core.Store and the other mixins (each named where it lives).
-    def _begin(self, synchronous: str) -> None:
-        raise NotImplementedError  # core.Store
-
-    def _commit(self) -> None:
-        raise NotImplementedError  # core.Store
-
-    def _rollback(self) -> None:
-        raise NotImplementedError  # core.Store
-
-    def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
-        raise NotImplementedError  # core.Store
-
     def _existing(
         self, tier: int, ids: Iterable[bytes], bases: bool = False
     ) -> dict[bytes, Existing]:

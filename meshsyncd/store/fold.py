@@ -49,6 +49,7 @@ from itertools import repeat
 from .bulk import insert_rows
 from .idfilter import IdFilter
 from .rows import SEQ_BITS, SEQ_MASK
+from .txn import TxnHooks
 
 __all__ = ["BUCKETS", "FoldMixin"]
 
@@ -68,22 +69,13 @@ def _unpack_marks(blob: bytes | None, merged: int) -> list[int]:
     return list(_MARKS.unpack(blob))
 
 
-class FoldMixin:
+class FoldMixin(TxnHooks):
     """The tail map, the per-bucket marks and the id filters of a store (module docstring)."""
 
     _conn: sqlite3.Connection
     _seq: dict[int, int]
     tail_limit: int
     fold_entries: int
-
-    def _begin(self, synchronous: str) -> None:
-        raise NotImplementedError
-
-    def _commit(self) -> None:
-        raise NotImplementedError
-
-    def _rollback(self) -> None:
-        raise NotImplementedError
 
     replicated_synchronous: str
 

@@ -48,6 +48,7 @@ from typing import Any
 from protocol import Tier
 
 from .existing import padded
+from .txn import TxnHooks
 
 __all__ = ["HistoryTailMixin", "TailRow"]
 
@@ -58,7 +59,7 @@ _COLS = "tier, item_id, ts, origin, op, flags, payload, size"
 _IN = 256
 
 
-class HistoryTailMixin:
+class HistoryTailMixin(TxnHooks):
     """The history tail of :class:`meshsyncd.store.core.Store` (module docstring)."""
 
     _conn: sqlite3.Connection
@@ -68,15 +69,6 @@ class HistoryTailMixin:
     history_limit: int
     replicated_synchronous: str
     fold_entries: int
-
-    def _begin(self, synchronous: str) -> None:
-        raise NotImplementedError
-
-    def _commit(self) -> None:
-        raise NotImplementedError
-
-    def _rollback(self) -> None:
-        raise NotImplementedError
 
     # -- loading ----------------------------------------------------------------------------
 

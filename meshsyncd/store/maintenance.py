@@ -24,33 +24,22 @@ from .rows import (
     name_only_base,
     to_db,
 )
+from .txn import TxnHooks
 
 __all__ = ["DAY_NS", "MaintenanceMixin"]
 
 DAY_NS = 86_400 * 1_000_000_000
 
 
-class MaintenanceMixin(ReadMixin):
+class MaintenanceMixin(ReadMixin, TxnHooks):
     """Upkeep operations of :class:`meshsyncd.store.core.Store` (see the module docstring)."""
 
     retention_ns: dict[Tier, int | None]
     local_synchronous: str
     replicated_synchronous: str
 
-    def _begin(self, synchronous: str) -> None:
-        raise NotImplementedError
-
-    def _commit(self) -> None:
-        raise NotImplementedError
-
-    def _rollback(self) -> None:
-        raise NotImplementedError
-
     def _unindex(self, t: int, rows: list[tuple[int, bytes]]) -> None:
         raise NotImplementedError  # names.NamesMixin
-
-    def _write_buckets(self, tier: int, deltas: dict[int, int]) -> None:
-        raise NotImplementedError
 
     def _forget_history(self, t: int, ids: list[bytes]) -> None:
         raise NotImplementedError  # history.HistoryMixin
